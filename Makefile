@@ -1,0 +1,22 @@
+# Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf runs/demo-pretrain
+	$(VENV)/bin/sar pretrain --preset small --steps 100 --out runs/demo-pretrain
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+.PHONY: install demo test

@@ -1,0 +1,352 @@
+"""Reading and writing images: the only place that knows file formats.
+
+An :class:`Image` is a float32 array (C, Z, Y, X) plus the full geometry of its grid (origin, spacing,
+direction in SimpleITK's LPS convention), so results can be written back onto the exact input grid.
+Each channel is one co-registered file (or DICOM series folder).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import BadInput
+
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A voxel grid in physical space (SimpleITK order: x, y, z; direction row-major 3x3)."""
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> "Geometry":
+        return cls(
+            tuple(int(s) for s in image.GetSize()),
+            tuple(float(s) for s in image.GetSpacing()),
+            tuple(float(o) for o in image.GetOrigin()),
+            tuple(float(d) for d in image.GetDirection()),
+        )
+
+    def same_grid(self, other: "Geometry", tol: float = 1e-4) -> bool:
+        return (
+            self.size == other.size
+            and np.allclose(self.spacing, other.spacing, rtol=tol, atol=tol)
+            and np.allclose(self.origin, other.origin, rtol=tol, atol=tol * max(1.0, max(self.spacing)))
+            and np.allclose(self.direction, other.direction, atol=tol)
+        )
+
+    def apply_to(self, image: sitk.Image) -> sitk.Image:
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    @property
+    def extent_mm(self) -> tuple[float, float, float]:
+        """Physical extent along x, y, z."""
+        return tuple(n * s for n, s in zip(self.size, self.spacing))
+
+
+@dataclass
+class Image:
+    """Channels of one case on one grid."""
+
+    array: np.ndarray  # float32 (C, Z, Y, X)
+    geometry: Geometry
+    paths: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def channels(self) -> int:
+        return int(self.array.shape[0])
+
+
+def _reader_for(path: Path) -> sitk.ImageFileReader | sitk.ImageSeriesReader:
+    if path.is_dir():
+        ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+        if not ids:
+            raise BadInput(path, "folder holds no DICOM series")
+        if len(ids) > 1:
+            raise BadInput(path, f"folder holds {len(ids)} DICOM series; point at one series' folder")
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0]))
+        return reader
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    return reader
+
+
+def read_header(path: PathLike) -> Geometry:
+    """Read only the header (fast): size, spacing, origin and direction; checks 3D and spacing."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(path, "no such file or folder")
+    reader = _reader_for(path)
+    if isinstance(reader, sitk.ImageSeriesReader):
+        return _check_geometry(path, _read(path, reader))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise BadInput(path, f"cannot read image header ({_first_line(exc)})") from None
+    if reader.GetDimension() != 3 and not (reader.GetDimension() == 4 and reader.GetSize()[3] == 1):
+        raise BadInput(path, f"is {reader.GetDimension()}D (size {reader.GetSize()}); a 3D volume is needed")
+    if reader.GetNumberOfComponents() != 1:
+        raise BadInput(path, f"has {reader.GetNumberOfComponents()} components per voxel; one is needed")
+    geometry = Geometry(
+        tuple(int(s) for s in reader.GetSize()[:3]),
+        tuple(float(s) for s in reader.GetSpacing()[:3]),
+        tuple(float(o) for o in reader.GetOrigin()[:3]),
+        tuple(float(d) for d in np.asarray(reader.GetDirection()).reshape(reader.GetDimension(), -1)[:3, :3].ravel()),
+    )
+    _check_spacing(path, geometry.spacing)
+    return geometry
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _read(path: Path, reader: sitk.ImageFileReader | sitk.ImageSeriesReader) -> sitk.Image:
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise BadInput(path, f"cannot read image, unreadable or truncated ({_first_line(exc)})") from None
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    return image
+
+
+def _check_spacing(path: Path, spacing: Sequence[float]) -> None:
+    if any(not np.isfinite(s) or s <= 0 for s in spacing):
+        raise BadInput(path, f"has zero, negative or invalid voxel spacing {tuple(spacing)}")
+
+
+def _check_geometry(path: Path, image: sitk.Image) -> Geometry:
+    if image.GetDimension() != 3:
+        raise BadInput(path, f"is {image.GetDimension()}D (size {image.GetSize()}); a 3D volume is needed")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise BadInput(path, f"has {image.GetNumberOfComponentsPerPixel()} components per voxel; one is needed")
+    geometry = Geometry.of(image)
+    _check_spacing(path, geometry.spacing)
+    return geometry
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Reject a truncated NIfTI file: ITK's NIfTI reader silently fills the missing voxels with zeros."""
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    gz = name.endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            header = f.read(540)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BadInput(path, f"cannot read image header ({exc})") from None
+    for endian in "<>":
+        if len(header) >= 352 and struct.unpack_from(endian + "i", header)[0] == 348:  # NIfTI-1
+            dims, bitpix = struct.unpack_from(endian + "8h", header, 40), struct.unpack_from(endian + "h", header, 72)[0]
+            offset = int(struct.unpack_from(endian + "f", header, 108)[0])
+            break
+        if len(header) >= 540 and struct.unpack_from(endian + "i", header)[0] == 540:  # NIfTI-2
+            dims, bitpix = struct.unpack_from(endian + "8q", header, 16), struct.unpack_from(endian + "h", header, 14)[0]
+            offset = int(struct.unpack_from(endian + "q", header, 168)[0])
+            break
+    else:
+        return  # not a header we know; ITK reports it
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0 or any(d <= 0 for d in dims[1 : ndim + 1]):
+        return
+    expected = offset + math.prod(dims[1 : ndim + 1]) * bitpix // 8
+    if not gz:
+        actual = path.stat().st_size
+    else:
+        with open(path, "rb") as f:  # the gzip trailer holds the length mod 2**32: a quick check first
+            f.seek(-4, os.SEEK_END)
+            quick = struct.unpack("<I", f.read(4))[0]
+        if quick == expected % 2**32:
+            return
+        actual = 0
+        try:
+            with gzip.open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    actual += len(chunk)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise BadInput(path, f"is truncated or corrupt ({exc})") from None
+    if actual < expected:
+        raise BadInput(path, f"is truncated: {actual} of {expected} bytes")
+
+
+def read_sitk(path: PathLike) -> sitk.Image:
+    """Read one 3D scalar volume (file or DICOM series folder), checked for dimension and spacing."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(path, "no such file or folder")
+    if not path.is_dir():
+        # check the header as stored: a full read silently turns a negative spacing into a flipped direction
+        read_header(path)
+        _check_nifti_complete(path)
+    image = _read(path, _reader_for(path))
+    _check_geometry(path, image)
+    return image
+
+
+def check_intensities(path: PathLike, array: np.ndarray) -> None:
+    """Reject voxels that are NaN/Inf and volumes that hold a single value (nothing to learn or segment)."""
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise BadInput(path, f"has {bad} NaN or infinite voxels")
+    if array.size == 0 or float(array.min()) == float(array.max()):
+        raise BadInput(path, "is constant (every voxel has the same value)")
+
+
+def read_image(
+    paths: Sequence[PathLike],
+    modalities: Sequence[str] = (),
+    resample_to_first: bool = False,
+) -> Image:
+    """Read co-registered files as the channels of one image.
+
+    Channels must share the first file's grid; with ``resample_to_first`` the others are resampled
+    (linear) onto it instead, an explicit choice since resampling changes the data.
+    """
+    if not paths:
+        raise BadInput("image", "no files given")
+    arrays, geometry = [], None
+    for path in paths:
+        image = read_sitk(path)
+        this = Geometry.of(image)
+        if geometry is None:
+            geometry, first = this, image
+        elif not this.same_grid(geometry):
+            if not resample_to_first:
+                raise BadInput(
+                    path,
+                    f"is on a different grid than {paths[0]} (size {this.size} vs {geometry.size}, spacing "
+                    f"{_fmt(this.spacing)} vs {_fmt(geometry.spacing)}); resample it or allow resampling",
+                )
+            image = sitk.Resample(image, first, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+        check_intensities(path, array)
+        arrays.append(array)
+    return Image(np.stack(arrays), geometry, tuple(str(p) for p in paths), tuple(modalities))
+
+
+def read_label(path: PathLike, reference: Geometry | None = None) -> np.ndarray:
+    """Read a label map as int16 (Z, Y, X); with ``reference`` it must lie on that grid."""
+    image = read_sitk(path)
+    geometry = Geometry.of(image)
+    if reference is not None and not geometry.same_grid(reference):
+        raise BadInput(
+            path,
+            f"label map is on a different grid than its image (size {geometry.size} vs {reference.size}, "
+            f"spacing {_fmt(geometry.spacing)} vs {_fmt(reference.spacing)})",
+        )
+    array = sitk.GetArrayFromImage(image)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or not np.array_equal(array, np.round(array)):
+            raise BadInput(path, "label map holds non-integer values")
+    return array.astype(np.int16)
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
+    """A (Z, Y, X) array on ``geometry`` as a SimpleITK image."""
+    if tuple(array.shape[::-1]) != geometry.size:
+        raise ValueError(f"array shape {array.shape} does not match grid size {geometry.size} (x, y, z)")
+    return geometry.apply_to(sitk.GetImageFromArray(array))
+
+
+def write_image(path: PathLike, array: np.ndarray, geometry: Geometry) -> Path:
+    """Write a (Z, Y, X) array on ``geometry`` atomically: a killed writer leaves no partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(to_sitk(array, geometry), tmp, useCompression=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+# ---------------------------------------------------------------- normalisation
+
+NORMALISERS = ("ct", "percentile", "zscore", "pet", "none")
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-modality intensity normalisation, chosen by name in config.
+
+    kind ``ct``: window [low, high] in HU mapped to [0, 1]; ``percentile``: the (low, high) percentiles of
+    the volume mapped to [0, 1] (MR); ``zscore``: mean/std over non-background voxels (MR); ``pet``: SUV
+    clipped to [low, high] mapped to [0, 1]; ``none``: unchanged.
+    """
+
+    kind: str = "percentile"
+    low: float = 0.5
+    high: float = 99.5
+
+    def __post_init__(self) -> None:
+        if self.kind not in NORMALISERS:
+            raise BadInput("normalisation", f"unknown kind {self.kind!r}; choose one of {', '.join(NORMALISERS)}")
+        if self.kind != "none" and not self.high > self.low:
+            raise BadInput("normalisation", f"{self.kind}: high ({self.high}) must exceed low ({self.low})")
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        array = array.astype(np.float32, copy=False)
+        if self.kind == "none":
+            return array.copy()
+        if self.kind == "zscore":
+            background = array.min()
+            inside = array[array > background]
+            inside = inside if inside.size else array
+            return ((array - inside.mean()) / max(float(inside.std()), 1e-6)).astype(np.float32)
+        if self.kind == "percentile":
+            low, high = np.percentile(array, [self.low, self.high])
+            if high <= low:
+                low, high = float(array.min()), float(array.max())
+        else:
+            low, high = self.low, self.high
+        return np.clip((array - low) / max(float(high - low), 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+DEFAULT_NORMALISATION: dict[str, dict] = {
+    "ct": {"kind": "ct", "low": -1000.0, "high": 1000.0},
+    "pet": {"kind": "pet", "low": 0.0, "high": 20.0},
+    "mr": {"kind": "percentile", "low": 0.5, "high": 99.5},
+    "default": {"kind": "percentile", "low": 0.5, "high": 99.5},
+}
+
+
+def normalisation_for(name: str, table: Mapping[str, Mapping]) -> Normalisation:
+    """The entry for a source or modality name; names like ``ct_lung`` match ``ct`` by prefix, else ``default``."""
+    key = name.lower()
+    if key not in table:
+        key = next((k for k in table if k != "default" and key.startswith(k)), "default")
+    if key not in table:
+        raise BadInput("normalisation", f"no entry for {name!r} and no 'default' entry")
+    return Normalisation(**table[key])

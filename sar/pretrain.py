@@ -1,0 +1,186 @@
+"""``sar pretrain``: SAR self-supervised pretraining (restoration + scale discrimination + adversarial
+modality invariance) on unlabeled volumes.
+
+Encoder objective: restoration + lambda_scale * scale CE - w(t) * source CE, where the discriminator
+itself minimises the source CE and the minus comes from a gradient reversal layer whose weight w(t)
+ramps from 0 to lambda_adv over the first ``adv_warmup`` share of steps (Ganin & Lempitsky's schedule).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import monai
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from . import __version__
+from .config import PretrainConfig, from_dict, to_dict
+from .data import Source, VolumePool, check_volumes, items, volume_stream
+from .errors import BadInput, Cancelled
+from .model import save_model
+from .nets import SARNet
+from .train import CHECKPOINT, Distributed, Progress, StopRequest, load_checkpoint, save_checkpoint
+
+
+def adversarial_weight(config: PretrainConfig, step: int) -> float:
+    """Reversal weight at ``step``: 0 -> lambda_adv along 2/(1+exp(-10p))-1 over the warm-up."""
+    warm = max(1.0, config.adv_warmup * config.steps)
+    p = min(1.0, step / warm)
+    return config.lambda_adv * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
+
+
+def check_output(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / CHECKPOINT).is_file():
+            raise BadInput(out / CHECKPOINT, "--resume given but there is no checkpoint to resume from")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BadInput(out, "exists and is not empty; choose a new --out or add --resume")
+
+
+def build_net(config: PretrainConfig, sources: int) -> SARNet:
+    return SARNet(1, config.net, len(config.proxy.scales), sources)
+
+
+def model_meta(config: PretrainConfig, sources: Sequence[Source], step: int, started: str) -> dict:
+    """Everything ``model.json`` says about a pretrained model."""
+    return {
+        "kind": "pretrained",
+        "preset": config.preset,
+        "architecture": {"name": "sar-unet3d", "features": list(config.net.features), "norm": config.net.norm,
+                         "head_hidden": config.net.head_hidden, "in_channels": 1,
+                         "scales": len(config.proxy.scales), "sources": len(sources)},
+        "in_channels": 1,
+        "input_size": list(config.proxy.input_size),
+        "scales": {"sizes": list(config.proxy.scales), "unit": config.proxy.scale_unit},
+        "sources": [s.name for s in sources],
+        "normalisation": config.normalisation,
+        "provenance": {
+            "data": {s.name: list(s.paths) for s in sources},
+            "steps": step,
+            "config": to_dict(config),
+            "sar_version": __version__,
+            "torch": torch.__version__,
+            "monai": monai.__version__,
+            "python": platform.python_version(),
+            "started": started,
+            "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def pretrain(
+    config: PretrainConfig,
+    sources: Sequence[Source],
+    out: Path,
+    device: torch.device,
+    dist_info: Distributed = Distributed(),
+    resume: bool = False,
+    progress_mode: str = "bar",
+    steps: int | None = None,
+) -> Path:
+    """Run (or resume) pretraining into the model folder ``out``; returns it. Raises Cancelled on a signal.
+
+    On resume the checkpoint's config is used; ``steps`` (when given) extends or shortens the run.
+    """
+    out = Path(out)
+    check_output(out, resume)
+    state = load_checkpoint(out / CHECKPOINT) if resume else None
+    if state is not None:
+        config = from_dict(state["config"])
+        if [s.name for s in sources] != state["sources"]:
+            raise BadInput("--data", f"source names {[s.name for s in sources]} differ from the checkpoint's {state['sources']}")
+    if steps is not None:
+        config.steps = steps
+    entries = items(sources)
+    created = not out.exists()
+    check_volumes(entries, config)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return _train(config, sources, entries, out, device, dist_info, state, progress_mode)
+    except BadInput:
+        if created and dist_info.main:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(config, sources, entries, out, device, dist_info, state, progress_mode) -> Path:
+    torch.manual_seed(config.seed + dist_info.rank)
+    net = build_net(config, len(sources)).to(device)
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + dist_info.rank)
+    start, started = 0, datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if state is not None:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, started = int(state["step"]), state["started"]
+        if state.get("generator") is not None and device.type == "cpu":
+            generator.set_state(state["generator"])
+    model = DistributedDataParallel(net) if dist_info.world > 1 else net
+    stream = volume_stream(entries, config, config.seed + start, dist_info.rank, dist_info.world)
+    pool = VolumePool.from_stream(stream, min(config.pool_size, len(entries)), config.proxy, device)
+    progress = Progress(progress_mode, out, config.steps, start, enabled=dist_info.main)
+    restore = F.mse_loss if config.restore_loss == "mse" else F.l1_loss
+    amp = config.amp and device.type == "cuda"
+    progress.event("start", step=start, steps=config.steps, device=str(device), world=dist_info.world,
+                   volumes=len(entries), sources=[s.name for s in sources], preset=config.preset)
+
+    def checkpoint(step: int) -> None:
+        if not dist_info.main:
+            return
+        save_checkpoint(out / CHECKPOINT, {
+            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "config": to_dict(config), "sources": [s.name for s in sources], "started": started,
+            "generator": generator.get_state() if device.type == "cpu" else None,
+        })
+        save_model(out, net.state_dict(), model_meta(config, sources, step, started))
+        progress.event("checkpoint", step=step, path=str(out))
+
+    window: dict[str, list[float]] = {}
+    step = start
+    with StopRequest() as stop:
+        while step < config.steps:
+            if stop.requested():
+                checkpoint(step)
+                raise Cancelled(f"stopped at step {step}; resume with --resume")
+            if step > start and step % config.pool_refresh == 0:
+                pool.refresh()
+            batch = pool.sample(config.batch_size, generator)
+            weight = adversarial_weight(config, step)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                outputs = model(batch.inputs, weight)
+            loss_restore = restore(outputs["restored"].float(), batch.targets)
+            loss_scale = F.cross_entropy(outputs["scale_logits"].float(), batch.scales)
+            loss = loss_restore + config.lambda_scale * loss_scale
+            metrics = {"loss_restore": loss_restore.item(), "loss_scale": loss_scale.item(),
+                       "scale_acc": (outputs["scale_logits"].argmax(1) == batch.scales).float().mean().item()}
+            if "source_logits" in outputs:
+                loss_adv = F.cross_entropy(outputs["source_logits"].float(), batch.sources)
+                loss = loss + loss_adv
+                metrics["loss_adv"] = loss_adv.item()
+                metrics["disc_acc"] = (outputs["source_logits"].argmax(1) == batch.sources).float().mean().item()
+                metrics["adv_weight"] = weight
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            metrics["loss"] = metrics["loss_restore"] + config.lambda_scale * metrics["loss_scale"] + config.lambda_adv * metrics.get("loss_adv", 0.0)
+            for key, value in metrics.items():
+                window.setdefault(key, []).append(value)
+            if step % config.log_every == 0 or step == config.steps:
+                progress.step(step, {k: sum(v) / len(v) for k, v in window.items()}, config.batch_size * dist_info.world)
+                window.clear()
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                checkpoint(step)
+    progress.event("done", step=step, path=str(out))
+    return out

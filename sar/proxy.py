@@ -1,0 +1,279 @@
+"""SAR's proxy task as batched tensor operations (CPU and CUDA alike, no per-cube Python loops).
+
+Multi-scale cubes are cropped and resized in one ``grid_sample`` call per volume; the Models Genesis
+corruptions (flips, local pixel shuffling, Bezier non-linear intensity, in-/out-painting) act on whole
+batches with masks. Tensors are (B, C, Z, Y, X); a cube's intensity range is per cube and channel, and
+every corruption keeps values inside it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .config import ProxyConfig
+
+
+def scale_extents_mm(cfg: ProxyConfig, extent_zyx_mm: torch.Tensor) -> torch.Tensor:
+    """Physical cube size (K, 3) in z, y, x for each scale; the cube keeps the input size's aspect ratio."""
+    z, y, x = cfg.size_zyx
+    aspect = torch.tensor([z / x, y / x, 1.0], dtype=torch.float64)
+    sizes = torch.tensor(cfg.scales, dtype=torch.float64)
+    if cfg.scale_unit == "fraction":
+        sizes = sizes * float((extent_zyx_mm.double() / aspect).min())
+    return sizes[:, None] * aspect[None, :]
+
+
+def fitting_scales(cfg: ProxyConfig, spacing_zyx: torch.Tensor, shape_zyx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cube extents in voxels (K, 3) for one volume and which scales fit inside it (K,)."""
+    extent_mm = shape_zyx.double() * spacing_zyx.double()
+    extents = scale_extents_mm(cfg, extent_mm) / spacing_zyx.double()[None, :]
+    fits = (extents <= shape_zyx.double()[None, :] + 1e-6).all(dim=1)
+    return extents.float(), fits
+
+
+def foreground_coordinates(volume: torch.Tensor, threshold: float, limit: int = 50_000, seed: int = 0) -> torch.Tensor:
+    """Voxel indices (N, 3) of the first channel above ``threshold`` of its p0.5..p99.5 range.
+
+    Cube centres are drawn from these, so no cube is pure air; at most ``limit`` are kept to bound memory.
+    """
+    first = volume[0]
+    sample = first.flatten()[:: max(1, first.numel() // 200_000)].float()
+    low, high = torch.quantile(sample, torch.tensor([0.005, 0.995], dtype=sample.dtype))
+    coords = torch.nonzero(first > low + threshold * (high - low))
+    if len(coords) == 0:
+        coords = torch.nonzero(first >= first.max())
+    if len(coords) > limit:
+        pick = torch.randperm(len(coords), generator=torch.Generator().manual_seed(seed))[:limit]
+        coords = coords[pick]
+    return coords
+
+
+@dataclass
+class ScaleView:
+    """One volume prepared for one scale: shrunk (area-averaged) where the cube is larger than the input
+    size, so a cube is a plain crop of ``crop`` voxels, resized only when it must grow."""
+
+    volume: torch.Tensor  # (C, Z', Y', X')
+    windows: torch.Tensor  # strided view (C, Z'-cz+1, Y'-cy+1, X'-cx+1, cz, cy, cx), no copy
+    factor: torch.Tensor  # (3,) original voxel -> this view's voxel
+    crop: tuple[int, int, int]
+
+
+def scale_views(volume: torch.Tensor, extents: torch.Tensor, fits: torch.Tensor, size_zyx: tuple[int, int, int]) -> list[ScaleView | None]:
+    """Per scale, the volume resampled so cropping needs no per-batch downsampling (None: scale does not fit)."""
+    shape = volume.shape[1:]
+    views: list[ScaleView | None] = []
+    for extent, fit in zip(extents.tolist(), fits.tolist()):
+        if not fit:
+            views.append(None)
+            continue
+        new_shape = [max(1, round(s * out / e)) if e > out else s for s, e, out in zip(shape, extent, size_zyx)]
+        crop = tuple(min(out, n) if e > out else min(max(1, round(e)), n) for e, out, n in zip(extent, size_zyx, new_shape))
+        view = volume if list(new_shape) == list(shape) else F.interpolate(volume[None], size=new_shape, mode="area")[0]
+        windows = view.unfold(1, crop[0], 1).unfold(2, crop[1], 1).unfold(3, crop[2], 1)
+        factor = torch.tensor([n / s for n, s in zip(new_shape, shape)], device=volume.device)
+        views.append(ScaleView(view, windows, factor, crop))
+    return views
+
+
+def sample_cubes(
+    views: list[ScaleView | None],
+    foreground: torch.Tensor,
+    n: int,
+    size_zyx: tuple[int, int, int],
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """n cubes from one volume at random fitting scales, each holding a foreground voxel where it can;
+    returns (cubes (n, C, *size_zyx), scale labels (n,)). One gather and one resize per scale."""
+    device = foreground.device
+    fits = torch.tensor([v is not None for v in views], dtype=torch.float32, device=device)
+    labels = torch.multinomial(fits, n, replacement=True, generator=generator)
+    centres = foreground[torch.randint(len(foreground), (n,), device=device, generator=generator)].float() + 0.5
+    channels = next(v for v in views if v is not None).volume.shape[0]
+    cubes = torch.empty((n, channels, *size_zyx), device=device)
+    for k, view in enumerate(views):
+        idx = torch.nonzero(labels == k).flatten()
+        if view is None or len(idx) == 0:
+            continue
+        crop = torch.tensor(view.crop, device=device)
+        limit = torch.tensor(view.windows.shape[1:4], device=device) - 1
+        start = torch.round(centres[idx] * view.factor - crop / 2).long().clamp_min(0)
+        start = torch.minimum(start, limit)
+        part = view.windows[:, start[:, 0], start[:, 1], start[:, 2]].transpose(0, 1)
+        if view.crop != tuple(size_zyx):
+            part = F.interpolate(part, size=size_zyx, mode="trilinear", align_corners=False)
+        cubes[idx] = part
+    return cubes, labels
+
+
+# ---------------------------------------------------------------- corruptions
+
+
+def _subset(n: int, rate: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.nonzero(torch.rand(n, device=device, generator=generator) < rate).flatten()
+
+
+def _range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per cube and channel minimum and maximum, shaped to broadcast over (B, C, Z, Y, X)."""
+    flat = x.flatten(2)
+    return flat.amin(dim=2)[..., None, None, None], flat.amax(dim=2)[..., None, None, None]
+
+
+def random_flips(x: torch.Tensor, y: torch.Tensor, rate: float, generator: torch.Generator) -> None:
+    """Genesis' flips, in place on input and target alike: up to 3 tries, each going on with ``rate``."""
+    b = x.shape[0]
+    going = torch.ones(b, dtype=torch.bool, device=x.device)
+    parity = torch.zeros(b, 3, dtype=torch.bool, device=x.device)
+    for _ in range(3):
+        going &= torch.rand(b, device=x.device, generator=generator) < rate
+        axis = torch.randint(3, (b,), device=x.device, generator=generator)
+        parity ^= going[:, None] & (axis[:, None] == torch.arange(3, device=x.device)[None, :])
+    for axis in range(3):
+        idx = torch.nonzero(parity[:, axis]).flatten()
+        if len(idx):
+            x[idx] = x[idx].flip(axis + 2)
+            y[idx] = y[idx].flip(axis + 2)
+
+
+def shuffle_index(spatial: tuple[int, ...], max_block: float, coverage: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """A flat voxel index (Z*Y*X,) that permutes voxels inside small blocks.
+
+    Block sides are drawn up to ``max_block`` of the cube's; the block grid gets a random offset; each
+    block is shuffled with probability ``coverage``, with one of 64 random permutations.
+    """
+    block = [int(torch.randint(1, max(2, int(s * max_block)) + 1, (1,), generator=generator, device=device)) for s in spatial]
+    if math.prod(block) < 2:
+        block[-1] = 2
+    offset = [int(torch.randint(0, b, (1,), generator=generator, device=device)) for b in block]
+    count = [(s - o) // b for s, o, b in zip(spatial, offset, block)]
+    flat = torch.arange(math.prod(spatial), device=device).reshape(spatial)
+    region = tuple(slice(o, o + n * b) for o, n, b in zip(offset, count, block))
+    (nz, ny, nx), (bz, by, bx) = count, block
+    blocks = flat[region].reshape(nz, bz, ny, by, nx, bx).permute(0, 2, 4, 1, 3, 5).reshape(nz * ny * nx, -1)
+    size = blocks.shape[1]
+    perms = torch.rand(64, size, device=device, generator=generator).argsort(dim=1)
+    perms = torch.cat([torch.arange(size, device=device)[None], perms])  # row 0: left as it is
+    choice = torch.randint(1, 65, (blocks.shape[0],), device=device, generator=generator)
+    choice = torch.where(torch.rand(choice.shape, device=device, generator=generator) < coverage, choice, 0)
+    shuffled = blocks.gather(1, perms[choice])
+    flat[region] = shuffled.reshape(nz, ny, nx, bz, by, bx).permute(0, 3, 1, 4, 2, 5).reshape(flat[region].shape)
+    return flat.flatten()
+
+
+def local_pixel_shuffle(x: torch.Tensor, max_block: float, coverage: float, generator: torch.Generator) -> torch.Tensor:
+    """Genesis' local pixel shuffling as one gather: the cubes of a call share one block pattern, every
+    channel alike (a fresh pattern each call, so nothing learnable is shared across batches)."""
+    index = shuffle_index(tuple(x.shape[2:]), max_block, coverage, generator, x.device)
+    flat = x.flatten(2)
+    return flat.gather(2, index[None, None].expand_as(flat)).reshape(x.shape)
+
+
+def bezier_lut(n: int, generator: torch.Generator, device: torch.device, points: int = 256, bins: int = 4096) -> torch.Tensor:
+    """Per-cube lookup tables (n, bins) of Genesis' random cubic Bezier intensity maps on a uniform [0, 1] grid."""
+    t = torch.linspace(0.0, 1.0, points, device=device)
+    basis = torch.stack([(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3])  # (4, points)
+    control = torch.rand(n, 2, 2, device=device, generator=generator)  # two random control points (x, y)
+    px = torch.cat([torch.zeros(n, 1, device=device), control[:, :, 0], torch.ones(n, 1, device=device)], dim=1)
+    py = torch.cat([torch.zeros(n, 1, device=device), control[:, :, 1], torch.ones(n, 1, device=device)], dim=1)
+    xs, ys = px @ basis, py @ basis  # (n, points)
+    xs = xs.sort(dim=1).values
+    both = torch.rand(n, 1, device=device, generator=generator) < 0.5
+    ys = torch.where(both, ys.sort(dim=1).values, ys)  # Genesis: sort x only, or sort x and y
+    grid = torch.linspace(0.0, 1.0, bins, device=device)[None].expand(n, -1).contiguous()
+    hi = torch.searchsorted(xs, grid).clamp(1, points - 1)
+    x0, x1 = xs.gather(1, hi - 1), xs.gather(1, hi)
+    y0, y1 = ys.gather(1, hi - 1), ys.gather(1, hi)
+    w = ((grid - x0) / (x1 - x0).clamp_min(1e-8)).clamp(0.0, 1.0)
+    return y0 + w * (y1 - y0)
+
+
+def nonlinear_intensity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Map each cube's intensities (rescaled to [0, 1] per channel) through its own Bezier curve
+    (a 4096-bin table: at most 1/8192 of the range from the exact curve)."""
+    m = x.shape[0]
+    lut = bezier_lut(m, generator, x.device)
+    low, high = _range(x)
+    scale = (lut.shape[1] - 1) / (high - low).clamp_min(1e-8)
+    index = torch.addcmul(0.5 - low * scale, x, scale).long().flatten(1)  # nearest bin
+    return torch.addcmul(low, lut.gather(1, index).reshape(x.shape), high - low)
+
+
+def paint_mask(
+    inpaint: torch.Tensor,
+    spatial: tuple[int, ...],
+    generator: torch.Generator,
+    margin: int = 3,
+    boxes: int = 5,
+) -> torch.Tensor:
+    """(m, 1, Z, Y, X) voxels to replace by noise: in-painting holes (up to 5 boxes, sides 1/6..1/3), or
+    everything outside out-painting windows (up to 5 boxes, sides 3/7..4/7, the first always kept).
+    Like Genesis, boxes keep being added while a 0.95 coin says so."""
+    m, device = len(inpaint), inpaint.device
+    keep = torch.rand(m, boxes, device=device, generator=generator) < 0.95
+    keep[:, 0] |= ~inpaint
+    keep = keep.cumprod(dim=1).bool()
+    lo_frac = torch.where(inpaint, 1 / 6, 3 / 7)[:, None]
+    hi_frac = torch.where(inpaint, 1 / 3, 4 / 7)[:, None]
+    hits = []
+    for s in spatial:
+        lo, hi = (s * lo_frac).floor().clamp_min(1), (s * hi_frac).floor().clamp_min(1)
+        length = (lo + torch.rand(m, boxes, device=device, generator=generator) * (hi - lo + 1)).floor().clamp(max=hi)
+        room = (s - length - 2 * margin).clamp_min(0)
+        start = (margin + (torch.rand(m, boxes, device=device, generator=generator) * (room + 1)).floor()).clamp(max=s - length)
+        coord = torch.arange(s, device=device)[None, None]
+        hits.append((coord >= start[..., None]) & (coord < (start + length)[..., None]))  # (m, boxes, s)
+    hz, hy, hx = hits
+    weights = (2 ** torch.arange(boxes, device=device)) * keep  # one bit per kept box
+    code_zy = torch.einsum("mkz,mky,mk->mzy", hz.long(), hy.long(), weights)  # boxes covering (z, y)
+    code_x = torch.einsum("mkx,mk->mx", hx.long(), weights)  # boxes covering x
+    inside = (code_zy.to(torch.uint8)[..., None] & code_x.to(torch.uint8)[:, None, None, :]).bool()
+    return (inside ^ ~inpaint[:, None, None, None])[:, None]
+
+
+def paint(x: torch.Tensor, inpaint: torch.Tensor, generator: torch.Generator, bank: int = 8) -> torch.Tensor:
+    """Genesis in-/out-painting; the noise is uniform in each cube's own range.
+
+    Noise comes from ``bank`` fresh random cubes per call, each cube taking one (drawing it voxel by
+    voxel for every cube made the random generator the slowest part of the proxy task on CPU).
+    """
+    m = x.shape[0]
+    low, high = _range(x)
+    noise = torch.rand((min(m, bank), *x.shape[1:]), device=x.device, generator=generator)
+    noise = noise[torch.randint(len(noise), (m,), device=x.device, generator=generator)]
+    return torch.where(paint_mask(inpaint, tuple(x.shape[2:]), generator), torch.addcmul(low, noise, high - low), x)
+
+
+@dataclass
+class ProxyBatch:
+    """One batch of the proxy task: corrupted inputs, clean targets, scale labels, source labels."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    scales: torch.Tensor
+    sources: torch.Tensor
+
+
+def corrupt(cubes: torch.Tensor, cfg: ProxyConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Models Genesis order: flips (input and target) -> local shuffle -> non-linear -> painting.
+
+    Returns (inputs, targets); ``cubes`` is left untouched.
+    """
+    b, dev = cubes.shape[0], cubes.device
+    targets = cubes.clone()
+    x = cubes.clone()
+    random_flips(x, targets, cfg.flip_rate, generator)
+    idx = _subset(b, cfg.local_rate, generator, dev)
+    if len(idx):
+        x[idx] = local_pixel_shuffle(x[idx], cfg.shuffle_block, cfg.shuffle_coverage, generator)
+    idx = _subset(b, cfg.nonlinear_rate, generator, dev)
+    if len(idx):
+        x[idx] = nonlinear_intensity(x[idx], generator)
+    idx = _subset(b, cfg.paint_rate, generator, dev)
+    if len(idx):
+        inpaint = torch.rand(len(idx), device=dev, generator=generator) < cfg.inpaint_rate
+        x[idx] = paint(x[idx], inpaint, generator)
+    return x, targets
