@@ -73,7 +73,7 @@ class PretrainConfig:
     workers: int = 2  # DataLoader processes that read volumes
     pool_size: int = 8  # volumes held in memory at once (bounded cache)
     pool_refresh: int = 4  # every N steps one volume of the pool is replaced by a newly read one
-    cubes_per_volume: int = 0  # 0: spread each batch over the whole pool
+    eval_cubes: int = 256  # fresh cubes scored at the end (proxy_evaluation in model.json)
 
 
 NESTED = {"net": NetConfig, "proxy": ProxyConfig}

@@ -52,23 +52,31 @@ class UNet3D(nn.Module):
         return self.decode(self.encode(x))
 
 
-def stats_pool(x: torch.Tensor) -> torch.Tensor:
-    """Channel mean and standard deviation over space: texture statistics that carry the cube's scale."""
-    flat = x.flatten(2).float()
-    return torch.cat([flat.mean(dim=2), flat.std(dim=2, unbiased=False)], dim=1)
-
-
 class PooledHead(nn.Module):
-    """MLP on stats-pooled features of the chosen encoder levels."""
+    """Classifier on the chosen encoder levels: per level a strided 3x3x3 conv and LeakyReLU, then
+    global mean and max pooling, then an MLP.
+
+    The conv comes first because the backbone's instance norm fixes each channel's mean and spread per
+    sample: statistics pooled straight from its features are nearly constant and carry no scale or
+    modality information.
+    """
 
     def __init__(self, widths: list[int], hidden: int, classes: int) -> None:
         super().__init__()
+        mixed = max(4, hidden // 2)
+        self.convs = nn.ModuleList(
+            nn.Sequential(nn.Conv3d(w, mixed, 3, stride=2, padding=1), nn.LeakyReLU(0.1, inplace=True)) for w in widths
+        )
         self.mlp = nn.Sequential(
-            nn.Linear(2 * sum(widths), hidden), nn.LeakyReLU(0.1, inplace=True), nn.Linear(hidden, classes)
+            nn.Linear(2 * mixed * len(widths), hidden), nn.LeakyReLU(0.1, inplace=True), nn.Linear(hidden, classes)
         )
 
     def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
-        return self.mlp(torch.cat([stats_pool(level) for level in levels], dim=1))
+        pooled = []
+        for conv, level in zip(self.convs, levels):
+            flat = conv(level).flatten(2).float()
+            pooled += [flat.mean(dim=2), flat.amax(dim=2)]
+        return self.mlp(torch.cat(pooled, dim=1))
 
 
 class _ReverseGrad(torch.autograd.Function):

@@ -49,7 +49,30 @@ def build_net(config: PretrainConfig, sources: int) -> SARNet:
     return SARNet(1, config.net, len(config.proxy.scales), sources)
 
 
-def model_meta(config: PretrainConfig, sources: Sequence[Source], step: int, started: str) -> dict:
+@torch.no_grad()
+def evaluate(net: SARNet, pool: VolumePool, cubes: int, batch_size: int, generator: torch.Generator) -> dict[str, float]:
+    """Proxy-task metrics on fresh corrupted cubes (not the training batches): restoration loss, scale
+    accuracy (chance 1/K) and discriminator accuracy."""
+    net.eval()
+    totals = {"restore_mse": 0.0, "scale_acc": 0.0, "disc_acc": 0.0}
+    seen = 0
+    while seen < cubes:
+        batch = pool.sample(min(batch_size, cubes - seen), generator)
+        out = net(batch.inputs)
+        n = len(batch.scales)
+        totals["restore_mse"] += F.mse_loss(out["restored"].float(), batch.targets, reduction="sum").item() / batch.targets[0].numel()
+        totals["scale_acc"] += (out["scale_logits"].argmax(1) == batch.scales).sum().item()
+        if "source_logits" in out:
+            totals["disc_acc"] += (out["source_logits"].argmax(1) == batch.sources).sum().item()
+        seen += n
+    net.train()
+    result = {k: v / seen for k, v in totals.items()}
+    if net.discriminator is None:
+        result.pop("disc_acc")
+    return {**result, "cubes": seen, "scale_chance": 1.0 / net.scale_head.mlp[-1].out_features}
+
+
+def model_meta(config: PretrainConfig, sources: Sequence[Source], step: int, started: str, evaluation: dict | None = None) -> dict:
     """Everything ``model.json`` says about a pretrained model."""
     return {
         "kind": "pretrained",
@@ -72,6 +95,7 @@ def model_meta(config: PretrainConfig, sources: Sequence[Source], step: int, sta
             "python": platform.python_version(),
             "started": started,
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "proxy_evaluation": evaluation,
         },
     }
 
@@ -135,7 +159,7 @@ def _train(config, sources, entries, out, device, dist_info, state, progress_mod
     progress.event("start", step=start, steps=config.steps, device=str(device), world=dist_info.world,
                    volumes=len(entries), sources=[s.name for s in sources], preset=config.preset)
 
-    def checkpoint(step: int) -> None:
+    def checkpoint(step: int, evaluation: dict | None = None) -> None:
         if not dist_info.main:
             return
         save_checkpoint(out / CHECKPOINT, {
@@ -143,7 +167,7 @@ def _train(config, sources, entries, out, device, dist_info, state, progress_mod
             "config": to_dict(config), "sources": [s.name for s in sources], "started": started,
             "generator": generator.get_state() if device.type == "cpu" else None,
         })
-        save_model(out, net.state_dict(), model_meta(config, sources, step, started))
+        save_model(out, net.state_dict(), model_meta(config, sources, step, started, evaluation))
         progress.event("checkpoint", step=step, path=str(out))
 
     window: dict[str, list[float]] = {}
@@ -180,7 +204,11 @@ def _train(config, sources, entries, out, device, dist_info, state, progress_mod
             if step % config.log_every == 0 or step == config.steps:
                 progress.step(step, {k: sum(v) / len(v) for k, v in window.items()}, config.batch_size * dist_info.world)
                 window.clear()
-            if step % config.checkpoint_every == 0 or step == config.steps:
+            if step == config.steps:
+                evaluation = evaluate(net, pool, config.eval_cubes, config.batch_size, generator) if dist_info.main else None
+                progress.event("evaluation", step=step, **(evaluation or {}))
+                checkpoint(step, evaluation)
+            elif step % config.checkpoint_every == 0:
                 checkpoint(step)
     progress.event("done", step=step, path=str(out))
     return out

@@ -1,0 +1,25 @@
+"""Shared fixtures: where the real scans live (``../shared/data``), skipping with a reason when absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip(f"real scans not found at {SHARED_DATA} (the shared data folder beside the checkout)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def real_sources(shared_data: Path) -> list[str]:
+    """MR, CT and PET sources from the shared real cases, as ``sar pretrain --data`` specs."""
+    d = shared_data
+    return [f"mr={d}/sarcoma/*MR_T1_image.nii.gz", f"mr={d}/tcga_gbm/brain?_image.nrrd",
+            f"ct={d}/sarcoma/*CT_image.nii.gz", f"ct={d}/lung_ct/image.nii.gz",
+            f"pet={d}/sarcoma/*PET_image.nii.gz"]
