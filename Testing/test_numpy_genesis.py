@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sar.bench import synthetic_volumes
+
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "numpy_genesis.py"
 
 
@@ -26,7 +28,7 @@ def _pairs(ng, volume, seed, n=3):
 
 
 def test_generate_pair_shapes_ranges_and_determinism(ng):
-    volume = ng.synthetic_volumes(n=1, shape_zyx=(56, 104, 104), seed=1)[0]
+    volume = synthetic_volumes(count=1, shape=(56, 104, 104), seed=1)[0]
     first = _pairs(ng, volume, seed=123)
     for x, y, scale in first:
         assert x.shape == (32, 64, 64)

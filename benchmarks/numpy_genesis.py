@@ -10,15 +10,11 @@ identity resize is skipped).
 
 It is a standalone script, not part of the ``sar`` package.
 
-Usage::
-
-    python benchmarks/numpy_genesis.py --seconds 10 --json
+``benchmarks/proxy_vs_numpy.py`` runs it beside ``sar bench proxy`` on the same volumes.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from typing import Sequence
@@ -259,39 +255,3 @@ def pairs_per_second(
         n += 1
         elapsed = time.perf_counter() - t0
     return {"cubes": n, "seconds": elapsed, "cubes_per_s": n / elapsed}
-
-
-def synthetic_volumes(
-    n: int = 4, shape_zyx: Shape3 = (96, 160, 160), seed: int = 0
-) -> list[np.ndarray]:
-    """Smooth random fields in [0,1], float32: stand-ins for normalised CT volumes."""
-    rng = np.random.default_rng(seed)
-    vols = []
-    for _ in range(n):
-        v = ndimage.gaussian_filter(rng.standard_normal(shape_zyx, dtype=np.float32), 4.0)
-        lo, hi = float(v.min()), float(v.max())
-        vols.append(((v - lo) / max(hi - lo, 1e-12)).astype(np.float32))
-    return vols
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """CLI: measure the per-cube numpy baseline throughput."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="how long to run")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    args = parser.parse_args(argv)
-
-    vols = synthetic_volumes(seed=args.seed)
-    result = pairs_per_second(vols, args.seconds, seed=args.seed)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(
-            f"numpy Models-Genesis baseline: {result['cubes']} cubes in "
-            f"{result['seconds']:.2f} s = {result['cubes_per_s']:.1f} cubes/s"
-        )
-
-
-if __name__ == "__main__":
-    main()
