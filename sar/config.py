@@ -49,12 +49,11 @@ class ProxyConfig:
 
 
 @dataclass
-class PretrainConfig:
-    """Everything ``sar pretrain`` needs besides data and output folder."""
+class TrainConfig:
+    """Settings every training job shares (pretraining and fine-tuning)."""
 
     preset: str = "small"
     net: NetConfig = field(default_factory=NetConfig)
-    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     normalisation: dict[str, dict] = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_NORMALISATION)))
     steps: int = 1000
     batch_size: int = 8
@@ -62,21 +61,87 @@ class PretrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD only
-    restore_loss: str = "mse"  # as Models Genesis; or "l1"
-    lambda_scale: float = 0.1  # default chosen here
-    lambda_adv: float = 0.05  # default chosen here
-    adv_warmup: float = 0.3  # default chosen here: DANN ramp of the reversal weight over this share of steps
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
     workers: int = 2  # DataLoader processes that read volumes
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """Everything ``sar pretrain`` needs besides data and output folder."""
+
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    restore_loss: str = "mse"  # as Models Genesis; or "l1"
+    lambda_scale: float = 0.1  # default chosen here
+    lambda_adv: float = 0.05  # default chosen here
+    adv_warmup: float = 0.3  # default chosen here: DANN ramp of the reversal weight over this share of steps
     pool_size: int = 8  # volumes held in memory at once (bounded cache)
     pool_refresh: int = 4  # every N steps one volume of the pool is replaced by a newly read one
     eval_cubes: int = 256  # fresh cubes scored at the end (proxy_evaluation in model.json)
 
 
-NESTED = {"net": NetConfig, "proxy": ProxyConfig}
+@dataclass
+class LabelScheme:
+    """What the network predicts: ``classes`` (softmax over label values) or ``regions`` (sigmoid per
+    region, each a set of label values, e.g. BraTS whole tumor / tumor core / enhancing tumor).
+
+    ``paint`` is the label value a voxel gets in the output label map; regions are painted in order,
+    so nested regions (whole tumor > core > enhancing) give back the most specific label.
+    """
+
+    mode: str = "classes"
+    names: tuple[str, ...] = ("tumor",)
+    values: tuple[tuple[int, ...], ...] = ((1,),)
+    paint: tuple[int, ...] = (1,)
+    colors: tuple[tuple[float, float, float], ...] = ((0.9, 0.3, 0.2),)
+
+
+LABEL_SCHEMES: dict[str, LabelScheme] = {
+    "binary": LabelScheme("regions", ("tumor",), ((1, 2, 3, 4, 5, 6, 7, 8, 9),), (1,), ((0.9, 0.3, 0.2),)),
+    "brats": LabelScheme(
+        "regions",
+        ("whole tumor", "tumor core", "enhancing tumor"),
+        ((1, 2, 3, 4), (1, 3, 4), (4,)),
+        (2, 1, 4),
+        ((0.35, 0.75, 0.35), (0.9, 0.8, 0.3), (0.85, 0.25, 0.2)),
+    ),
+}
+
+
+@dataclass
+class InferenceConfig:
+    """How ``sar segment`` runs a model (saved in its model.json, overridable per call)."""
+
+    overlap: float = 0.5
+    sw_batch_size: int = 4
+    tta: bool = False  # average over flips along each axis
+    largest_component: bool = False  # default chosen here: off, tumors can be multifocal
+    min_size_mm3: float = 0.0
+    fill_holes: bool = False
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """Everything ``sar finetune`` needs besides data, initial model and output folder."""
+
+    patch_size: tuple[int, int, int] = (64, 64, 32)  # x, y, z voxels
+    labels: LabelScheme = field(default_factory=LabelScheme)
+    modalities: tuple[str, ...] = ()  # one name per channel (picks normalisation); default "default"
+    loss: str = "dice_ce"
+    pos_fraction: float = 0.67  # default chosen here: share of patches centred on a labeled voxel
+    samples_per_case: int = 2
+    val_fraction: float = 0.2  # share of cases held out for model selection (none with one case)
+    val_every: int = 50
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    lr: float = 3e-4  # default chosen here: gentler than pretraining, the encoder is already trained
+
+    @property
+    def patch_zyx(self) -> tuple[int, int, int]:
+        x, y, z = self.patch_size
+        return (z, y, x)
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -105,7 +170,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def _merge(base: dict, override: Mapping) -> dict:
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict) and key != "normalisation":
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict) and key not in ("normalisation", "labels"):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
@@ -120,46 +185,86 @@ def _build(cls: type, data: Mapping, where: str) -> Any:
     defaults = cls()
     kwargs = {}
     for key, value in data.items():
-        if cls is PretrainConfig and key in NESTED:
-            kwargs[key] = _build(NESTED[key], value, f"{where}.{key}")
-        elif isinstance(value, list) and isinstance(getattr(defaults, key), tuple):
-            kwargs[key] = tuple(value)
+        default = getattr(defaults, key)
+        if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
+            kwargs[key] = _build(type(default), value, f"{where}.{key}")
+        elif isinstance(value, list) and isinstance(default, tuple):
+            kwargs[key] = _tuples(value)
         else:
             kwargs[key] = value
     return cls(**kwargs)
 
 
-def pretrain_config(preset: str = "small", overrides: Mapping | None = None, where: str = "config") -> PretrainConfig:
-    """A preset with overrides (e.g. from ``--config FILE``) applied on top, validated."""
-    if preset not in PRESETS:
-        raise BadInput("--preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    data = _merge(_merge(to_dict(PretrainConfig()), PRESETS[preset]), overrides or {})
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"net": PRESETS["tiny"]["net"], "patch_size": (32, 32, 16), "batch_size": 2, "steps": 100,
+             "val_every": 25, "checkpoint_every": 25, "log_every": 5, "workers": 0, "lr": 1e-3},
+    "small": {"net": PRESETS["small"]["net"], "batch_size": 2, "steps": 1000},
+    "genesis": {"net": PRESETS["genesis"]["net"], "batch_size": 2, "steps": 5000, "checkpoint_every": 250,
+                "val_every": 250},
+}
+
+
+def _make(cls: type, presets: Mapping[str, dict], preset: str, overrides: Mapping | None, where: str) -> Any:
+    if preset not in presets:
+        raise BadInput("--preset", f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
+    data = _merge(_merge(to_dict(cls()), presets[preset]), overrides or {})
     data["preset"] = preset
-    config = _build(PretrainConfig, data, where)
+    config = _build(cls, data, where)
     validate(config, where)
     return config
 
 
-def validate(config: PretrainConfig, where: str = "config") -> None:
-    p = config.proxy
+def pretrain_config(preset: str = "small", overrides: Mapping | None = None, where: str = "config") -> PretrainConfig:
+    """A preset with overrides (e.g. from ``--config FILE``) applied on top, validated."""
+    return _make(PretrainConfig, PRESETS, preset, overrides, where)
+
+
+def finetune_config(preset: str = "small", overrides: Mapping | None = None, where: str = "config") -> FinetuneConfig:
+    return _make(FinetuneConfig, FINETUNE_PRESETS, preset, overrides, where)
+
+
+def validate(config: TrainConfig, where: str = "config") -> None:
     checks = [
         (len(config.net.features) == 6, "net.features needs 6 widths (5 encoder levels + last decoder level)"),
-        (len(p.input_size) == 3 and all(s >= 16 for s in p.input_size), "proxy.input_size needs 3 sides >= 16"),
-        (all(s % 16 == 0 for s in p.input_size), "proxy.input_size sides must be multiples of 16 (4 poolings)"),
-        (len(p.scales) >= 2 and list(p.scales) == sorted(p.scales), "proxy.scales: at least 2, increasing"),
-        (p.scale_unit in ("mm", "fraction"), "proxy.scale_unit is 'mm' or 'fraction'"),
-        (p.scale_unit == "mm" or max(p.scales) <= 1.0, "proxy.scales as fractions must be <= 1"),
         (config.steps > 0 and config.batch_size > 0, "steps and batch_size must be positive"),
         (config.optimizer in ("adamw", "sgd"), "optimizer is 'adamw' or 'sgd'"),
-        (config.restore_loss in ("mse", "l1"), "restore_loss is 'mse' or 'l1'"),
         (config.checkpoint_every > 0 and config.log_every > 0, "checkpoint_every and log_every must be positive"),
-        (config.pool_size > 0 and config.pool_refresh > 0, "pool_size and pool_refresh must be positive"),
     ]
-    for rate in ("flip_rate", "local_rate", "nonlinear_rate", "paint_rate", "inpaint_rate", "shuffle_coverage"):
-        checks.append((0.0 <= getattr(p, rate) <= 1.0, f"proxy.{rate} must lie in [0, 1]"))
+    if isinstance(config, PretrainConfig):
+        p = config.proxy
+        checks += [
+            (_valid_size(p.input_size), "proxy.input_size needs 3 sides, multiples of 16 (4 poolings)"),
+            (len(p.scales) >= 2 and list(p.scales) == sorted(p.scales), "proxy.scales: at least 2, increasing"),
+            (p.scale_unit in ("mm", "fraction"), "proxy.scale_unit is 'mm' or 'fraction'"),
+            (p.scale_unit == "mm" or max(p.scales) <= 1.0, "proxy.scales as fractions must be <= 1"),
+            (config.restore_loss in ("mse", "l1"), "restore_loss is 'mse' or 'l1'"),
+            (config.pool_size > 0 and config.pool_refresh > 0, "pool_size and pool_refresh must be positive"),
+        ]
+        for rate in ("flip_rate", "local_rate", "nonlinear_rate", "paint_rate", "inpaint_rate", "shuffle_coverage"):
+            checks.append((0.0 <= getattr(p, rate) <= 1.0, f"proxy.{rate} must lie in [0, 1]"))
+    if isinstance(config, FinetuneConfig):
+        labels = config.labels
+        checks += [
+            (_valid_size(config.patch_size), "patch_size needs 3 sides, multiples of 16 (4 poolings)"),
+            (labels.mode in ("classes", "regions"), "labels.mode is 'classes' or 'regions'"),
+            (len(labels.names) == len(labels.values) == len(labels.paint) == len(labels.colors) > 0,
+             "labels: names, values, paint and colors need one entry per label"),
+            (all(v > 0 for group in labels.values for v in group), "labels.values must be positive (0 is background)"),
+            (0.0 <= config.pos_fraction <= 1.0 and 0.0 <= config.val_fraction < 1.0, "pos_fraction, val_fraction in [0, 1)"),
+            (0.0 <= config.inference.overlap < 1.0, "inference.overlap must lie in [0, 1)"),
+            (config.loss in ("dice_ce", "dice", "ce"), "loss is dice_ce, dice or ce"),
+        ]
     for ok, message in checks:
         if not ok:
             raise BadInput(where, message)
+
+
+def _valid_size(size: tuple[int, ...]) -> bool:
+    return len(size) == 3 and all(s >= 16 and s % 16 == 0 for s in size)
 
 
 def to_dict(config: Any) -> dict:
@@ -167,8 +272,8 @@ def to_dict(config: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def from_dict(data: Mapping, where: str = "config") -> PretrainConfig:
-    config = _build(PretrainConfig, data, where)
+def from_dict(data: Mapping, where: str = "config", cls: type = None) -> Any:
+    config = _build(cls or PretrainConfig, data, where)
     validate(config, where)
     return config
 

@@ -24,10 +24,10 @@ from torch.nn.parallel import DistributedDataParallel
 from . import __version__
 from .config import PretrainConfig, from_dict, to_dict
 from .data import Source, VolumePool, check_volumes, items, volume_stream
-from .errors import BadInput, Cancelled
+from .errors import BadInput
 from .model import save_model
 from .nets import SARNet
-from .train import CHECKPOINT, Distributed, Progress, StopRequest, load_checkpoint, save_checkpoint
+from .train import CHECKPOINT, Distributed, Progress, load_checkpoint, make_optimizer, save_checkpoint, train_loop
 
 
 def adversarial_weight(config: PretrainConfig, step: int) -> float:
@@ -138,10 +138,7 @@ def pretrain(
 def _train(config, sources, entries, out, device, dist_info, state, progress_mode) -> Path:
     torch.manual_seed(config.seed + dist_info.rank)
     net = build_net(config, len(sources)).to(device)
-    if config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(net.parameters(), config)
     generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + dist_info.rank)
     start, started = 0, datetime.now(timezone.utc).isoformat(timespec="seconds")
     if state is not None:
@@ -159,9 +156,13 @@ def _train(config, sources, entries, out, device, dist_info, state, progress_mod
     progress.event("start", step=start, steps=config.steps, device=str(device), world=dist_info.world,
                    volumes=len(entries), sources=[s.name for s in sources], preset=config.preset)
 
-    def checkpoint(step: int, evaluation: dict | None = None) -> None:
+    def checkpoint(step: int) -> None:
         if not dist_info.main:
             return
+        evaluation = None
+        if step == config.steps:
+            evaluation = evaluate(net, pool, config.eval_cubes, config.batch_size, generator)
+            progress.event("evaluation", step=step, **evaluation)
         save_checkpoint(out / CHECKPOINT, {
             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
             "config": to_dict(config), "sources": [s.name for s in sources], "started": started,
@@ -170,45 +171,29 @@ def _train(config, sources, entries, out, device, dist_info, state, progress_mod
         save_model(out, net.state_dict(), model_meta(config, sources, step, started, evaluation))
         progress.event("checkpoint", step=step, path=str(out))
 
-    window: dict[str, list[float]] = {}
-    step = start
-    with StopRequest() as stop:
-        while step < config.steps:
-            if stop.requested():
-                checkpoint(step)
-                raise Cancelled(f"stopped at step {step}; resume with --resume")
-            if step > start and step % config.pool_refresh == 0:
-                pool.refresh()
-            batch = pool.sample(config.batch_size, generator)
-            weight = adversarial_weight(config, step)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                outputs = model(batch.inputs, weight)
-            loss_restore = restore(outputs["restored"].float(), batch.targets)
-            loss_scale = F.cross_entropy(outputs["scale_logits"].float(), batch.scales)
-            loss = loss_restore + config.lambda_scale * loss_scale
-            metrics = {"loss_restore": loss_restore.item(), "loss_scale": loss_scale.item(),
-                       "scale_acc": (outputs["scale_logits"].argmax(1) == batch.scales).float().mean().item()}
-            if "source_logits" in outputs:
-                loss_adv = F.cross_entropy(outputs["source_logits"].float(), batch.sources)
-                loss = loss + loss_adv
-                metrics["loss_adv"] = loss_adv.item()
-                metrics["disc_acc"] = (outputs["source_logits"].argmax(1) == batch.sources).float().mean().item()
-                metrics["adv_weight"] = weight
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            metrics["loss"] = metrics["loss_restore"] + config.lambda_scale * metrics["loss_scale"] + config.lambda_adv * metrics.get("loss_adv", 0.0)
-            for key, value in metrics.items():
-                window.setdefault(key, []).append(value)
-            if step % config.log_every == 0 or step == config.steps:
-                progress.step(step, {k: sum(v) / len(v) for k, v in window.items()}, config.batch_size * dist_info.world)
-                window.clear()
-            if step == config.steps:
-                evaluation = evaluate(net, pool, config.eval_cubes, config.batch_size, generator) if dist_info.main else None
-                progress.event("evaluation", step=step, **(evaluation or {}))
-                checkpoint(step, evaluation)
-            elif step % config.checkpoint_every == 0:
-                checkpoint(step)
+    def train_step(step: int) -> dict[str, float]:
+        if step > start and step % config.pool_refresh == 0:
+            pool.refresh()
+        batch = pool.sample(config.batch_size, generator)
+        weight = adversarial_weight(config, step)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            outputs = model(batch.inputs, weight)
+        loss_restore = restore(outputs["restored"].float(), batch.targets)
+        loss_scale = F.cross_entropy(outputs["scale_logits"].float(), batch.scales)
+        loss = loss_restore + config.lambda_scale * loss_scale
+        metrics = {"loss_restore": loss_restore.item(), "loss_scale": loss_scale.item(),
+                   "scale_acc": (outputs["scale_logits"].argmax(1) == batch.scales).float().mean().item()}
+        if "source_logits" in outputs:
+            loss_adv = F.cross_entropy(outputs["source_logits"].float(), batch.sources)
+            loss = loss + loss_adv
+            metrics.update(loss_adv=loss_adv.item(), adv_weight=weight,
+                           disc_acc=(outputs["source_logits"].argmax(1) == batch.sources).float().mean().item())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        metrics["loss"] = metrics["loss_restore"] + config.lambda_scale * metrics["loss_scale"] + config.lambda_adv * metrics.get("loss_adv", 0.0)
+        return metrics
+
+    step = train_loop(train_step, start, config, progress, checkpoint, config.batch_size * dist_info.world)
     progress.event("done", step=step, path=str(out))
     return out

@@ -14,12 +14,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, Iterable, TextIO
 
 import torch
 import torch.distributed as dist
 
-from .errors import BadInput
+from .errors import BadInput, Cancelled
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -157,3 +157,42 @@ class Progress:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], config: Any) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def train_loop(
+    step_fn: Callable[[int], dict[str, float]],
+    start: int,
+    config: Any,
+    progress: Progress,
+    checkpoint: Callable[[int], None],
+    items_per_step: int,
+    after_step: Callable[[int], None] | None = None,
+) -> int:
+    """Run ``step_fn`` from ``start`` to ``config.steps``: metrics averaged and reported every
+    ``log_every`` steps, ``after_step`` (validation) then ``checkpoint`` every ``checkpoint_every``
+    steps and at the end. On SIGINT/SIGTERM: checkpoint, then raise Cancelled (exit 130)."""
+    window: dict[str, list[float]] = {}
+    step = start
+    with StopRequest() as stop:
+        while step < config.steps:
+            if stop.requested():
+                checkpoint(step)
+                raise Cancelled(f"stopped at step {step}; resume with --resume")
+            metrics = step_fn(step)
+            step += 1
+            for key, value in metrics.items():
+                window.setdefault(key, []).append(value)
+            if step % config.log_every == 0 or step == config.steps:
+                progress.step(step, {k: sum(v) / len(v) for k, v in window.items()}, items_per_step)
+                window.clear()
+            if after_step is not None:
+                after_step(step)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                checkpoint(step)
+    return step
