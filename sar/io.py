@@ -276,20 +276,52 @@ def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     return geometry.apply_to(sitk.GetImageFromArray(array))
 
 
-def write_image(path: PathLike, array: np.ndarray, geometry: Geometry) -> Path:
-    """Write a (Z, Y, X) array on ``geometry`` atomically: a killed writer leaves no partial file."""
+def _write_atomic(path: PathLike, image: sitk.Image) -> Path:
+    """Write to a temporary file beside ``path``, then rename: a killed writer leaves no partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    suffix = ".seg.nrrd" if path.name.endswith(".seg.nrrd") else ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        sitk.WriteImage(to_sitk(array, geometry), tmp, useCompression=True)
+        sitk.WriteImage(image, tmp, useCompression=True)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def write_image(path: PathLike, array: np.ndarray, geometry: Geometry) -> Path:
+    """Write a (Z, Y, X) array, or (C, Z, Y, X) as a multi-component image, on ``geometry`` atomically."""
+    if array.ndim == 4:
+        image = geometry.apply_to(sitk.GetImageFromArray(np.moveaxis(array, 0, -1), isVector=True))
+    else:
+        image = to_sitk(array, geometry)
+    return _write_atomic(path, image)
+
+
+def write_segmentation(path: PathLike, label: np.ndarray, geometry: Geometry, segments: Sequence[Mapping]) -> Path:
+    """A label map as NIfTI/NRRD, or as Slicer's ``.seg.nrrd`` with each segment's name, color and
+    label value (``segments``: dicts with name, value, color) so Slicer loads it as a segmentation."""
+    path = Path(path)
+    if not path.name.endswith(".seg.nrrd"):
+        return write_image(path, label.astype(np.int16), geometry)
+    image = to_sitk(label.astype(np.uint8 if label.max() < 256 else np.int16), geometry)
+    image.SetMetaData("Segmentation_MasterRepresentation", "Binary labelmap")
+    image.SetMetaData("Segmentation_ContainedRepresentationNames", "Binary labelmap|")
+    image.SetMetaData("Segmentation_ReferenceImageExtentOffset", "0 0 0")
+    extent = " ".join(f"0 {s - 1}" for s in geometry.size)
+    for i, segment in enumerate(segments):
+        prefix = f"Segment{i}_"
+        image.SetMetaData(prefix + "ID", f"Segment_{segment['value']}")
+        image.SetMetaData(prefix + "Name", str(segment["name"]))
+        image.SetMetaData(prefix + "Color", " ".join(f"{c:.4f}" for c in segment["color"]))
+        image.SetMetaData(prefix + "LabelValue", str(int(segment["value"])))
+        image.SetMetaData(prefix + "Layer", "0")
+        image.SetMetaData(prefix + "Extent", extent)
+        image.SetMetaData(prefix + "Tags", "Segmentation.Status:inprogress|")
+    return _write_atomic(path, image)
 
 
 # ---------------------------------------------------------------- normalisation

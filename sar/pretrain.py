@@ -27,7 +27,7 @@ from .data import Source, VolumePool, check_volumes, items, volume_stream
 from .errors import BadInput
 from .model import save_model
 from .nets import SARNet
-from .train import CHECKPOINT, Distributed, Progress, load_checkpoint, make_optimizer, save_checkpoint, train_loop
+from .train import CHECKPOINT, Distributed, Progress, check_output, load_checkpoint, make_optimizer, save_checkpoint, train_loop
 
 
 def adversarial_weight(config: PretrainConfig, step: int) -> float:
@@ -35,14 +35,6 @@ def adversarial_weight(config: PretrainConfig, step: int) -> float:
     warm = max(1.0, config.adv_warmup * config.steps)
     p = min(1.0, step / warm)
     return config.lambda_adv * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
-
-
-def check_output(out: Path, resume: bool) -> None:
-    if resume:
-        if not (out / CHECKPOINT).is_file():
-            raise BadInput(out / CHECKPOINT, "--resume given but there is no checkpoint to resume from")
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise BadInput(out, "exists and is not empty; choose a new --out or add --resume")
 
 
 def build_net(config: PretrainConfig, sources: int) -> SARNet:

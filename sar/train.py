@@ -95,6 +95,15 @@ class StopRequest:
         return bool(flag.item() > 0)
 
 
+def check_output(out: Path, resume: bool) -> None:
+    """A new run needs an empty or new folder; a resumed one needs its checkpoint."""
+    if resume:
+        if not (out / CHECKPOINT).is_file():
+            raise BadInput(out / CHECKPOINT, "--resume given but there is no checkpoint to resume from")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BadInput(out, "exists and is not empty; choose a new --out or add --resume")
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write then rename, so a kill mid-write keeps the previous checkpoint intact."""
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=path.parent)
