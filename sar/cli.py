@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from . import jobs
 from .errors import BadInput, Cancelled
 from .runtime import tune_malloc
 
@@ -37,6 +38,51 @@ def _pretrain_args(sub) -> None:
     p.add_argument("--workers", type=int, default=None, help="DataLoader processes reading volumes")
 
 
+def _finetune_args(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune for tumor segmentation from a SAR model or from scratch")
+    p.add_argument("--init", required=True, help="pretrained (or fine-tuned) model folder, or 'scratch'")
+    p.add_argument("--images", nargs="+", metavar="CASE", default=None,
+                   help="one entry per case; a case's channels joined by commas (flair.nii.gz,t1c.nii.gz)")
+    p.add_argument("--labels", nargs="+", metavar="PATH", default=None, help="label maps, in the order of --images")
+    p.add_argument("--dataset", type=Path, default=None, help="dataset.json (Decathlon or nnU-Net v2) instead of --images/--labels")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--label-scheme", default="auto", help="auto (one class per label value) | brats (WT/TC/ET regions) | binary")
+    p.add_argument("--modalities", default=None, help="channel names, comma-separated (pick each channel's normalisation)")
+    p.add_argument("--preset", default="small")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-cases", type=int, default=None, help="train on the first K labeled cases only")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--progress", choices=("bar", "json"), default="bar")
+    p.add_argument("--config", type=Path, default=None)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _segment_args(sub) -> None:
+    p = sub.add_parser("segment", help="segment a scan with a fine-tuned model")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--input", required=True, nargs="+", help="the case's channel files, in the model's order")
+    p.add_argument("--output", required=True, type=Path, help=".nii.gz, .nrrd or .seg.nrrd (segment names and colors)")
+    p.add_argument("--roi", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"), default=None,
+                   help="segment only this box (physical LPS mm, as SimpleITK and the file's header)")
+    p.add_argument("--probabilities", type=Path, default=None, help="also write the probabilities (multi-component)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action="store_true", help="average over flips (test-time augmentation)")
+    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model's)")
+
+
+def _evaluate_args(sub) -> None:
+    p = sub.add_parser("evaluate", help="Dice, HD95, surface Dice and volumes of a label map against a reference")
+    p.add_argument("--pred", required=True, type=Path)
+    p.add_argument("--ref", required=True, type=Path)
+    p.add_argument("--model", type=Path, default=None, help="evaluate the model's labels/regions (default: each label value)")
+    p.add_argument("--label-scheme", default=None, help="brats | binary instead of per label value")
+    p.add_argument("--tolerance", type=float, default=2.0, help="surface Dice tolerance in mm")
+    p.add_argument("--json", type=Path, default=None, dest="json_out")
+    p.add_argument("--csv", type=Path, default=None, dest="csv_out")
+
+
 def _bench_args(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True)
@@ -51,7 +97,11 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sar", description="SAR: Scale-Aware Restoration pretraining and tumor segmentation")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _pretrain_args(sub)
+    _finetune_args(sub)
+    _segment_args(sub)
+    _evaluate_args(sub)
     _bench_args(sub)
+    jobs.add_parser(sub)
     return p
 
 
@@ -90,6 +140,105 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .config import LABEL_SCHEMES, finetune_config, read_config_file, to_dict
+    from .finetune import auto_scheme, cases_from_dataset, finetune, parse_cases
+    from .train import close_distributed, init_distributed
+
+    for name in ("--steps", "--batch-size"):
+        _positive(name, getattr(args, name[2:].replace("-", "_")))
+    if args.dataset is not None:
+        if args.images or args.labels:
+            raise BadInput("--dataset", "give either --dataset or --images with --labels, not both")
+        cases, modalities = cases_from_dataset(args.dataset)
+    elif args.images and args.labels:
+        cases, modalities = parse_cases(args.images, args.labels), ()
+    elif not args.resume:
+        raise BadInput("--images", "give --images with --labels, or --dataset")
+    overrides = read_config_file(args.config) if args.config else {}
+    for key in ("steps", "batch_size", "seed"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    if args.modalities:
+        modalities = tuple(m.strip() for m in args.modalities.split(","))
+    if modalities and "modalities" not in overrides:
+        overrides["modalities"] = list(modalities)
+    if "labels" not in overrides:
+        if args.label_scheme in LABEL_SCHEMES:
+            overrides["labels"] = to_dict(LABEL_SCHEMES[args.label_scheme])
+        elif args.label_scheme == "auto":
+            overrides["labels"] = to_dict(auto_scheme(cases))
+        else:
+            raise BadInput("--label-scheme", f"unknown scheme {args.label_scheme!r}; choose auto, {', '.join(LABEL_SCHEMES)}")
+    config = finetune_config(args.preset, overrides, where=str(args.config or "config"))
+    dist_info, device = init_distributed(args.device)
+    try:
+        out = finetune(config, cases, args.init, args.out, device, dist_info, args.resume, args.progress,
+                       steps=args.steps if args.resume else None, max_cases=args.max_cases)
+    finally:
+        close_distributed()
+    if dist_info.main and args.progress != "json":
+        print(f"model written to {out}")
+    return EXIT_OK
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .infer import Segmenter
+    from .io import read_image, write_image, write_segmentation
+    from .train import resolve_device
+
+    segmenter = Segmenter.load(args.model, resolve_device(args.device))
+    image = read_image(args.input, segmenter.config.modalities)
+    inference = segmenter.config.inference
+    if args.tta or args.overlap is not None:
+        if args.overlap is not None and not 0 <= args.overlap < 1:
+            raise BadInput("--overlap", f"must lie in [0, 1) (got {args.overlap})")
+        inference = dataclasses.replace(inference, tta=args.tta or inference.tta,
+                                        overlap=inference.overlap if args.overlap is None else args.overlap)
+    label, probs = segmenter(image, args.roi, inference)
+    write_segmentation(args.output, label, image.geometry, segmenter.meta["labels"])
+    if args.probabilities is not None:
+        write_image(args.probabilities, probs, image.geometry)
+    print(f"segmentation written to {args.output}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import csv
+
+    from .config import LABEL_SCHEMES, FinetuneConfig, from_dict
+    from .io import read_label, read_sitk, Geometry
+    from .metrics import evaluate_maps, scheme_for_values
+    from .model import read_meta
+
+    reference_geometry = Geometry.of(read_sitk(args.ref))
+    ref = read_label(args.ref)
+    pred = read_label(args.pred, reference_geometry)
+    if args.model is not None:
+        scheme = from_dict(read_meta(args.model)["provenance"]["config"], str(args.model), FinetuneConfig).labels
+    elif args.label_scheme is not None:
+        if args.label_scheme not in LABEL_SCHEMES:
+            raise BadInput("--label-scheme", f"unknown scheme {args.label_scheme!r}; choose {', '.join(LABEL_SCHEMES)}")
+        scheme = LABEL_SCHEMES[args.label_scheme]
+    else:
+        import numpy as np
+
+        scheme = scheme_for_values(np.union1d(np.unique(ref), np.unique(pred)).tolist())
+    rows = evaluate_maps(pred, ref, reference_geometry.spacing[::-1], scheme, args.tolerance)
+    report = {"pred": str(args.pred), "ref": str(args.ref), "tolerance_mm": args.tolerance, "labels": rows}
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=2))
+    if args.csv_out:
+        with open(args.csv_out, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["name"])
+            writer.writeheader()
+            writer.writerows(rows)
+    print(json.dumps(report, indent=2))
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import proxy_throughput
     from .train import resolve_device
@@ -105,7 +254,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "bench": cmd_bench}
+COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "segment": cmd_segment, "evaluate": cmd_evaluate,
+            "bench": cmd_bench, "jobs": jobs.run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -88,7 +88,8 @@ class LabelScheme:
     region, each a set of label values, e.g. BraTS whole tumor / tumor core / enhancing tumor).
 
     ``paint`` is the label value a voxel gets in the output label map; regions are painted in order,
-    so nested regions (whole tumor > core > enhancing) give back the most specific label.
+    so nested regions (whole tumor > core > enhancing) give back the most specific label. An empty
+    value set means "any non-zero label".
     """
 
     mode: str = "classes"
@@ -99,7 +100,7 @@ class LabelScheme:
 
 
 LABEL_SCHEMES: dict[str, LabelScheme] = {
-    "binary": LabelScheme("regions", ("tumor",), ((1, 2, 3, 4, 5, 6, 7, 8, 9),), (1,), ((0.9, 0.3, 0.2),)),
+    "binary": LabelScheme("regions", ("tumor",), ((),), (1,), ((0.9, 0.3, 0.2),)),
     "brats": LabelScheme(
         "regions",
         ("whole tumor", "tumor core", "enhancing tumor"),
@@ -130,7 +131,7 @@ class FinetuneConfig(TrainConfig):
     labels: LabelScheme = field(default_factory=LabelScheme)
     modalities: tuple[str, ...] = ()  # one name per channel (picks normalisation); default "default"
     loss: str = "dice_ce"
-    pos_fraction: float = 0.67  # default chosen here: share of patches centred on a labeled voxel
+    pos_fraction: float = 0.33  # as nnU-Net: a third of the patches centred on a labeled voxel
     samples_per_case: int = 2
     val_fraction: float = 0.2  # share of cases held out for model selection (none with one case)
     val_every: int = 50
@@ -201,7 +202,7 @@ def _tuples(value: Any) -> Any:
 
 FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"net": PRESETS["tiny"]["net"], "patch_size": (32, 32, 16), "batch_size": 2, "steps": 100,
-             "val_every": 25, "checkpoint_every": 25, "log_every": 5, "workers": 0, "lr": 1e-3},
+             "val_every": 25, "checkpoint_every": 25, "log_every": 5, "workers": 0, "lr": 3e-3},
     "small": {"net": PRESETS["small"]["net"], "batch_size": 2, "steps": 1000},
     "genesis": {"net": PRESETS["genesis"]["net"], "batch_size": 2, "steps": 5000, "checkpoint_every": 250,
                 "val_every": 250},

@@ -42,7 +42,7 @@ def make_case(seed: int, shape: tuple[int, int, int] = SHAPE_ZYX) -> tuple[dict[
     for _ in range(rng.integers(2, 4)):
         organs |= _ellipsoid(grid, shape_arr * rng.uniform(0.35, 0.65, 3), shape_arr * rng.uniform(0.06, 0.14, 3)) & body
     label = np.zeros(shape, dtype=np.int16)
-    for size in rng.choice([0.06, 0.1, 0.15], size=rng.integers(1, 3), replace=False):
+    for size in rng.choice([0.1, 0.15, 0.2], size=rng.integers(1, 3), replace=False):
         centre = shape_arr * rng.uniform(0.3, 0.7, 3)
         radii = shape_arr * size * rng.uniform(0.8, 1.2, 3) * np.array([0.7, 1.0, 1.0])
         tumor = _ellipsoid(grid, centre, radii) & body
@@ -73,7 +73,7 @@ def geometry(shape: tuple[int, int, int] = SHAPE_ZYX) -> Geometry:
 
 
 def cache_folder() -> Path:
-    return Path(os.environ.get("SAR_CACHE", Path.home() / ".cache" / "sar")) / "phantoms-v1"
+    return Path(os.environ.get("SAR_CACHE", Path.home() / ".cache" / "sar")) / "phantoms-v2"
 
 
 def write_cases(folder: Path, cases: int, first_seed: int = 0) -> list[dict[str, str]]:

@@ -1,0 +1,195 @@
+"""Background jobs (``sar.jobs``): queue, progress, cancel with checkpoint, resume, interrupted runs,
+against the real ``sar pretrain --preset tiny`` on the built-in phantoms."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sar import jobs
+from sar.jobs import Job, JobError, JobManager, group_alive, merge_args
+
+ENV = {"OMP_NUM_THREADS": "1"}  # two cores here: one thread per job keeps runs short and steady
+
+
+def pretrain(out: Path, steps: int) -> list[str]:
+    return ["pretrain", "--preset", "tiny", "--out", str(out), "--steps", str(steps), "--workers", "0"]
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> JobManager:
+    m = JobManager(tmp_path / "jobs", env=ENV)
+    yield m
+    for job in m.list():  # never leave a training process behind
+        if job.state == "running":
+            m.cancel(job.id, timeout=10)
+
+
+def wait_for(m: JobManager, job_id: str, until, timeout: float = 60.0, use_list: bool = False) -> Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = next(j for j in m.list() if j.id == job_id) if use_list else m.poll(job_id)
+        if until(job):
+            return job
+        if time.monotonic() > deadline:
+            pytest.fail(f"job {job_id} still {job.state} with {job.progress} after {timeout} s:\n{m.log(job_id)}")
+        time.sleep(0.1)
+
+
+def finished(job: Job) -> bool:
+    return job.finished
+
+
+def test_jobs_run_one_at_a_time_and_report_progress(manager: JobManager, tmp_path: Path, capsys) -> None:
+    first = manager.submit("pretrain", pretrain(tmp_path / "a", 10), "cpu")
+    second = manager.submit("pretrain", pretrain(tmp_path / "b", 5), "cpu")
+    assert first.state == "running" and first.pid and first.pgid == first.pid
+    assert second.state == "queued" and second.pid is None
+    first = wait_for(manager, first.id, finished)
+    assert first.state == "done" and first.exit_code == 0, manager.log(first.id)
+    assert first.progress["step"] == first.progress["steps"] == 10
+    assert first.progress["done"] and "loss" in first.progress["losses"] and "eta_s" in first.progress
+    assert first.progress["evaluation"]["cubes"] > 0 and first.fraction == 1.0
+    assert (tmp_path / "a" / "model.json").is_file() and first.out == str(tmp_path / "a")
+    folder = manager.root / first.id
+    assert json.loads((folder / "job.json").read_text())["state"] == "done"
+    assert all(json.loads(line)["event"] for line in (folder / "progress.jsonl").read_text().splitlines())
+
+    second = wait_for(manager, second.id, finished)  # started by the first job's runner when it ended
+    assert second.state == "done" and second.exit_code == 0, manager.log(second.id)
+    assert second.progress["step"] == 5 and second.started >= first.ended
+
+    assert jobs.main(["--root", str(manager.root), "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(j["id"], j["state"]) for j in listed] == [(first.id, "done"), (second.id, "done")]
+    assert jobs.main(["list", "--root", str(manager.root)]) == 0
+    assert first.id in capsys.readouterr().out
+
+
+def test_cancel_checkpoints_and_resume_finishes(manager: JobManager, tmp_path: Path) -> None:
+    out = tmp_path / "long"
+    job = manager.submit("pretrain", pretrain(out, 100000), "cpu")
+    wait_for(manager, job.id, lambda j: j.progress.get("event") == "step" or j.finished)
+    job = manager.cancel(job.id, timeout=60)
+    assert job.state == "cancelled" and job.exit_code == 130, manager.log(job.id)
+    assert not group_alive(job.pgid)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(job.pgid, 0)
+    assert (out / "checkpoint.pt").is_file()
+    stopped = job.progress["checkpoint_step"]
+    assert stopped >= 5 and "resume with --resume" in manager.log(job.id)
+
+    resumed = manager.resume(job.id, ["--steps", str(stopped + 5)])
+    assert resumed.state == "running" and resumed.id == job.id and resumed.folder == job.folder
+    job = wait_for(manager, job.id, finished)
+    assert job.state == "done" and job.exit_code == 0, manager.log(job.id)
+    assert job.progress["started_step"] == stopped
+    assert job.progress["step"] == job.progress["steps"] == stopped + 5
+    assert job.argv.count("--steps") == 1 and "--resume" in job.argv and job.runs == 2
+    assert [h["state"] for h in job.history] == ["cancelled"]
+
+
+def test_killed_job_is_interrupted_and_resumable(manager: JobManager, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    job = manager.submit("pretrain", pretrain(out, 100000), "cpu")
+    job = wait_for(manager, job.id, lambda j: j.progress.get("checkpoint_step") or j.finished)
+    assert job.state == "running"
+    os.killpg(job.pgid, signal.SIGKILL)  # Slicer, the runner and the machine all gone at once
+    fresh = JobManager(manager.root, env=ENV)  # as after a restart: knows nothing of the processes
+    job = wait_for(fresh, job.id, lambda j: j.state != "running", timeout=10, use_list=True)
+    assert job.state == "interrupted" and job.exit_code is None and job.ended
+    last = job.progress["step"]
+
+    job = fresh.resume(job.id, ["--steps", str(last + 5)])
+    job = wait_for(fresh, job.id, finished)
+    assert job.state == "done" and job.exit_code == 0, fresh.log(job.id)
+    assert job.progress["step"] == last + 5 and job.progress["started_step"] <= last
+
+
+def _fake_launch(self: JobManager, job: Job) -> Job:
+    """Mark a job running as this test process (alive and ours) without starting anything."""
+    return self._update(job.id, state="running", pid=os.getpid(), pgid=None,
+                        pid_start=jobs._start_time(os.getpid()), started=jobs.now())
+
+
+def test_one_cuda_job_and_one_cpu_job_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(JobManager, "_launch", _fake_launch)
+    m = JobManager(tmp_path / "jobs")
+    cuda1, cuda2 = (m.submit("finetune", ["finetune", "--out", f"c{i}"], "cuda") for i in (1, 2))
+    cpu1, cpu2 = (m.submit("segment", ["segment", "--out", f"s{i}"], "cpu") for i in (1, 2))
+    assert [m.poll(j.id).state for j in (cuda1, cuda2, cpu1, cpu2)] == ["running", "queued", "running", "queued"]
+    assert m.poll(cuda1.id).out == str(Path.cwd() / "c1")
+    m.max_cpu_jobs = 2
+    assert [j.id for j in m.start_next()] == [cpu2.id]
+    m._update(cuda1.id, state="done", exit_code=0)
+    assert [j.id for j in m.start_next()] == [cuda2.id]
+    queued = m.submit("segment", ["segment"], "cpu")
+    assert m.cancel(queued.id).state == "cancelled"
+    with pytest.raises(JobError, match="running"):
+        m.resume(cuda2.id)
+    with pytest.raises(JobError, match="device"):
+        m.submit("segment", ["segment"], "tpu")
+
+
+def test_dead_or_reused_pid_is_interrupted(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(JobManager, "_launch", _fake_launch)
+    m = JobManager(tmp_path / "jobs")
+    gone = m.submit("pretrain", ["pretrain"], "cpu")
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    m._update(gone.id, pid=int(done.stdout))  # that process has exited
+    queued = m.submit("pretrain", ["pretrain"], "cpu")  # scheduling looks first: the slot is free
+    assert m.poll(gone.id).state == "interrupted" and queued.state == "running"
+    reused = m.submit("pretrain", ["pretrain"], "cpu")
+    m._update(queued.id, state="done", exit_code=0)
+    assert m.poll(reused.id).state == "queued" and m.start_next()[0].id == reused.id
+    m._update(reused.id, pid_start=-1)  # our pid, but a process that started at another time
+    states = {j.id: j.state for j in m.list()}
+    if Path("/proc/self/stat").is_file():
+        assert states[reused.id] == "interrupted"
+    resumed = m.resume(gone.id, ["--steps", "7"])
+    assert resumed.argv == ["pretrain", "--resume", "--steps", "7"] and resumed.state == "running"
+
+
+def test_unknown_job_is_bad_input(tmp_path: Path, capsys) -> None:
+    root = str(tmp_path / "jobs")
+    for command in (["log", "nope"], ["cancel", "nope"], ["resume", "nope"], ["show", "nope"], ["log", "../x"]):
+        assert jobs.main(["--root", root, *command]) == 2
+        assert "no such job" in capsys.readouterr().err
+    with pytest.raises(JobError):
+        JobManager(root).poll("nope")
+    assert jobs.main(["--root", root, "submit", "pretrain"]) == 2
+    assert "no sar arguments" in capsys.readouterr().err
+
+
+def test_cli_parser_and_submit_options(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(JobManager, "_launch", _fake_launch)
+    parser = argparse.ArgumentParser(prog="sar")
+    sub = parser.add_subparsers(dest="command", required=True)
+    jobs.add_parser(sub)
+    root = str(tmp_path / "jobs")
+    args = parser.parse_args(["jobs", "--root", root, "submit", "--device", "cuda", "pretrain", "--",
+                              "pretrain", "--out", "m", "--steps", "3"])
+    assert jobs.run(args) == 0
+    job_id = capsys.readouterr().out.strip()
+    job = JobManager(root).poll(job_id)
+    assert (job.kind, job.device, job.argv) == ("pretrain", "cuda", ["pretrain", "--out", "m", "--steps", "3"])
+    args = parser.parse_args(["jobs", "submit", "--root", root, "segment", "--device", "cpu", "--", "segment", "x"])
+    assert jobs.run(args) == 0
+    job = JobManager(root).poll(capsys.readouterr().out.strip())
+    assert (job.device, job.argv, job.state) == ("cpu", ["segment", "x"], "running")
+
+
+def test_merge_args_replaces_options() -> None:
+    base = ["pretrain", "--data", "a", "b", "--out", "m", "--steps", "100000", "--workers=0"]
+    assert merge_args(base, ["--resume", "--steps", "50"]) == \
+        ["pretrain", "--data", "a", "b", "--out", "m", "--workers=0", "--resume", "--steps", "50"]
+    assert merge_args(base, ["--data", "c", "--workers", "2"]) == \
+        ["pretrain", "--out", "m", "--steps", "100000", "--data", "c", "--workers", "2"]

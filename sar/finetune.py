@@ -1,0 +1,318 @@
+"""``sar finetune``: a segmentation network from a pretrained SAR model (encoder and decoder kept, proxy
+heads dropped) or from scratch, trained with Dice + cross-entropy on patches that oversample the tumor.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import monai
+import numpy as np
+import torch
+from monai.data import CacheDataset, DataLoader
+from monai.losses import DiceCELoss
+from monai.transforms import Compose, DeleteItemsd, RandCropByPosNegLabeld, RandFlipd, SpatialPadd, Transform
+from torch.nn.parallel import DistributedDataParallel
+
+from . import __version__
+from .config import FinetuneConfig, LabelScheme, from_dict, to_dict
+from .errors import BadInput
+from .infer import normalise_channels, outputs_for, predict, to_label_map
+from .io import read_image, read_label
+from .metrics import evaluate_maps, region_masks
+from .model import load_model, save_model, sha256
+from .nets import UNet3D
+from .train import (CHECKPOINT, Distributed, Progress, check_output, load_checkpoint, make_optimizer,
+                    save_checkpoint, train_loop)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One labeled case: its channels' files and its label map."""
+
+    images: tuple[str, ...]
+    label: str
+
+
+def parse_cases(images: Sequence[str], labels: Sequence[str]) -> list[Case]:
+    """Cases from ``--images`` (channels joined by commas) and ``--labels`` in the same order."""
+    if len(images) != len(labels):
+        raise BadInput("--labels", f"{len(labels)} label file(s) for {len(images)} case(s); give one per case, in order")
+    return [Case(tuple(i.split(",")), label) for i, label in zip(images, labels)]
+
+
+def cases_from_dataset(path: Path) -> tuple[list[Case], tuple[str, ...]]:
+    """Labeled cases and channel names from a Decathlon or nnU-Net v2 dataset.json."""
+    try:
+        meta = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInput(path, f"cannot read dataset.json ({exc})") from None
+    root = Path(path).parent
+    if "training" in meta:
+        names = tuple(v for _, v in sorted(meta.get("modality", {}).items(), key=lambda kv: int(kv[0])))
+        cases = [Case((str(root / e["image"]),), str(root / e["label"])) for e in meta["training"]]
+        return cases, names
+    if "channel_names" in meta:
+        ending = meta.get("file_ending", ".nii.gz")
+        channels = sorted(meta["channel_names"].items(), key=lambda kv: int(kv[0]))
+        cases = []
+        for label in sorted((root / "labelsTr").glob(f"*{ending}")):
+            case = label.name[: -len(ending)]
+            cases.append(Case(tuple(str(root / "imagesTr" / f"{case}_{int(i):04d}{ending}") for i, _ in channels), str(label)))
+        return cases, tuple(name for _, name in channels)
+    raise BadInput(path, "is neither a Decathlon dataset.json (no 'training') nor an nnU-Net v2 one (no 'channel_names')")
+
+
+def auto_scheme(cases: Sequence[Case]) -> LabelScheme:
+    """Plain classes, one per label value found in the training labels."""
+    values = sorted({int(v) for c in cases for v in np.unique(read_label(c.label)) if v != 0})
+    if not values:
+        raise BadInput(cases[0].label, "no label values found in any training label map (all background)")
+    palette = [(0.9, 0.3, 0.2), (0.3, 0.75, 0.35), (0.95, 0.8, 0.25), (0.3, 0.5, 0.9), (0.8, 0.4, 0.85)]
+    return LabelScheme("classes", tuple(f"label {v}" for v in values), tuple((v,) for v in values), tuple(values),
+                       tuple(palette[i % len(palette)] for i in range(len(values))))
+
+
+class LoadCase(Transform):
+    """Read a case, normalise its channels and encode its label for training (MONAI caches the result)."""
+
+    def __init__(self, config: FinetuneConfig) -> None:
+        self.config = config
+
+    def __call__(self, case: dict) -> dict:
+        image = read_image(case["images"])
+        volume = normalise_channels(image, self.config.modalities, self.config.normalisation)
+        label = read_label(case["label"], image.geometry)
+        labels = self.config.labels
+        known = set().union(*map(set, labels.values))
+        if all(labels.values):  # an empty value set accepts any non-zero label
+            unknown = sorted(set(np.unique(label).tolist()) - known - {0})
+            if unknown:
+                raise BadInput(case["label"], f"holds label value(s) {unknown} the model does not know (it knows {sorted(known)})")
+        masks = np.stack(region_masks(label, labels))
+        if labels.mode == "classes":
+            target = (masks * np.arange(1, len(masks) + 1)[:, None, None, None]).max(0)[None].astype(np.int64)
+        else:
+            target = masks.astype(np.float32)
+        return {"image": torch.from_numpy(volume), "target": torch.from_numpy(target),
+                "fg": torch.from_numpy(masks.any(0)[None].astype(np.uint8)), "label": label,
+                "spacing": image.geometry.spacing[::-1], "name": case["label"]}
+
+
+def transfer_weights(net: UNet3D, state: dict[str, torch.Tensor], prefix: str) -> dict[str, list[str]]:
+    """Copy matching weights from a model folder's state (pretrained: ``backbone.`` keys).
+
+    The first convolution is widened to the new channel count by repeating its weights divided by the
+    count (a one-channel SAR model then sees, e.g., FLAIR + T1c); the output head is kept only when it
+    fits and the source is a segmentation model (a pretrained model's head restores intensities, which
+    as logits would mark the whole body). Returns which keys were copied, adapted and left at
+    initialisation.
+    """
+    own = net.state_dict()
+    report: dict[str, list[str]] = {"copied": [], "adapted": [], "initialised": []}
+    for key, value in own.items():
+        source = None if prefix and key.startswith("head.") else state.get(prefix + key)
+        if source is not None and source.shape == value.shape:
+            own[key] = source
+            report["copied"].append(key)
+        elif (source is not None and key.startswith("encoder.0.") and source.dim() == 5 and source.shape[1] == 1
+              and source.shape[0] == value.shape[0]):
+            own[key] = source.repeat(1, value.shape[1], 1, 1, 1) / value.shape[1]
+            report["adapted"].append(key)
+        else:
+            report["initialised"].append(key)
+    net.load_state_dict(own)
+    return report
+
+
+def load_init(init: str, config: FinetuneConfig) -> tuple[FinetuneConfig, dict | None, dict | None]:
+    """The starting point: the pretrained (or earlier fine-tuned) model's architecture and normalisation."""
+    if init == "scratch":
+        return config, None, None
+    meta, state = load_model(Path(init))
+    features = meta["architecture"].get("features")
+    if not features:
+        raise BadInput(Path(init) / "model.json", "malformed: architecture.features missing")
+    config.net.features = tuple(features)
+    config.net.norm = meta["architecture"].get("norm", config.net.norm)
+    config.normalisation = meta.get("normalisation", config.normalisation)
+    return config, meta, state
+
+
+def model_meta(config: FinetuneConfig, init: str, init_meta: dict | None, train: Sequence[Case], val: Sequence[Case],
+               step: int, best: dict, started: str) -> dict:
+    """Everything ``model.json`` says about a segmentation model."""
+    labels = config.labels
+    return {
+        "kind": "segmentation",
+        "preset": config.preset,
+        "architecture": {"name": "unet3d", "features": list(config.net.features), "norm": config.net.norm,
+                         "in_channels": len(config.modalities), "out_channels": outputs_for(labels)},
+        "in_channels": len(config.modalities),
+        "modalities": list(config.modalities),
+        "patch_size": list(config.patch_size),
+        "normalisation": config.normalisation,
+        "labels": [{"name": n, "value": p, "color": list(c), "values": list(v)}
+                   for n, p, c, v in zip(labels.names, labels.paint, labels.colors, labels.values)],
+        "label_mode": labels.mode,
+        "inference": to_dict(config.inference),
+        "provenance": {
+            "init": {"path": init, "kind": init_meta.get("kind") if init_meta else "scratch",
+                     "weights_sha256": init_meta["weights"]["sha256"] if init_meta else None},
+            "data": {"train": [{"images": list(c.images), "label": c.label} for c in train],
+                     "validation": [{"images": list(c.images), "label": c.label} for c in val]},
+            "steps": step,
+            "best": best,
+            "config": to_dict(config),
+            "sar_version": __version__, "torch": torch.__version__, "monai": monai.__version__,
+            "python": platform.python_version(), "started": started,
+            "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def split(cases: Sequence[Case], val_fraction: float, max_cases: int | None) -> tuple[list[Case], list[Case]]:
+    """Validation cases are the last ones; training takes the first ``max_cases`` of the rest."""
+    n_val = int(round(val_fraction * len(cases))) if len(cases) > 1 else 0
+    n_val = max(n_val, 1) if val_fraction > 0 and len(cases) > 1 else n_val
+    train, val = list(cases[: len(cases) - n_val]), list(cases[len(cases) - n_val:])
+    if max_cases is not None:
+        if max_cases < 1:
+            raise BadInput("--max-cases", f"must be at least 1 (got {max_cases})")
+        train = train[:max_cases]
+    return train, val
+
+
+def patches(dataset: CacheDataset, config: FinetuneConfig, seed: int) -> Iterator[dict]:
+    """Endless shuffled stream of patch batches."""
+    per_batch = max(1, config.batch_size // config.samples_per_case)
+    epoch = 0
+    while True:
+        loader = DataLoader(dataset, batch_size=per_batch, shuffle=True, num_workers=config.workers,
+                            generator=torch.Generator().manual_seed(seed + epoch))
+        yield from loader
+        epoch += 1
+
+
+def finetune(
+    config: FinetuneConfig,
+    cases: Sequence[Case],
+    init: str,
+    out: Path,
+    device: torch.device,
+    dist_info: Distributed = Distributed(),
+    resume: bool = False,
+    progress_mode: str = "bar",
+    steps: int | None = None,
+    max_cases: int | None = None,
+) -> Path:
+    """Fine-tune (or resume) into the model folder ``out``; the folder holds the best model by validation Dice."""
+    out = Path(out)
+    check_output(out, resume)
+    state = load_checkpoint(out / CHECKPOINT) if resume else None
+    if state is not None:
+        config = from_dict(state["config"], str(out / CHECKPOINT), FinetuneConfig)
+        init = state["init"]
+    if steps is not None:
+        config.steps = steps
+    if not cases:
+        raise BadInput("--images", "no labeled cases given")
+    config, init_meta, init_state = load_init(init, config)
+    if not config.modalities:
+        config.modalities = ("default",) * len(cases[0].images)
+    train, val = split(cases, config.val_fraction, max_cases)
+    loader = LoadCase(config)
+    loaded = {c: loader({"images": c.images, "label": c.label}) for c in [*train, *val]}  # all checked first
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return _train(config, train, val, loaded, init, init_meta, init_state, out, device, dist_info, state, progress_mode)
+    except BadInput:
+        if created and dist_info.main:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(config, train, val, loaded, init, init_meta, init_state, out, device, dist_info, state, progress_mode) -> Path:
+    torch.manual_seed(config.seed + dist_info.rank)
+    net = UNet3D(len(config.modalities), outputs_for(config.labels), config.net)
+    transfer = transfer_weights(net, init_state, "backbone." if init_meta and init_meta["kind"] == "pretrained" else "") if init_state else None
+    net = net.to(device)
+    optimizer = make_optimizer(net.parameters(), config)
+    start, started, best = 0, datetime.now(timezone.utc).isoformat(timespec="seconds"), {"dice": -1.0, "step": 0}
+    if state is not None:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, started, best = int(state["step"]), state["started"], json.loads(state["best"])
+    model = DistributedDataParallel(net) if dist_info.world > 1 else net
+    patch = config.patch_zyx
+    keys = ["image", "target", "fg"]
+    transforms = Compose([
+        SpatialPadd(keys, spatial_size=patch),
+        RandCropByPosNegLabeld(["image", "target"], "fg", patch, pos=config.pos_fraction, neg=1 - config.pos_fraction,
+                               num_samples=config.samples_per_case),
+        *[RandFlipd(["image", "target"], prob=0.5, spatial_axis=a) for a in range(3)],
+        DeleteItemsd(["fg", "label", "spacing", "name"]),
+    ])
+    transforms.set_random_state(seed=config.seed + dist_info.rank + start)
+    shard = train[dist_info.rank::dist_info.world] or train
+    dataset = CacheDataset([loaded[c] for c in shard], transforms, cache_rate=1.0, num_workers=0, progress=False)
+    stream = patches(dataset, config, config.seed + start)
+    classes = config.labels.mode == "classes"
+    loss_fn = DiceCELoss(to_onehot_y=classes, softmax=classes, sigmoid=not classes,
+                         lambda_dice=0.0 if config.loss == "ce" else 1.0, lambda_ce=0.0 if config.loss == "dice" else 1.0)
+    amp = config.amp and device.type == "cuda"
+    progress = Progress(progress_mode, out, config.steps, start, enabled=dist_info.main)
+    progress.event("start", step=start, steps=config.steps, device=str(device), world=dist_info.world, init=init,
+                   train_cases=len(train), validation_cases=len(val), transfer={k: len(v) for k, v in (transfer or {}).items()})
+
+    def save(step: int) -> None:
+        save_model(out, net.state_dict(), model_meta(config, init, init_meta, train, val, step, best, started))
+
+    def validate(step: int) -> None:
+        if not val or not dist_info.main or not (step % config.val_every == 0 or step == config.steps):
+            return
+        scores = []
+        for case in val:
+            item = loaded[case]
+            probs = predict(net, item["image"], patch, config.labels, config.inference, device)
+            scores.append(evaluate_maps(to_label_map(probs, config.labels), item["label"], item["spacing"], config.labels))
+        per_label = {name: float(np.mean([s[i]["dice"] for s in scores])) for i, name in enumerate(config.labels.names)}
+        mean = float(np.mean(list(per_label.values())))
+        improved = mean > best["dice"]
+        if improved:
+            best.update(dice=mean, step=step, per_label=per_label)
+            save(step)
+        net.train()
+        progress.event("validation", step=step, dice=mean, per_label=per_label, best_dice=best["dice"], best_step=best["step"])
+
+    def checkpoint(step: int) -> None:
+        if not dist_info.main:
+            return
+        save_checkpoint(out / CHECKPOINT, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                           "config": to_dict(config), "init": init, "started": started,
+                                           "best": json.dumps(best)})
+        if not val:
+            save(step)
+        progress.event("checkpoint", step=step, path=str(out))
+
+    def train_step(step: int) -> dict[str, float]:
+        batch = next(stream)
+        images, targets = batch["image"].as_tensor().to(device), batch["target"].as_tensor().to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(images)
+        loss = loss_fn(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    step = train_loop(train_step, start, config, progress, checkpoint, config.batch_size * dist_info.world, validate)
+    progress.event("done", step=step, path=str(out), best_dice=best["dice"] if val else None)
+    return out

@@ -1,0 +1,163 @@
+"""Segmentation: MONAI sliding-window inference (Gaussian blending, flip TTA, AMP on CUDA, stitching on
+the CPU so large volumes fit), an optional region of interest, post-processing, and a label map on the
+exact grid of the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.transforms import FillHoles, KeepLargestConnectedComponent, RemoveSmallObjects
+
+from .config import FinetuneConfig, InferenceConfig, LabelScheme, from_dict
+from .errors import BadInput
+from .io import Geometry, Image, normalisation_for
+from .model import load_model
+from .nets import UNet3D
+
+
+def normalise_channels(image: Image, modalities: Sequence[str], table: dict) -> np.ndarray:
+    """Each channel normalised by its modality's entry (the same rule in training and inference)."""
+    if image.channels != len(modalities):
+        raise BadInput(image.paths[0] if image.paths else "input",
+                       f"has {image.channels} channel(s) but the model expects {len(modalities)} ({', '.join(modalities)})")
+    return np.stack([normalisation_for(m, table)(c) for m, c in zip(modalities, image.array)])
+
+
+def activate(logits: torch.Tensor, labels: LabelScheme) -> torch.Tensor:
+    """Probabilities: softmax over background + classes, or one sigmoid per region."""
+    return torch.softmax(logits, dim=1) if labels.mode == "classes" else torch.sigmoid(logits)
+
+
+def outputs_for(labels: LabelScheme) -> int:
+    return len(labels.names) + (1 if labels.mode == "classes" else 0)
+
+
+def to_label_map(probs: torch.Tensor, labels: LabelScheme) -> np.ndarray:
+    """(K, Z, Y, X) probabilities to a label map of the scheme's paint values."""
+    if labels.mode == "classes":
+        index = probs.argmax(0).numpy()
+        lut = np.array([0, *labels.paint], dtype=np.int16)
+        return lut[index]
+    out = np.zeros(probs.shape[1:], dtype=np.int16)
+    for channel, value in enumerate(labels.paint):  # nested regions: the most specific wins
+        out[(probs[channel] > 0.5).numpy()] = value
+    return out
+
+
+@torch.no_grad()
+def predict(
+    net: torch.nn.Module,
+    volume: torch.Tensor,
+    patch_zyx: Sequence[int],
+    labels: LabelScheme,
+    cfg: InferenceConfig,
+    device: torch.device,
+) -> torch.Tensor:
+    """Probabilities (K, Z, Y, X) on the CPU for a normalised (C, Z, Y, X) volume.
+
+    Patches run on ``device``; the blended output is stitched on the CPU, so a volume too large for the
+    GPU still works. TTA averages the probabilities of the flips along each axis.
+    """
+    net.eval()
+    amp = device.type == "cuda"
+    shape = volume.shape[1:]
+    pad = [max(0, p - s) for p, s in zip(patch_zyx, shape)]
+    inputs = volume[None].float()
+    if any(pad):
+        inputs = torch.nn.functional.pad(inputs, [0, pad[2], 0, pad[1], 0, pad[0]], mode="replicate")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = sliding_window_inference(
+                x, tuple(patch_zyx), cfg.sw_batch_size, lambda p: net(p).float(), overlap=cfg.overlap,
+                mode="gaussian", sw_device=device, device=torch.device("cpu"),
+            )
+        return activate(logits.float(), labels)
+
+    probs = run(inputs)
+    if cfg.tta:
+        for axis in (2, 3, 4):
+            probs += run(inputs.flip(axis)).flip(axis)
+        probs /= 4
+    return probs[0, :, : shape[0], : shape[1], : shape[2]]
+
+
+def postprocess(label: np.ndarray, labels: LabelScheme, cfg: InferenceConfig, spacing_xyz: Sequence[float]) -> np.ndarray:
+    """Largest connected component, minimum size, hole filling per label value (MONAI transforms)."""
+    values = [v for v in labels.paint if (label == v).any()]
+    if not values or not (cfg.largest_component or cfg.min_size_mm3 > 0 or cfg.fill_holes):
+        return label
+    tensor = torch.from_numpy(label[None].astype(np.int64))
+    if cfg.fill_holes:
+        tensor = FillHoles(applied_labels=values)(tensor)
+    if cfg.largest_component:
+        tensor = KeepLargestConnectedComponent(applied_labels=values, independent=False)(tensor)
+    if cfg.min_size_mm3 > 0:
+        voxel = float(np.prod(spacing_xyz))
+        mask = RemoveSmallObjects(min_size=int(np.ceil(cfg.min_size_mm3 / voxel)))(torch.as_tensor(tensor) > 0)
+        tensor = torch.as_tensor(tensor) * torch.as_tensor(mask)
+    return np.asarray(tensor[0]).astype(np.int16)
+
+
+def roi_box(geometry: Geometry, roi: Sequence[float]) -> tuple[slice, slice, slice]:
+    """Voxel slices (z, y, x) covering a physical box (x0 y0 z0 x1 y1 z1, LPS mm like SimpleITK)."""
+    import SimpleITK as sitk
+
+    reference = geometry.apply_to(sitk.Image([int(s) for s in geometry.size], sitk.sitkUInt8))
+    corners = [(x, y, z) for x in (roi[0], roi[3]) for y in (roi[1], roi[4]) for z in (roi[2], roi[5])]
+    index = np.array([reference.TransformPhysicalPointToContinuousIndex(c) for c in corners])
+    low = np.clip(np.floor(index.min(0)).astype(int), 0, None)
+    high = np.minimum(np.ceil(index.max(0)).astype(int) + 1, geometry.size)
+    if np.any(high <= low):
+        raise BadInput("--roi", f"box {tuple(roi)} lies outside the image (extent {geometry.extent_mm} mm)")
+    return tuple(slice(int(lo), int(hi)) for lo, hi in zip(low[::-1], high[::-1]))
+
+
+@dataclass
+class Segmenter:
+    """A loaded segmentation model."""
+
+    net: UNet3D
+    meta: dict
+    config: FinetuneConfig
+    device: torch.device
+
+    @property
+    def labels(self) -> LabelScheme:
+        return self.config.labels
+
+    @classmethod
+    def load(cls, folder: Path, device: torch.device) -> "Segmenter":
+        meta, state = load_model(folder)
+        if meta.get("kind") != "segmentation":
+            raise BadInput(Path(folder) / "model.json", f"is a {meta.get('kind')!r} model; segmentation needs a fine-tuned one")
+        try:
+            config = from_dict(meta["provenance"]["config"], str(Path(folder) / "model.json"), FinetuneConfig)
+        except KeyError:
+            raise BadInput(Path(folder) / "model.json", "malformed: no provenance.config") from None
+        net = UNet3D(len(config.modalities), outputs_for(config.labels), config.net)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise BadInput(Path(folder) / "weights.safetensors", f"weights do not fit the architecture ({exc})") from None
+        return cls(net.to(device).eval(), meta, config, device)
+
+    def __call__(self, image: Image, roi: Sequence[float] | None = None, inference: InferenceConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Label map (Z, Y, X) and probabilities (K, Z, Y, X) on the input's grid (zero outside the ROI)."""
+        cfg = inference or self.config.inference
+        volume = normalise_channels(image, self.config.modalities, self.config.normalisation)
+        region = roi_box(image.geometry, roi) if roi is not None else (slice(None),) * 3
+        probs = predict(self.net, torch.from_numpy(np.ascontiguousarray(volume[(slice(None), *region)])),
+                        self.config.patch_zyx, self.labels, cfg, self.device)
+        label = np.zeros(image.array.shape[1:], dtype=np.int16)
+        label[region] = postprocess(to_label_map(probs, self.labels), self.labels, cfg, image.geometry.spacing)
+        full = np.zeros((probs.shape[0], *image.array.shape[1:]), dtype=np.float32)
+        full[(slice(None), *region)] = probs.numpy()
+        return label, full
+

@@ -1,0 +1,754 @@
+"""Background jobs: ``sar`` commands run in their own process group so the GUI never blocks.
+
+A job is a folder ``ROOT/ID`` (ROOT: ``$SAR_JOBS`` or ``~/.local/share/sar/jobs``) holding
+
+* ``job.json``: id, kind, argv (the ``sar`` arguments), state (queued | running | done | failed |
+  cancelled | interrupted), device (cpu | cuda), pid/pgid of the runner, times (ISO UTC), exit code,
+  output folder, and the history of earlier runs;
+* ``progress.jsonl``: the command's stdout, i.e. its ``--progress json`` lines;
+* ``log.txt``: its stderr (and anything the runner itself has to say).
+
+Robust to the parent (Slicer) closing: a job runs under a small runner, ``python -m sar.jobs run-child
+DIR``, started in a new session. The runner starts ``python -m sar ARGS --progress json`` in its own
+process group with stdout/stderr going straight to the files above, waits for it, records the exit
+code and final state in ``job.json`` (written atomically, under a lock file in ROOT), then starts
+the next queued job. Readers (``list``/``poll``) only read files, so any process can follow a job.
+
+Scheduling: at most ``max_cuda_jobs`` (1) running cuda jobs and ``max_cpu_jobs`` (1, since training
+uses every core) running cpu jobs; the rest wait queued, first in first out per device.
+
+States: ``cancel`` sends SIGTERM to the job's process group (the command checkpoints and exits 130),
+then SIGKILL after a timeout -> cancelled. A job found running whose processes are gone (or whose pid
+now belongs to another process, by the start time in /proc) without a recorded exit code ->
+interrupted (e.g. the machine died). A command stopped by a signal nobody asked for through the
+manager -> interrupted too. Exit 0 -> done, other codes -> failed.
+
+``resume`` re-runs a finished job *in the same folder* (one folder per model): its argv gains
+``--resume`` plus any overrides (``--steps 500`` replaces an earlier ``--steps``), the previous run is
+appended to ``history``, and progress lines keep being appended to ``progress.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .errors import BadInput
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+FINISHED = ("done", "failed", "cancelled", "interrupted")
+DEVICES = ("cpu", "cuda")
+JOB_FILE, PROGRESS_FILE, LOG_FILE, LOCK_FILE = "job.json", "progress.jsonl", "log.txt", ".lock"
+EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def default_root() -> Path:
+    """``$SAR_JOBS`` when set, else ``~/.local/share/sar/jobs``."""
+    env = os.environ.get("SAR_JOBS")
+    return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "sar" / "jobs"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class JobError(BadInput):
+    """A job request the user can fix: unknown id, resuming a running job, bad device (exit 2)."""
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    argv: list[str]
+    device: str
+    state: str = "queued"
+    out: str | None = None
+    cwd: str | None = None
+    python: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, int] = field(default_factory=dict)
+    created: str | None = None
+    queued: str | None = None
+    started: str | None = None
+    ended: str | None = None
+    exit_code: int | None = None
+    pid: int | None = None  # the runner (leader of the job's process group)
+    pgid: int | None = None
+    pid_start: int | None = None  # start time (clock ticks after boot) from /proc, to spot pid reuse
+    child_pid: int | None = None  # the sar command itself
+    child_start: int | None = None
+    cancel_requested: bool = False
+    runs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    # Not stored in job.json: filled from the files when read.
+    folder: str | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+
+    _TRANSIENT = ("folder", "progress")
+
+    def to_dict(self, transient: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        if not transient:
+            for key in self._TRANSIENT:
+                data.pop(key)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Job":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    @property
+    def fraction(self) -> float | None:
+        """Share of steps done (0..1) from the latest progress line, when known."""
+        step, steps = self.progress.get("step"), self.progress.get("steps")
+        return min(1.0, step / steps) if isinstance(step, (int, float)) and steps else None
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, pgrp, starttime) from /proc/PID/stat, or None when unavailable."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = text[text.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
+    try:
+        return rest[0], int(rest[2]), int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _has_proc() -> bool:
+    return Path("/proc/self/stat").is_file()
+
+
+def _start_time(pid: int) -> int | None:
+    stat = _proc_stat(pid)
+    return stat[2] if stat else None
+
+
+def pid_alive(pid: int | None, start: int | None = None) -> bool:
+    """Whether ``pid`` runs and is still the process that started at ``start`` (zombies count as gone)."""
+    if not pid or pid <= 0:
+        return False
+    if _has_proc():
+        stat = _proc_stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            return False
+        return start is None or stat[2] == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process took the pid
+        return False
+    except OSError:
+        return False
+    return True
+
+
+def group_alive(pgid: int | None) -> bool:
+    """Whether any (non-zombie) process is left in process group ``pgid``."""
+    if not pgid or pgid <= 0:
+        return False
+    if _has_proc():
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                stat = _proc_stat(int(entry.name))
+                if stat and stat[1] == pgid and stat[0] not in ("Z", "X"):
+                    return True
+        return False
+    if not hasattr(os, "killpg"):
+        return pid_alive(pgid)
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(pgid, sig)
+        else:  # Windows: no process groups to signal; terminate the runner
+            os.kill(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _atomic_write_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _option_value(argv: Sequence[str], name: str) -> str | None:
+    value = None
+    for i, token in enumerate(argv):
+        if token == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif token.startswith(name + "="):
+            value = token[len(name) + 1:]
+    return value
+
+
+def merge_args(argv: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """``argv`` with the options in ``extra`` replacing earlier ones of the same name.
+
+    An option's values are the tokens after it up to the next ``--option`` (so ``--data a b`` works).
+    """
+    extra = list(extra)
+    names = {t.split("=", 1)[0] for t in extra if t.startswith("--") and t != "--"}
+    out: list[str] = []
+    skipping = False
+    for i, token in enumerate(argv):
+        if token.startswith("--"):
+            skipping = i > 0 and token.split("=", 1)[0] in names
+            if skipping and "=" in token:
+                skipping = False  # --name=value carries its own value
+                continue
+        if not skipping:
+            out.append(token)
+    return out + extra
+
+
+# -- the manager --------------------------------------------------------------------------------
+
+class JobManager:
+    """Submits, schedules, follows, cancels and resumes ``sar`` jobs under ``root``.
+
+    ``python``: interpreter that runs ``-m sar`` (PythonSlicer inside Slicer; default this one).
+    ``env``: extra environment variables for the jobs this manager submits (stored with each job).
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, python: str | None = None,
+                 max_cpu_jobs: int = 1, max_cuda_jobs: int = 1, env: dict[str, str] | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.python = python or sys.executable
+        self.max_cpu_jobs, self.max_cuda_jobs = max_cpu_jobs, max_cuda_jobs
+        self.env = dict(env or {})
+        self._procs: dict[str, subprocess.Popen] = {}  # runners started here, reaped on refresh
+        self._cursor: dict[str, tuple[int, dict[str, Any], list[str]]] = {}
+        self._rlock = threading.RLock()
+        self._depth = 0
+        self._lock_fd: int | None = None
+        self._freed = False  # a refresh found a dead running job (its slot is free again)
+
+    # locking: one lock file per root serialises every read-modify-write of job.json across processes
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._rlock:
+            if self._depth == 0:
+                self.root.mkdir(parents=True, exist_ok=True)
+                self._lock_fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+                if fcntl is not None:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._lock_fd is not None:
+                    os.close(self._lock_fd)  # also releases the flock
+                    self._lock_fd = None
+
+    def folder(self, job_id: str) -> Path:
+        if not isinstance(job_id, str) or not _ID.match(job_id) or not (self.root / job_id / JOB_FILE).is_file():
+            raise JobError(job_id, f"no such job under {self.root}")
+        return self.root / job_id
+
+    def _read(self, job_id: str) -> Job:
+        path = self.folder(job_id) / JOB_FILE
+        for attempt in range(5):
+            try:
+                job = Job.from_dict(json.loads(path.read_text()))
+                break
+            except (OSError, ValueError):
+                if attempt == 4:
+                    raise JobError(job_id, f"unreadable {path}") from None
+                time.sleep(0.05)
+        job.folder = str(path.parent)
+        return job
+
+    def _write(self, job: Job) -> None:
+        _atomic_write_json(self.root / job.id / JOB_FILE, job.to_dict(transient=False))
+
+    def _update(self, job_id: str, **changes: Any) -> Job:
+        with self._locked():
+            job = self._read(job_id)
+            for key, value in changes.items():
+                setattr(job, key, value)
+            self._write(job)
+            return job
+
+    # -- submitting and scheduling
+    def submit(self, kind: str, args: Sequence[str], device: str = "cpu") -> Job:
+        """Queue ``sar ARGS`` (``--progress json`` is added) as a new job, then start what may start."""
+        if device not in DEVICES:
+            raise JobError("device", f"unknown device {device!r}; choose cpu or cuda")
+        if not re.match(r"^[A-Za-z0-9_-]+$", kind or ""):
+            raise JobError("kind", f"{kind!r} is not a simple name like pretrain, finetune or segment")
+        args = [str(a) for a in args]
+        cwd = os.getcwd()
+        out = _option_value(args, "--out")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            while True:
+                job_id = f"{stamp}-{kind}-{secrets.token_hex(2)}"
+                try:
+                    (self.root / job_id).mkdir()
+                    break
+                except FileExistsError:
+                    continue
+            created = now()
+            job = Job(id=job_id, kind=kind, argv=args, device=device, state="queued",
+                      out=str(Path(cwd, out).resolve()) if out else None, cwd=cwd, python=self.python,
+                      env=self.env, limits={"cpu": self.max_cpu_jobs, "cuda": self.max_cuda_jobs},
+                      created=created, queued=created)
+            self._write(job)
+            self.start_next()
+        return self.poll(job_id)
+
+    def start_next(self) -> list[Job]:
+        """Start queued jobs while their device has a free slot; returns the jobs started."""
+        started = []
+        with self._locked():
+            jobs = self._refresh_all()
+            limits = {"cpu": self.max_cpu_jobs, "cuda": self.max_cuda_jobs}
+            running = {d: sum(1 for j in jobs if j.state == "running" and j.device == d) for d in DEVICES}
+            queued = sorted((j for j in jobs if j.state == "queued"), key=lambda j: (j.queued or "", j.id))
+            for job in queued:
+                if running.get(job.device, 0) < limits.get(job.device, 1):
+                    started.append(self._launch(job))
+                    running[job.device] = running.get(job.device, 0) + 1
+        return started
+
+    def _launch(self, job: Job) -> Job:
+        folder = self.root / job.id
+        env = _child_env(job)
+        try:
+            with open(folder / LOG_FILE, "ab") as log:
+                proc = subprocess.Popen(
+                    [job.python or self.python, "-m", "sar.jobs", "run-child", str(folder)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    cwd=job.cwd if job.cwd and os.path.isdir(job.cwd) else None,
+                    start_new_session=True, close_fds=True)
+        except OSError as exc:
+            with open(folder / LOG_FILE, "a") as log:
+                print(f"sar jobs: could not start {job.python}: {exc}", file=log)
+            return self._update(job.id, state="failed", started=now(), ended=now(), exit_code=None)
+        self._procs[job.id] = proc
+        return self._update(job.id, state="running", pid=proc.pid, pgid=proc.pid, pid_start=_start_time(proc.pid),
+                            child_pid=None, child_start=None, started=now(), ended=None, exit_code=None,
+                            cancel_requested=False, runs=job.runs + 1)
+
+    # -- following
+    def _reap(self) -> None:
+        for job_id, proc in list(self._procs.items()):
+            if proc.poll() is not None:
+                del self._procs[job_id]
+
+    def _runner_alive(self, job: Job) -> bool:
+        return pid_alive(job.pid, job.pid_start) or pid_alive(job.child_pid, job.child_start)
+
+    def _refresh(self, job: Job) -> Job:
+        """Mark a running job whose processes are gone (and recorded no exit code) interrupted."""
+        if job.state != "running" or self._runner_alive(job):
+            return job
+        with self._locked():
+            job = self._read(job.id)
+            if job.state == "running" and not self._runner_alive(job):
+                job.state, job.ended = "interrupted", now()
+                self._write(job)
+                self._freed = True
+        return job
+
+    def _refresh_all(self) -> list[Job]:
+        self._reap()
+        jobs = []
+        if not self.root.is_dir():
+            return jobs
+        for entry in sorted(self.root.iterdir()):
+            if (entry / JOB_FILE).is_file() and _ID.match(entry.name):
+                try:
+                    jobs.append(self._refresh(self._read(entry.name)))
+                except JobError:
+                    continue
+        return jobs
+
+    def list(self) -> list[Job]:
+        """All jobs, oldest first, with states refreshed and their latest progress.
+
+        When a running job is found dead (now interrupted), queued jobs that may now run are started."""
+        self._freed = False
+        jobs = self._refresh_all()
+        if self._freed:
+            self.start_next()
+            jobs = self._refresh_all()
+        for job in jobs:
+            self._read_progress(job)
+        return sorted(jobs, key=lambda j: (j.created or "", j.id))
+
+    def get(self, job_id: str) -> Job:
+        return self.poll(job_id)
+
+    def poll(self, job_id: str) -> Job:
+        """The job with its state refreshed and ``progress`` from the lines written since last time:
+        event (latest), step, steps, eta_s, cubes_per_s, losses, checkpoint_step, evaluation, ..."""
+        self._reap()
+        self._freed = False
+        job = self._refresh(self._read(job_id))
+        if self._freed:
+            self.start_next()
+        self._read_progress(job)
+        return job
+
+    def _read_progress(self, job: Job) -> None:
+        offset, summary, other = self._cursor.get(job.id, (0, {}, []))
+        path = self.root / job.id / PROGRESS_FILE
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0
+        if size < offset:  # file replaced: start over
+            offset, summary, other = 0, {}, []
+        if size > offset:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read(size - offset)
+            end = chunk.rfind(b"\n") + 1  # a partly written last line waits for the next poll
+            for raw in chunk[:end].decode("utf-8", "replace").splitlines():
+                _summarise(summary, other, raw)
+            offset += end
+        self._cursor[job.id] = (offset, summary, other)
+        job.progress = dict(summary)
+
+    def log(self, job_id: str) -> str:
+        """The job's log: the command's stderr, then any stdout lines that were not progress JSON."""
+        folder = self.folder(job_id)
+        text = (folder / LOG_FILE).read_text(errors="replace") if (folder / LOG_FILE).is_file() else ""
+        other = []
+        if (folder / PROGRESS_FILE).is_file():
+            for raw in (folder / PROGRESS_FILE).read_text(errors="replace").splitlines():
+                if _progress_line(raw) is None and raw.strip():
+                    other.append(raw)
+        if other:
+            text += ("" if not text or text.endswith("\n") else "\n") + "--- stdout ---\n" + "\n".join(other) + "\n"
+        return text
+
+    # -- stopping and resuming
+    def cancel(self, job_id: str, timeout: float = 60.0) -> Job:
+        """Stop a job: queued -> cancelled at once; running -> SIGTERM to its process group (the command
+        checkpoints and exits 130), SIGKILL when still there after ``timeout`` s. Finished: unchanged."""
+        with self._locked():
+            job = self._refresh(self._read(job_id))
+            if job.state == "queued":
+                self._update(job_id, state="cancelled", ended=now())
+                return self.poll(job_id)
+            if job.state != "running":
+                return self.poll(job_id)
+            job = self._update(job_id, cancel_requested=True)
+        if job.pgid:
+            _signal_group(job.pgid, signal.SIGTERM)
+            if not self._wait_gone(job, timeout):
+                _signal_group(job.pgid, getattr(signal, "SIGKILL", signal.SIGTERM))
+                self._wait_gone(job, 10.0)
+        with self._locked():
+            job = self._read(job_id)
+            if job.state == "running":  # the runner could not record it (killed, or died before)
+                job.state, job.ended = "cancelled", now()
+                self._write(job)
+        self.start_next()
+        return self.poll(job_id)
+
+    def _wait_gone(self, job: Job, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._reap()
+            if not group_alive(job.pgid) and not self._runner_alive(job):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def resume(self, job_id: str, extra_args: Sequence[str] = ()) -> Job:
+        """Queue a finished job again in the same folder with ``--resume`` (and ``extra_args``, which
+        replace same-named options, e.g. ``["--steps", "500"]``); the last run goes to ``history``."""
+        with self._locked():
+            job = self._refresh(self._read(job_id))
+            if not job.finished:
+                raise JobError(job_id, f"is {job.state}; only a finished job can be resumed")
+            job.history.append({k: getattr(job, k) for k in ("argv", "state", "started", "ended", "exit_code")})
+            extra = [str(a) for a in extra_args]
+            if "--resume" not in job.argv and "--resume" not in extra:
+                extra.insert(0, "--resume")
+            job.argv = merge_args(job.argv, extra)
+            job.state, job.queued = "queued", now()
+            job.started = job.ended = job.exit_code = job.pid = job.pgid = job.pid_start = None
+            job.child_pid = job.child_start = None
+            job.cancel_requested = False
+            self._write(job)
+            self.start_next()
+        return self.poll(job_id)
+
+
+def _progress_line(raw: str) -> dict | None:
+    raw = raw.strip()
+    if not raw.startswith("{"):
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and "event" in data else None
+
+
+def _summarise(summary: dict[str, Any], other: list[str], raw: str) -> None:
+    data = _progress_line(raw)
+    if data is None:
+        if raw.strip():
+            other.append(raw)
+        return
+    event = data.get("event")
+    summary["event"] = event
+    if event == "start":
+        summary.update(step=data.get("step"), steps=data.get("steps"), started_step=data.get("step"))
+        summary.pop("eta_s", None)
+        summary.pop("done", None)
+        if "device" in data:
+            summary["device"] = data["device"]
+    elif event == "step":
+        summary.update({k: v for k, v in data.items() if k != "event"})
+        summary["losses"] = {k: v for k, v in data.items() if k.startswith("loss")}
+    elif event == "checkpoint":
+        summary["checkpoint_step"] = data.get("step")
+    elif event == "evaluation":
+        summary["evaluation"] = {k: v for k, v in data.items() if k != "event"}
+    elif event == "done":
+        summary["done"] = True
+        summary["step"] = data.get("step", summary.get("step"))
+
+
+def _child_env(job: Job) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in (job.env or {}).items()})
+    env["PYTHONUNBUFFERED"] = "1"
+    # Make this sar importable by the job's interpreter (e.g. an extension folder Slicer put on
+    # sys.path), without pushing a whole site-packages ahead of the standard library.
+    here = str(Path(__file__).resolve().parents[1])
+    if Path(here).name not in ("site-packages", "dist-packages"):
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if here not in paths:
+            env["PYTHONPATH"] = os.pathsep.join(paths + [here])
+    return env
+
+
+# -- the runner (python -m sar.jobs run-child DIR) ----------------------------------------------
+
+def run_child(folder: str | os.PathLike) -> int:
+    """Run one job's command with its output going to the job's files; record how it ended; start
+    the next queued job. Signals reach the command through the process group; here they are noted."""
+    folder = Path(folder).resolve()
+    manager = JobManager(folder.parent)
+    job = manager._read(folder.name)
+    manager.python = job.python or sys.executable
+    manager.max_cpu_jobs = int(job.limits.get("cpu", 1))
+    manager.max_cuda_jobs = int(job.limits.get("cuda", 1))
+    signalled: list[int] = []
+
+    def note(signum: int, _frame: Any) -> None:
+        signalled.append(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, note)
+    argv = merge_args(job.argv, ["--progress", "json"])
+    code: int | None = None
+    if not signalled:
+        with open(folder / PROGRESS_FILE, "ab") as out, open(folder / LOG_FILE, "ab") as err:
+            try:
+                proc = subprocess.Popen([manager.python, "-m", "sar", *argv], stdin=subprocess.DEVNULL,
+                                        stdout=out, stderr=err, env=_child_env(job),
+                                        cwd=job.cwd if job.cwd and os.path.isdir(job.cwd) else None)
+            except OSError as exc:
+                err.write(f"sar jobs: could not start {manager.python}: {exc}\n".encode())
+                proc = None
+        if proc is not None:
+            if signalled:  # a stop that came while starting it may have missed the command
+                proc.send_signal(signal.SIGTERM)
+            manager._update(job.id, child_pid=proc.pid, child_start=_start_time(proc.pid))
+            while True:
+                try:
+                    code = proc.wait()
+                    break
+                except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                    continue
+    with manager._locked():
+        job = manager._read(job.id)
+        if job.cancel_requested:
+            state = "cancelled"
+        elif code == EXIT_OK:
+            state = "done"
+        elif code is None or code == EXIT_CANCELLED or code < 0:
+            state = "interrupted"  # stopped by a signal nobody asked for through the manager
+        else:
+            state = "failed"
+        job.state, job.exit_code, job.ended = state, code, now()
+        manager._write(job)
+    if job.cancel_requested or not signalled:  # not when the system is shutting down
+        manager.start_next()
+    return 0
+
+
+# -- the command line (``sar jobs ...`` and ``python -m sar.jobs ...``) -----------------------
+
+def add_parser(subparsers) -> None:
+    """Add ``jobs`` with its sub-commands to the ``sar`` parser's sub-parsers."""
+    p = subparsers.add_parser("jobs", help="background jobs: list, follow, cancel, resume")
+    _jobs_arguments(p)
+
+
+def _jobs_arguments(p: argparse.ArgumentParser) -> None:
+    root_help = "jobs folder (default $SAR_JOBS or ~/.local/share/sar/jobs)"
+    p.add_argument("--root", type=Path, default=None, help=root_help)
+    sub = p.add_subparsers(dest="jobs_command", required=True, parser_class=type(p))
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        q = sub.add_parser(name, help=help)
+        q.add_argument("--root", type=Path, default=argparse.SUPPRESS, help=root_help)
+        return q
+
+    q = command("list", "jobs with state and progress")
+    q.add_argument("--json", action="store_true", help="one JSON list of jobs")
+    q = command("show", "one job with its latest progress")
+    q.add_argument("id")
+    q.add_argument("--json", action="store_true")
+    q = command("cancel", "stop a job (it checkpoints; resume it later)")
+    q.add_argument("id")
+    q.add_argument("--timeout", type=float, default=60.0, help="seconds before SIGKILL (default 60)")
+    q = command("resume", "run a stopped job again from its checkpoint: resume ID [-- --steps N ...]")
+    q.add_argument("id")
+    q.add_argument("extra", nargs=argparse.REMAINDER, help="options replacing the job's own")
+    q = command("log", "the job's log (stderr)")
+    q.add_argument("id")
+    q = command("submit", "queue a sar command: submit [--device D] KIND -- ARGS...")
+    q.add_argument("--device", choices=DEVICES, default="cpu")
+    q.add_argument("--python", default=None, help="interpreter for the job (default this one)")
+    q.add_argument("kind")
+    q.add_argument("args", nargs=argparse.REMAINDER, help="the sar arguments, e.g. pretrain --out DIR")
+
+
+def _strip_dashes(tokens: Sequence[str]) -> list[str]:
+    tokens = list(tokens)
+    return tokens[1:] if tokens[:1] == ["--"] else tokens
+
+
+def _format(job: Job) -> str:
+    pr = job.progress
+    step = f"{pr.get('step')}/{pr.get('steps')}" if pr.get("steps") else "-"
+    eta = f"{pr['eta_s']:.0f}s" if job.state == "running" and isinstance(pr.get("eta_s"), (int, float)) else "-"
+    loss = f"{pr['loss']:.4f}" if isinstance(pr.get("loss"), (int, float)) else "-"
+    return f"{job.id:32} {job.kind:9} {job.state:11} {job.device:5} {step:>13} {eta:>7} {loss:>8}  {job.out or ''}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """``sar jobs ...``; returns the exit code (2, with a message, for an unknown job and such)."""
+    manager = JobManager(getattr(args, "root", None) or None)
+    try:
+        cmd = args.jobs_command
+        if cmd == "list":
+            jobs = manager.list()
+            if args.json:
+                print(json.dumps([j.to_dict() for j in jobs], indent=1))
+            else:
+                print(f"{'ID':32} {'KIND':9} {'STATE':11} {'DEV':5} {'STEP':>13} {'ETA':>7} {'LOSS':>8}  OUT")
+                for job in jobs:
+                    print(_format(job))
+        elif cmd == "show":
+            job = manager.poll(args.id)
+            print(json.dumps(job.to_dict(), indent=1) if args.json else _format(job))
+        elif cmd == "cancel":
+            job = manager.cancel(args.id, args.timeout)
+            print(f"{job.id}: {job.state}")
+        elif cmd == "resume":
+            job = manager.resume(args.id, _strip_dashes(args.extra))
+            print(f"{job.id}: {job.state}")
+        elif cmd == "log":
+            sys.stdout.write(manager.log(args.id))
+        elif cmd == "submit":
+            rest = list(args.args)
+            device, python = args.device, args.python
+            if "--" in rest and rest[0] != "--":  # options given after KIND: submit KIND --device D -- ARGS
+                head, rest = rest[:rest.index("--")], rest[rest.index("--"):]
+                extra = argparse.ArgumentParser(prog="sar jobs submit", add_help=False)
+                extra.add_argument("--device", choices=DEVICES, default=device)
+                extra.add_argument("--python", default=python)
+                known, unknown = extra.parse_known_args(head)
+                if unknown:
+                    raise JobError("submit", f"unexpected {' '.join(unknown)} before --")
+                device, python = known.device, known.python
+            rest = _strip_dashes(rest)
+            if not rest:
+                raise JobError("submit", "no sar arguments given (submit KIND -- pretrain --out DIR ...)")
+            if python:
+                manager.python = python
+            job = manager.submit(args.kind, rest, device)
+            print(job.id)
+        else:  # pragma: no cover - argparse rejects it first
+            raise JobError(cmd, "unknown jobs command")
+    except BadInput as exc:
+        print(f"sar: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run-child"]:
+        if len(argv) != 2:
+            print("usage: python -m sar.jobs run-child JOB_DIR", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return run_child(argv[1])
+    p = argparse.ArgumentParser(prog="python -m sar.jobs", description="SAR background jobs")
+    _jobs_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
