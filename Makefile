@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	rm -rf runs/demo-pretrain
-	$(VENV)/bin/sar pretrain --preset small --steps 100 --out runs/demo-pretrain
+	rm -rf runs/demo
+	$(VENV)/bin/sar demo --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -83,6 +83,14 @@ def _evaluate_args(sub) -> None:
     p.add_argument("--csv", type=Path, default=None, dest="csv_out")
 
 
+def _demo_args(sub) -> None:
+    p = sub.add_parser("demo", help="the whole loop on built-in synthetic data: pretrain, fine-tune, segment")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder to create (default runs/demo)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--pretrain-steps", type=int, default=150)
+    p.add_argument("--finetune-steps", type=int, default=400)
+
+
 def _bench_args(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True)
@@ -100,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     _finetune_args(sub)
     _segment_args(sub)
     _evaluate_args(sub)
+    _demo_args(sub)
     _bench_args(sub)
     jobs.add_parser(sub)
     return p
@@ -239,6 +248,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    from .train import check_output, resolve_device
+
+    _positive("--pretrain-steps", args.pretrain_steps)
+    _positive("--finetune-steps", args.finetune_steps)
+    check_output(args.out, resume=False)
+    result = run_demo(args.out, resolve_device(args.device), args.pretrain_steps, args.finetune_steps)
+    print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import proxy_throughput
     from .train import resolve_device
@@ -255,7 +276,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "segment": cmd_segment, "evaluate": cmd_evaluate,
-            "bench": cmd_bench, "jobs": jobs.run}
+            "demo": cmd_demo, "bench": cmd_bench, "jobs": jobs.run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

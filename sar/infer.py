@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from monai.transforms import FillHoles, KeepLargestConnectedComponent, RemoveSmallObjects
+from scipy import ndimage
 
 from .config import FinetuneConfig, InferenceConfig, LabelScheme, from_dict
 from .errors import BadInput
@@ -89,33 +89,41 @@ def predict(
 
 
 def postprocess(label: np.ndarray, labels: LabelScheme, cfg: InferenceConfig, spacing_xyz: Sequence[float]) -> np.ndarray:
-    """Largest connected component, minimum size, hole filling per label value (MONAI transforms)."""
-    values = [v for v in labels.paint if (label == v).any()]
-    if not values or not (cfg.largest_component or cfg.min_size_mm3 > 0 or cfg.fill_holes):
+    """Hole filling, largest connected component and minimum component size, on the segmented voxels
+    as a whole (scipy.ndimage: MONAI's versions of these need scikit-image)."""
+    fg = label > 0
+    if not fg.any() or not (cfg.largest_component or cfg.min_size_mm3 > 0 or cfg.fill_holes):
         return label
-    tensor = torch.from_numpy(label[None].astype(np.int64))
+    out = label.copy()
     if cfg.fill_holes:
-        tensor = FillHoles(applied_labels=values)(tensor)
-    if cfg.largest_component:
-        tensor = KeepLargestConnectedComponent(applied_labels=values, independent=False)(tensor)
+        for value in labels.paint:
+            out[ndimage.binary_fill_holes(out == value) & (out == 0)] = value
+        fg = out > 0
+    components, count = ndimage.label(fg)
+    sizes = np.bincount(components.ravel())[1:]
+    keep = np.ones(count, dtype=bool)
     if cfg.min_size_mm3 > 0:
-        voxel = float(np.prod(spacing_xyz))
-        mask = RemoveSmallObjects(min_size=int(np.ceil(cfg.min_size_mm3 / voxel)))(torch.as_tensor(tensor) > 0)
-        tensor = torch.as_tensor(tensor) * torch.as_tensor(mask)
-    return np.asarray(tensor[0]).astype(np.int16)
+        keep &= sizes * float(np.prod(spacing_xyz)) >= cfg.min_size_mm3
+    if cfg.largest_component and count:
+        keep &= np.arange(count) == int(np.argmax(sizes))
+    out[~np.concatenate([[True], keep])[components]] = 0
+    return out
 
 
 def roi_box(geometry: Geometry, roi: Sequence[float]) -> tuple[slice, slice, slice]:
-    """Voxel slices (z, y, x) covering a physical box (x0 y0 z0 x1 y1 z1, LPS mm like SimpleITK)."""
+    """Voxel slices (z, y, x) of the voxels whose centres lie in a physical box (x0 y0 z0 x1 y1 z1, LPS mm
+    like SimpleITK; a voxel's physical point is its centre)."""
     import SimpleITK as sitk
 
     reference = geometry.apply_to(sitk.Image([int(s) for s in geometry.size], sitk.sitkUInt8))
     corners = [(x, y, z) for x in (roi[0], roi[3]) for y in (roi[1], roi[4]) for z in (roi[2], roi[5])]
     index = np.array([reference.TransformPhysicalPointToContinuousIndex(c) for c in corners])
-    low = np.clip(np.floor(index.min(0)).astype(int), 0, None)
-    high = np.minimum(np.ceil(index.max(0)).astype(int) + 1, geometry.size)
+    eps = 1e-6  # a box edge on a voxel centre keeps that voxel despite rounding
+    low = np.clip(np.ceil(index.min(0) - eps).astype(int), 0, None)
+    high = np.minimum(np.floor(index.max(0) + eps).astype(int) + 1, geometry.size)
     if np.any(high <= low):
-        raise BadInput("--roi", f"box {tuple(roi)} lies outside the image (extent {geometry.extent_mm} mm)")
+        raise BadInput("--roi", f"box {tuple(roi)} lies outside the image or between its voxel centres "
+                                f"(extent {geometry.extent_mm} mm)")
     return tuple(slice(int(lo), int(hi)) for lo, hi in zip(low[::-1], high[::-1]))
 
 
