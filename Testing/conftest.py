@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from sar.runtime import passive_threads, tune_malloc
+
+passive_threads()  # before any test module imports torch
+tune_malloc()
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

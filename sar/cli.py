@@ -10,7 +10,7 @@ from typing import Sequence
 
 from . import jobs
 from .errors import BadInput, Cancelled
-from .runtime import tune_malloc
+from .runtime import passive_threads, tune_malloc
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
 
@@ -99,6 +99,13 @@ def _bench_args(sub) -> None:
     q.add_argument("--batch-size", type=int, default=64)
     q.add_argument("--device", default="auto")
     q.add_argument("--json", action="store_true")
+    r = bench.add_parser("ssl", help="scratch vs Models Genesis vs SAR (with and without the adversarial term)")
+    r.add_argument("--profile", choices=("quick", "full"), default="quick")
+    r.add_argument("--quick", action="store_const", const="quick", dest="profile", help="the 2-CPU, 30-minute profile")
+    r.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data",
+                   help="the shared real cases (default ../shared/data beside the checkout)")
+    r.add_argument("--out", type=Path, default=Path("runs/bench-ssl"))
+    r.add_argument("--device", default="auto")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -160,9 +167,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if args.images or args.labels:
             raise BadInput("--dataset", "give either --dataset or --images with --labels, not both")
         cases, modalities = cases_from_dataset(args.dataset)
-    elif args.images and args.labels:
-        cases, modalities = parse_cases(args.images, args.labels), ()
-    elif not args.resume:
+    elif args.images or args.labels:
+        cases, modalities = parse_cases(args.images or [], args.labels or []), ()
+    elif args.resume:
+        cases, modalities = [], ()  # the checkpoint knows its cases and settings
+    else:
         raise BadInput("--images", "give --images with --labels, or --dataset")
     overrides = read_config_file(args.config) if args.config else {}
     for key in ("steps", "batch_size", "seed"):
@@ -172,7 +181,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         modalities = tuple(m.strip() for m in args.modalities.split(","))
     if modalities and "modalities" not in overrides:
         overrides["modalities"] = list(modalities)
-    if "labels" not in overrides:
+    if "labels" not in overrides and cases:
         if args.label_scheme in LABEL_SCHEMES:
             overrides["labels"] = to_dict(LABEL_SCHEMES[args.label_scheme])
         elif args.label_scheme == "auto":
@@ -261,8 +270,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import proxy_throughput
     from .train import resolve_device
+
+    if args.bench == "ssl":
+        from . import bench_ssl
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        rows = bench_ssl.run(args.data, args.out, bench_ssl.PROFILES[args.profile], resolve_device(args.device),
+                             log=lambda line: print(line, file=sys.stderr, flush=True))
+        summary = bench_ssl.summarise(rows)
+        (args.out / "summary.md").write_text(bench_ssl.markdown(summary))
+        bench_ssl.plot(summary, args.out / "dice_vs_steps.png")
+        print(bench_ssl.markdown(summary))
+        return EXIT_OK
+    from .bench import proxy_throughput
 
     _positive("--seconds", args.seconds)
     _positive("--batch-size", args.batch_size)
@@ -281,6 +302,7 @@ COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "segment": cmd_s
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    passive_threads()
     tune_malloc()
     try:
         return COMMANDS[args.command](args)

@@ -219,6 +219,7 @@ def finetune(
     if state is not None:
         config = from_dict(state["config"], str(out / CHECKPOINT), FinetuneConfig)
         init = state["init"]
+        cases = cases or [Case(tuple(c["images"]), c["label"]) for c in json.loads(state["cases"])]
     if steps is not None:
         config.steps = steps
     if not cases:
@@ -297,7 +298,8 @@ def _train(config, train, val, loaded, init, init_meta, init_state, out, device,
             return
         save_checkpoint(out / CHECKPOINT, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                                            "config": to_dict(config), "init": init, "started": started,
-                                           "best": json.dumps(best)})
+                                           "best": json.dumps(best),
+                                           "cases": json.dumps([{"images": list(c.images), "label": c.label} for c in [*train, *val]])})
         if not val:
             save(step)
         progress.event("checkpoint", step=step, path=str(out))

@@ -126,8 +126,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 class Progress:
-    """Reports steps as JSON lines on stdout (``json``) or a one-line bar on stderr (``bar``), and
-    appends each report to ``log.csv`` in the job folder."""
+    """Reports steps as JSON lines on stdout (``json``), a one-line bar on stderr (``bar``) or not at
+    all (``none``), and appends each report to ``log.csv`` in the job folder."""
 
     def __init__(self, mode: str, folder: Path, total: int, start: int, enabled: bool = True, stream: TextIO | None = None) -> None:
         self.mode, self.total, self.enabled = mode, total, enabled
@@ -153,7 +153,7 @@ class Progress:
         self._write_csv(row)
         if self.mode == "json":
             print(json.dumps({"event": "step", **row}), file=self.stream, flush=True)
-        else:
+        elif self.mode == "bar":
             done = int(30 * step / self.total)
             loss = f"loss {metrics.get('loss', math.nan):.4f}"
             print(f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} {loss} {rate:.1f} cubes/s "

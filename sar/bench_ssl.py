@@ -1,0 +1,193 @@
+"""``sar bench ssl``: the paper's experiment in small. One network, one budget; initialisations
+scratch / restoration only (Models Genesis) / SAR without the adversarial term / full SAR; fine-tuned
+on labeled cases and scored on cases never used in training, per region, at several points of the
+step budget, over several seeds. Differences smaller than the seed spread are called no difference.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .config import LABEL_SCHEMES, LabelScheme, finetune_config, pretrain_config, to_dict
+from .data import parse_sources
+from .errors import BadInput
+from .finetune import Case, finetune
+from .infer import Segmenter
+from .io import Geometry, read_image, read_label, write_image
+from .metrics import evaluate_maps
+from .pretrain import pretrain
+
+INITS = {  # name -> pretraining overrides (None: from scratch)
+    "scratch": None,
+    "restoration": {"lambda_scale": 0.0, "lambda_adv": 0.0},
+    "sar_no_adv": {"lambda_adv": 0.0},
+    "sar": {},
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """Fine-tune on ``train`` cases, test on ``test`` cases (never used in training)."""
+
+    name: str
+    train: tuple[Case, ...]
+    test: tuple[Case, ...]
+    modalities: tuple[str, ...]
+    labels: LabelScheme
+
+
+@dataclass(frozen=True)
+class Profile:
+    pretrain_steps: int
+    finetune_checkpoints: tuple[int, ...]
+    seeds: tuple[int, ...]
+    preset: str = "tiny"
+
+
+PROFILES = {
+    "quick": Profile(pretrain_steps=300, finetune_checkpoints=(50, 150), seeds=(0, 1, 2)),
+    "full": Profile(pretrain_steps=3000, finetune_checkpoints=(100, 300, 1000), seeds=(0, 1, 2), preset="small"),
+}
+
+
+def crop_to_foreground(case: Case, folder: Path, margin: int = 4) -> Case:
+    """Crop a case's channels and label to the bounding box of its non-zero first channel (skull-stripped
+    brains sit in a fraction of the BraTS grid), keeping the physical geometry of the crop."""
+    image = read_image(case.images)
+    label = read_label(case.label, image.geometry)
+    first = image.array[0]
+    inside = np.argwhere(first != first.flat[0])
+    low = np.maximum(inside.min(0) - margin, 0)
+    high = np.minimum(inside.max(0) + margin + 1, first.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+    import SimpleITK as sitk
+
+    reference = image.geometry.apply_to(sitk.Image([int(s) for s in image.geometry.size], sitk.sitkUInt8))
+    origin = reference.TransformIndexToPhysicalPoint([int(v) for v in low[::-1]])
+    geometry = Geometry(tuple(int(b - a) for a, b in zip(low[::-1], high[::-1])), image.geometry.spacing, origin,
+                        image.geometry.direction)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = Path(case.label).parent.name + "_" + Path(case.label).name.split(".")[0]
+    paths = tuple(str(write_image(folder / f"{stem}_c{i}.nii.gz", channel[box], geometry)) for i, channel in enumerate(image.array))
+    return Case(paths, str(write_image(folder / f"{stem}_label.nii.gz", label[box], geometry)))
+
+
+def shared_tasks(data: Path, work: Path) -> tuple[list[str], list[Task]]:
+    """Pretraining sources and fine-tuning tasks from the shared real cases: BraTS (FLAIR + T1c,
+    whole tumor / core / enhancing, two folds) and TCGA-GBM (T1 post-contrast, tumor, two folds)."""
+    if not (data / "brats2015").is_dir():
+        raise BadInput(data, "does not hold the shared real cases (brats2015/, tcga_gbm/, sarcoma/, lung_ct/)")
+    sources = [f"mr={data}/brats2015/*/Flair_subtrMeanDivStd.nii.gz", f"mr={data}/brats2015/*/T1c_subtrMeanDivStd.nii.gz",
+               f"mr={data}/tcga_gbm/brain?_image.nrrd", f"mr={data}/sarcoma/*MR_T1_image.nii.gz",
+               f"ct={data}/sarcoma/*CT_image.nii.gz", f"ct={data}/lung_ct/image.nii.gz", f"pet={data}/sarcoma/*PET_image.nii.gz"]
+    brats = [crop_to_foreground(Case((str(data / f"brats2015/{p}/Flair_subtrMeanDivStd.nii.gz"),
+                                      str(data / f"brats2015/{p}/T1c_subtrMeanDivStd.nii.gz")),
+                                     str(data / f"brats2015/{p}/OTMultiClass.nii.gz")), work / "cases") for p in ("pat0001", "pat0002")]
+    tcga = [Case((str(data / f"tcga_gbm/brain{i}_image.nrrd"),), str(data / f"tcga_gbm/brain{i}_label.nrrd")) for i in (1, 2)]
+    tasks = []
+    for fold in range(2):
+        tasks.append(Task(f"brats_fold{fold}", (brats[fold],), (brats[1 - fold],), ("mr", "mr"), LABEL_SCHEMES["brats"]))
+        tasks.append(Task(f"tcga_fold{fold}", (tcga[fold],), (tcga[1 - fold],), ("mr",), LABEL_SCHEMES["binary"]))
+    return sources, tasks
+
+
+def run(data: Path, out: Path, profile: Profile, device: torch.device, log=print) -> list[dict]:
+    """All runs; returns one row per (init, task, seed, step, region) and writes results.json."""
+    started = time.monotonic()
+    sources, tasks = shared_tasks(data, out)
+    parsed = parse_sources(sources)
+    rows: list[dict] = []
+    for init, overrides in INITS.items():
+        init_path = "scratch"
+        if overrides is not None:
+            init_path = str(out / "pretrained" / init)
+            if not (Path(init_path) / "model.json").exists():
+                cfg = pretrain_config(profile.preset, {"steps": profile.pretrain_steps, "checkpoint_every": profile.pretrain_steps,
+                                                       "batch_size": 8, "workers": 0, **overrides})
+                pretrain(cfg, parsed, Path(init_path), device, progress_mode="none")
+            log(f"[{time.monotonic() - started:.0f}s] pretrained {init}")
+        for task in tasks:
+            for seed in profile.seeds:
+                rows += fine_tune_and_score(init, init_path, task, seed, profile, out, device)
+            log(f"[{time.monotonic() - started:.0f}s] {init} {task.name} done")
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def fine_tune_and_score(init: str, init_path: str, task: Task, seed: int, profile: Profile, out: Path, device: torch.device) -> list[dict]:
+    folder = out / "finetuned" / f"{init}-{task.name}-seed{seed}"
+    rows = []
+    for i, steps in enumerate(profile.finetune_checkpoints):
+        cfg = finetune_config(profile.preset, {"steps": steps, "seed": seed, "val_fraction": 0.0, "modalities": list(task.modalities),
+                                               "labels": to_dict(task.labels), "checkpoint_every": steps, "workers": 0})
+        finetune(cfg, list(task.train), init_path, folder, device, resume=i > 0, progress_mode="none", steps=steps)
+        segmenter = Segmenter.load(folder, device)
+        for case in task.test:
+            image = read_image(case.images, task.modalities)
+            label, _ = segmenter(image)
+            reference = read_label(case.label, image.geometry)
+            for metric in evaluate_maps(label, reference, image.geometry.spacing[::-1], task.labels):
+                rows.append({"init": init, "task": task.name, "dataset": task.name.split("_")[0], "seed": seed, "step": steps,
+                             "region": metric["name"], "dice": metric["dice"], "labeled_cases": len(task.train)})
+    return rows
+
+
+def summarise(rows: Sequence[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds (and folds) per (dataset, region, step, init), with a
+    verdict against scratch: better/worse only when the means differ by more than the larger spread."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["region"], r["step"], r["init"]), []).append(r["dice"])
+    out = []
+    for (dataset, region, step, init), values in sorted(groups.items()):
+        mean, std = statistics.mean(values), statistics.pstdev(values)
+        base = groups.get((dataset, region, step, "scratch"), values)
+        b_mean, b_std = statistics.mean(base), statistics.pstdev(base)
+        verdict = "-" if init == "scratch" else ("better" if mean - b_mean > max(std, b_std) else
+                                                 "worse" if b_mean - mean > max(std, b_std) else "no difference")
+        out.append({"dataset": dataset, "region": region, "step": step, "init": init, "mean": mean, "std": std,
+                    "n": len(values), "vs_scratch": verdict})
+    return out
+
+
+def markdown(summary: Sequence[dict]) -> str:
+    lines = ["| dataset | region | fine-tune steps | init | Dice mean ± std (n) | vs scratch |", "|---|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(f"| {s['dataset']} | {s['region']} | {s['step']} | {s['init']} | {s['mean']:.3f} ± {s['std']:.3f} ({s['n']}) | {s['vs_scratch']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: Sequence[dict], path: Path) -> Path | None:
+    """Dice against fine-tuning steps, one panel per (dataset, region), one line per init."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    panels = sorted({(s["dataset"], s["region"]) for s in summary})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, (dataset, region) in zip(axes[0], panels):
+        for init in INITS:
+            points = [s for s in summary if s["dataset"] == dataset and s["region"] == region and s["init"] == init]
+            if points:
+                ax.errorbar([p["step"] for p in points], [p["mean"] for p in points], [p["std"] for p in points],
+                            label=init, marker="o", capsize=3)
+        ax.set_title(f"{dataset}: {region}")
+        ax.set_xlabel("fine-tuning steps")
+        ax.set_ylabel("Dice on unseen case")
+        ax.set_ylim(0, 1)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
