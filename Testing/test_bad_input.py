@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
 from sar.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from cli_helpers import assert_bad, run_cli
 
 FAST = ["--preset", "tiny", "--steps", "2", "--workers", "0"]
 
@@ -51,21 +52,6 @@ def _write_nrrd(path: Path, array: np.ndarray, geometry_fields: str) -> Path:
 def good(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("good")
     return (_write(folder / "good1.nii.gz", _smooth_volume(1)), _write(folder / "good2.nii.gz", _smooth_volume(2)))
-
-
-def _run(capsys, argv: list[str]) -> tuple[int, str]:
-    capsys.readouterr()
-    rc = main(argv)
-    return rc, capsys.readouterr().err
-
-
-def _assert_bad(rc: int, err: str, names: str, *problems: str) -> None:
-    assert rc == EXIT_BAD_INPUT, err
-    assert err.startswith("sar: error: "), err
-    assert names in err, f"stderr does not name {names!r}: {err}"
-    for problem in problems:
-        assert problem.lower() in err.lower(), f"stderr does not say {problem!r}: {err}"
-    assert "Traceback" not in err
 
 
 # ---------------------------------------------------------------- bad volumes
@@ -141,8 +127,8 @@ BAD_VOLUMES = [
 def test_bad_volume(build, problems, good, tmp_path: Path, capsys) -> None:
     bad = build(tmp_path)
     out = tmp_path / "out"
-    rc, err = _run(capsys, ["pretrain", "--data", f"ct={good[0]}", f"mr={bad}", "--out", str(out), *FAST])
-    _assert_bad(rc, err, str(bad), *problems)
+    rc, err = run_cli(capsys, ["pretrain", "--data", f"ct={good[0]}", f"mr={bad}", "--out", str(out), *FAST])
+    assert_bad(rc, err, str(bad), *problems)
     assert str(good[0]) not in err  # the message points at the bad volume, not its valid neighbour
     assert not out.exists()
 
@@ -150,8 +136,8 @@ def test_bad_volume(build, problems, good, tmp_path: Path, capsys) -> None:
 def test_bad_volume_alone(tmp_path: Path, capsys) -> None:
     bad = _with_value(float("nan"))(tmp_path)
     out = tmp_path / "out"
-    rc, err = _run(capsys, ["pretrain", "--data", str(bad), "--out", str(out), *FAST])
-    _assert_bad(rc, err, str(bad), "NaN")
+    rc, err = run_cli(capsys, ["pretrain", "--data", str(bad), "--out", str(out), *FAST])
+    assert_bad(rc, err, str(bad), "NaN")
     assert not out.exists()
 
 
@@ -171,16 +157,16 @@ def test_flipped_nrrd_is_not_bad_spacing(tmp_path: Path) -> None:
 def test_empty_glob(tmp_path: Path, capsys) -> None:
     pattern = str(tmp_path / "nothing*.nii.gz")
     out = tmp_path / "out"
-    rc, err = _run(capsys, ["pretrain", "--data", f"ct={pattern}", "--out", str(out), *FAST])
-    _assert_bad(rc, err, pattern, "matches no image files")
+    rc, err = run_cli(capsys, ["pretrain", "--data", f"ct={pattern}", "--out", str(out), *FAST])
+    assert_bad(rc, err, pattern, "matches no image files")
     assert not out.exists()
 
 
 def test_nonexistent_path(good, tmp_path: Path, capsys) -> None:
     missing = tmp_path / "missing.nii.gz"
     out = tmp_path / "out"
-    rc, err = _run(capsys, ["pretrain", "--data", f"ct={good[0]}", f"mr={missing}", "--out", str(out), *FAST])
-    _assert_bad(rc, err, str(missing), "no such file")
+    rc, err = run_cli(capsys, ["pretrain", "--data", f"ct={good[0]}", f"mr={missing}", "--out", str(out), *FAST])
+    assert_bad(rc, err, str(missing), "no such file")
     assert not out.exists()
 
 
@@ -190,24 +176,24 @@ def test_existing_out_without_resume_is_untouched(good, tmp_path: Path, capsys) 
     (out / "notes.txt").write_text("keep me")
     (out / "sub" / "data.bin").write_bytes(b"\x00\x01")
     before = {p: (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns) for p in out.rglob("*")}
-    rc, err = _run(capsys, ["pretrain", "--data", str(good[0]), "--out", str(out), *FAST])
-    _assert_bad(rc, err, str(out), "not empty", "--resume")
+    rc, err = run_cli(capsys, ["pretrain", "--data", str(good[0]), "--out", str(out), *FAST])
+    assert_bad(rc, err, str(out), "not empty", "--resume")
     after = {p: (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns) for p in out.rglob("*")}
     assert after == before
 
 
 def test_resume_without_checkpoint(good, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    rc, err = _run(capsys, ["pretrain", "--data", str(good[0]), "--out", str(out), "--resume", *FAST])
-    _assert_bad(rc, err, str(out / "checkpoint.pt"), "no checkpoint")
+    rc, err = run_cli(capsys, ["pretrain", "--data", str(good[0]), "--out", str(out), "--resume", *FAST])
+    assert_bad(rc, err, str(out / "checkpoint.pt"), "no checkpoint")
     assert not out.exists()
 
 
 def test_resume_into_empty_folder_without_checkpoint(good, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    rc, err = _run(capsys, ["pretrain", "--data", str(good[0]), "--out", str(out), "--resume", *FAST])
-    _assert_bad(rc, err, str(out / "checkpoint.pt"), "no checkpoint")
+    rc, err = run_cli(capsys, ["pretrain", "--data", str(good[0]), "--out", str(out), "--resume", *FAST])
+    assert_bad(rc, err, str(out / "checkpoint.pt"), "no checkpoint")
     assert list(out.iterdir()) == []
 
 
@@ -215,16 +201,16 @@ def test_resume_into_empty_folder_without_checkpoint(good, tmp_path: Path, capsy
 def test_non_positive_steps(steps: str, good, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     argv = ["pretrain", "--data", str(good[0]), "--out", str(out), "--preset", "tiny", "--steps", steps, "--workers", "0"]
-    rc, err = _run(capsys, argv)
-    _assert_bad(rc, err, "--steps", "must be positive")
+    rc, err = run_cli(capsys, argv)
+    assert_bad(rc, err, "--steps", "must be positive")
     assert not out.exists()
 
 
 def test_unknown_preset(good, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     argv = ["pretrain", "--data", str(good[0]), "--out", str(out), "--preset", "huge", "--steps", "2", "--workers", "0"]
-    rc, err = _run(capsys, argv)
-    _assert_bad(rc, err, "--preset", "unknown preset 'huge'", "tiny")
+    rc, err = run_cli(capsys, argv)
+    assert_bad(rc, err, "--preset", "unknown preset 'huge'", "tiny")
     assert not out.exists()
 
 
@@ -242,16 +228,16 @@ def test_bad_config_file(text: str, problems: tuple[str, ...], good, tmp_path: P
     config = tmp_path / "settings.json"
     config.write_text(text)
     out = tmp_path / "out"
-    rc, err = _run(capsys, ["pretrain", "--data", str(good[0]), "--out", str(out), "--config", str(config), *FAST])
-    _assert_bad(rc, err, str(config), *problems)
+    rc, err = run_cli(capsys, ["pretrain", "--data", str(good[0]), "--out", str(out), "--config", str(config), *FAST])
+    assert_bad(rc, err, str(config), *problems)
     assert not out.exists()
 
 
 def test_missing_config_file(good, tmp_path: Path, capsys) -> None:
     config = tmp_path / "absent.json"
     out = tmp_path / "out"
-    rc, err = _run(capsys, ["pretrain", "--data", str(good[0]), "--out", str(out), "--config", str(config), *FAST])
-    _assert_bad(rc, err, str(config), "no such config file")
+    rc, err = run_cli(capsys, ["pretrain", "--data", str(good[0]), "--out", str(out), "--config", str(config), *FAST])
+    assert_bad(rc, err, str(config), "no such config file")
     assert not out.exists()
 
 
@@ -260,7 +246,7 @@ def test_missing_config_file(good, tmp_path: Path, capsys) -> None:
 
 def test_two_sources_happy_path(good, tmp_path: Path, capsys) -> None:
     out = tmp_path / "model"
-    rc, err = _run(capsys, ["pretrain", "--data", f"ct={good[0]}", f"mr={good[1]}", "--out", str(out), *FAST])
+    rc, err = run_cli(capsys, ["pretrain", "--data", f"ct={good[0]}", f"mr={good[1]}", "--out", str(out), *FAST])
     assert rc == EXIT_OK, err
     assert "error" not in err
     for name in ("model.json", "weights.safetensors", "checkpoint.pt", "log.csv"):

@@ -25,6 +25,7 @@ from sar import phantom
 from sar.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from sar.io import Geometry, write_image
 from sar.model import load_model, sha256
+from cli_helpers import assert_bad, run_cli
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -320,33 +321,18 @@ def test_evaluate_pred_on_another_grid(cases, tmp_path: Path, capsys) -> None:
     moved = tmp_path / "moved.nii.gz"
     write_image(moved, sitk.GetArrayFromImage(sitk.ReadImage(cases[0]["label"])),
                 Geometry(g.size, g.spacing, (g.origin[0] + 10.0, *g.origin[1:]), g.direction))
-    rc, err = _run(capsys, ["evaluate", "--pred", str(moved), "--ref", cases[0]["label"], "--json", str(tmp_path / "m.json")])
-    _assert_bad(rc, err, str(moved), "different grid")
+    rc, err = run_cli(capsys, ["evaluate", "--pred", str(moved), "--ref", cases[0]["label"], "--json", str(tmp_path / "m.json")])
+    assert_bad(rc, err, str(moved), "different grid")
     assert not (tmp_path / "m.json").exists()
 
 
 # ---------------------------------------------------------------- 4. bad input
 
 
-def _run(capsys, argv: list[object]) -> tuple[int, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in argv])
-    return rc, capsys.readouterr().err
-
-
-def _assert_bad(rc: int, err: str, names: str, *problems: str) -> None:
-    assert rc == EXIT_BAD_INPUT, err
-    assert err.startswith("sar: error: "), err
-    assert names in err, f"stderr does not name {names!r}: {err}"
-    for problem in problems:
-        assert problem.lower() in err.lower(), f"stderr does not say {problem!r}: {err}"
-    assert "Traceback" not in err
-
-
 def _finetune_bad(capsys, tmp_path: Path, images: list[str], labels: list[str], *extra: object) -> str:
     """Run a finetune expected to fail; returns stderr after checking the exit code and that no --out exists."""
     out = tmp_path / "model"
-    rc, err = _run(capsys, ["finetune", "--init", "scratch", "--images", *images, "--labels", *labels,
+    rc, err = run_cli(capsys, ["finetune", "--init", "scratch", "--images", *images, "--labels", *labels,
                             "--out", out, "--preset", "tiny", "--steps", "2", "--modalities", "mr", *extra])
     assert rc == EXIT_BAD_INPUT, err
     assert not out.exists()
@@ -355,7 +341,7 @@ def _finetune_bad(capsys, tmp_path: Path, images: list[str], labels: list[str], 
 
 def _segment_bad(capsys, tmp_path: Path, model: Path, inputs: list[str], *extra: object) -> str:
     output = tmp_path / "seg.nii.gz"
-    rc, err = _run(capsys, ["segment", "--model", model, "--input", *inputs, "--output", output, *extra])
+    rc, err = run_cli(capsys, ["segment", "--model", model, "--input", *inputs, "--output", output, *extra])
     assert rc == EXIT_BAD_INPUT, err
     assert not output.exists()
     return err
@@ -363,7 +349,7 @@ def _segment_bad(capsys, tmp_path: Path, model: Path, inputs: list[str], *extra:
 
 def test_segment_channel_count_must_match_the_model(model: Path, case, tmp_path: Path, capsys) -> None:
     err = _segment_bad(capsys, tmp_path, model, [case["mr"], case["ct"]])
-    _assert_bad(EXIT_BAD_INPUT, err, case["mr"], "2 channel(s)", "expects 1")
+    assert_bad(EXIT_BAD_INPUT, err, case["mr"], "2 channel(s)", "expects 1")
 
 
 def test_finetune_label_values_the_model_does_not_know(cases, tmp_path: Path, capsys) -> None:
@@ -371,7 +357,7 @@ def test_finetune_label_values_the_model_does_not_know(cases, tmp_path: Path, ca
     config.write_text(json.dumps({"labels": {"mode": "classes", "names": ["tumor"], "values": [[1]], "paint": [1],
                                              "colors": [[0.9, 0.3, 0.2]]}}))
     err = _finetune_bad(capsys, tmp_path, [cases[0]["mr"]], [cases[0]["label"]], "--config", config)
-    _assert_bad(EXIT_BAD_INPUT, err, cases[0]["label"], "label value(s) [2]", "does not know")
+    assert_bad(EXIT_BAD_INPUT, err, cases[0]["label"], "label value(s) [2]", "does not know")
 
 
 def test_finetune_image_and_label_on_different_grids(cases, tmp_path: Path, capsys) -> None:
@@ -380,38 +366,38 @@ def test_finetune_image_and_label_on_different_grids(cases, tmp_path: Path, caps
     write_image(label, sitk.GetArrayFromImage(sitk.ReadImage(cases[0]["label"])),
                 Geometry(g.size, (2.0, 2.0, 3.0), g.origin, g.direction))
     err = _finetune_bad(capsys, tmp_path, [cases[0]["mr"]], [str(label)])
-    _assert_bad(EXIT_BAD_INPUT, err, str(label), "different grid")
+    assert_bad(EXIT_BAD_INPUT, err, str(label), "different grid")
 
 
 def test_finetune_label_count_must_match_images(cases, tmp_path: Path, capsys) -> None:
     err = _finetune_bad(capsys, tmp_path, [cases[0]["mr"], cases[1]["mr"]], [cases[0]["label"]])
-    _assert_bad(EXIT_BAD_INPUT, err, "--labels", "1 label file(s) for 2 case(s)")
+    assert_bad(EXIT_BAD_INPUT, err, "--labels", "1 label file(s) for 2 case(s)")
 
 
 def test_finetune_unknown_label_scheme(cases, tmp_path: Path, capsys) -> None:
     err = _finetune_bad(capsys, tmp_path, [cases[0]["mr"]], [cases[0]["label"]], "--label-scheme", "lobes")
-    _assert_bad(EXIT_BAD_INPUT, err, "--label-scheme", "unknown scheme 'lobes'")
+    assert_bad(EXIT_BAD_INPUT, err, "--label-scheme", "unknown scheme 'lobes'")
 
 
 def test_evaluate_unknown_label_scheme(cases, tmp_path: Path, capsys) -> None:
-    rc, err = _run(capsys, ["evaluate", "--pred", cases[0]["label"], "--ref", cases[0]["label"], "--label-scheme", "lobes"])
-    _assert_bad(rc, err, "--label-scheme", "unknown scheme 'lobes'")
+    rc, err = run_cli(capsys, ["evaluate", "--pred", cases[0]["label"], "--ref", cases[0]["label"], "--label-scheme", "lobes"])
+    assert_bad(rc, err, "--label-scheme", "unknown scheme 'lobes'")
 
 
 def test_missing_model_json(cases, case, tmp_path: Path, capsys) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     err = _segment_bad(capsys, tmp_path, empty, [case["mr"]])
-    _assert_bad(EXIT_BAD_INPUT, err, str(empty / "model.json"), "missing")
+    assert_bad(EXIT_BAD_INPUT, err, str(empty / "model.json"), "missing")
     err = _finetune_bad(capsys, tmp_path, [cases[0]["mr"]], [cases[0]["label"]], "--init", empty)
-    _assert_bad(EXIT_BAD_INPUT, err, str(empty / "model.json"), "missing")
+    assert_bad(EXIT_BAD_INPUT, err, str(empty / "model.json"), "missing")
 
 
 def test_malformed_model_json(model: Path, case, tmp_path: Path, capsys) -> None:
     broken = _copy_model(model, tmp_path / "broken")
     (broken / "model.json").write_text('{"format": "sar-model", "kind": ')
     err = _segment_bad(capsys, tmp_path, broken, [case["mr"]])
-    _assert_bad(EXIT_BAD_INPUT, err, str(broken / "model.json"), "malformed JSON")
+    assert_bad(EXIT_BAD_INPUT, err, str(broken / "model.json"), "malformed JSON")
 
 
 def test_tampered_weights(model: Path, case, tmp_path: Path, capsys) -> None:
@@ -420,17 +406,17 @@ def test_tampered_weights(model: Path, case, tmp_path: Path, capsys) -> None:
     data[-1] ^= 0xFF
     (tampered / "weights.safetensors").write_bytes(bytes(data))
     err = _segment_bad(capsys, tmp_path, tampered, [case["mr"]])
-    _assert_bad(EXIT_BAD_INPUT, err, str(tampered / "weights.safetensors"), "SHA-256")
+    assert_bad(EXIT_BAD_INPUT, err, str(tampered / "weights.safetensors"), "SHA-256")
 
 
 def test_pretrained_model_cannot_segment(pretrained: Path, case, tmp_path: Path, capsys) -> None:
     err = _segment_bad(capsys, tmp_path, pretrained, [case["mr"]])
-    _assert_bad(EXIT_BAD_INPUT, err, str(pretrained / "model.json"), "'pretrained'", "fine-tuned")
+    assert_bad(EXIT_BAD_INPUT, err, str(pretrained / "model.json"), "'pretrained'", "fine-tuned")
 
 
 def test_roi_outside_the_image(model: Path, case, tmp_path: Path, capsys) -> None:
     err = _segment_bad(capsys, tmp_path, model, [case["mr"]], "--roi", 500, 500, 500, 600, 600, 600)
-    _assert_bad(EXIT_BAD_INPUT, err, "--roi", "outside the image")
+    assert_bad(EXIT_BAD_INPUT, err, "--roi", "outside the image")
 
 
 # ---------------------------------------------------------------- 5. real scans

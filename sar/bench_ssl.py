@@ -127,7 +127,8 @@ def fine_tune_and_score(init: str, init_path: str, task: Task, seed: int, profil
     rows = []
     for i, steps in enumerate(profile.finetune_checkpoints):
         cfg = finetune_config(profile.preset, {"steps": steps, "seed": seed, "val_fraction": 0.0, "modalities": list(task.modalities),
-                                               "labels": to_dict(task.labels), "checkpoint_every": steps, "workers": 0})
+                                               "labels": to_dict(task.labels), "checkpoint_every": steps, "workers": 0,
+                                               "inference": {"overlap": 0.25, "sw_batch_size": 8}})
         finetune(cfg, list(task.train), init_path, folder, device, resume=i > 0, progress_mode="none", steps=steps)
         segmenter = Segmenter.load(folder, device)
         for case in task.test:

@@ -126,29 +126,24 @@ def _positive(name: str, value: int | float | None) -> None:
         raise BadInput(name, f"must be positive (got {value})")
 
 
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    from . import phantom
-    from .config import pretrain_config, read_config_file
-    from .data import Source, parse_sources
-    from .pretrain import pretrain
-    from .train import close_distributed, init_distributed
+def _overrides(args: argparse.Namespace, keys: tuple[str, ...]) -> dict:
+    """Settings from ``--config FILE`` with the command-line options in ``keys`` on top."""
+    from .config import read_config_file
 
     for name in ("--steps", "--batch-size"):
         _positive(name, getattr(args, name[2:].replace("-", "_")))
     overrides = read_config_file(args.config) if args.config else {}
-    for key in ("steps", "batch_size", "seed", "workers"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    config = pretrain_config(args.preset, overrides, where=str(args.config or "config"))
-    if args.data:
-        sources = parse_sources(args.data)
-    else:
-        cases = phantom.write_cases(phantom.cache_folder(), 6)
-        sources = [Source(m, tuple(c[m] for c in cases)) for m in phantom.MODALITIES]
+    overrides.update({key: getattr(args, key) for key in keys if getattr(args, key) is not None})
+    return overrides
+
+
+def _train_job(args: argparse.Namespace, job) -> int:
+    """Run ``job(device, dist_info)`` inside this process's ``torchrun`` group (or alone)."""
+    from .train import close_distributed, init_distributed
+
     dist_info, device = init_distributed(args.device)
     try:
-        out = pretrain(config, sources, args.out, device, dist_info, args.resume, args.progress,
-                       steps=args.steps if args.resume else None)
+        out = job(device, dist_info)
     finally:
         close_distributed()
     if dist_info.main and args.progress != "json":
@@ -156,13 +151,27 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from .config import LABEL_SCHEMES, finetune_config, read_config_file, to_dict
-    from .finetune import auto_scheme, cases_from_dataset, finetune, parse_cases
-    from .train import close_distributed, init_distributed
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from . import phantom
+    from .config import pretrain_config
+    from .data import Source, parse_sources
+    from .pretrain import pretrain
 
-    for name in ("--steps", "--batch-size"):
-        _positive(name, getattr(args, name[2:].replace("-", "_")))
+    overrides = _overrides(args, ("steps", "batch_size", "seed", "workers"))
+    config = pretrain_config(args.preset, overrides, where=str(args.config or "config"))
+    if args.data:
+        sources = parse_sources(args.data)
+    else:
+        cases = phantom.write_cases(phantom.cache_folder(), 6)
+        sources = [Source(m, tuple(c[m] for c in cases)) for m in phantom.MODALITIES]
+    return _train_job(args, lambda device, dist_info: pretrain(
+        config, sources, args.out, device, dist_info, args.resume, args.progress, steps=args.steps if args.resume else None))
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .config import LABEL_SCHEMES, finetune_config, to_dict
+    from .finetune import auto_scheme, cases_from_dataset, finetune, parse_cases
+
     if args.dataset is not None:
         if args.images or args.labels:
             raise BadInput("--dataset", "give either --dataset or --images with --labels, not both")
@@ -173,10 +182,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         cases, modalities = [], ()  # the checkpoint knows its cases and settings
     else:
         raise BadInput("--images", "give --images with --labels, or --dataset")
-    overrides = read_config_file(args.config) if args.config else {}
-    for key in ("steps", "batch_size", "seed"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
+    overrides = _overrides(args, ("steps", "batch_size", "seed"))
     if args.modalities:
         modalities = tuple(m.strip() for m in args.modalities.split(","))
     if modalities and "modalities" not in overrides:
@@ -189,15 +195,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         else:
             raise BadInput("--label-scheme", f"unknown scheme {args.label_scheme!r}; choose auto, {', '.join(LABEL_SCHEMES)}")
     config = finetune_config(args.preset, overrides, where=str(args.config or "config"))
-    dist_info, device = init_distributed(args.device)
-    try:
-        out = finetune(config, cases, args.init, args.out, device, dist_info, args.resume, args.progress,
-                       steps=args.steps if args.resume else None, max_cases=args.max_cases)
-    finally:
-        close_distributed()
-    if dist_info.main and args.progress != "json":
-        print(f"model written to {out}")
-    return EXIT_OK
+    return _train_job(args, lambda device, dist_info: finetune(
+        config, cases, args.init, args.out, device, dist_info, args.resume, args.progress,
+        steps=args.steps if args.resume else None, max_cases=args.max_cases))
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
