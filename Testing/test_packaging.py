@@ -315,3 +315,220 @@ def test_license_is_apache_2():
     assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
     assert "END OF TERMS AND CONDITIONS" in text
     assert "Copyright 2026 SARExtension developers" in text
+
+
+# ---------------------------------------------------------------------------
+# Scripted modules: every file is listed, and the engine ships with them
+# ---------------------------------------------------------------------------
+
+import ast  # noqa: E402
+import py_compile  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import xml.etree.ElementTree as ET  # noqa: E402
+
+ENGINE_DIR = ROOT / "sar"
+ENGINE_MODULE = "SARSegmentation"  # the module whose CMakeLists.txt ships the engine
+LIB_PACKAGES = {f"{m}Lib" for m in MODULE_DIRS}
+# What a module file may import when Slicer loads it: the standard library, what Slicer itself
+# provides (its Python packages and compiled wrappers), and the modules' own Lib packages.
+SLICER_PROVIDED = {"slicer", "qt", "ctk", "vtk", "MRMLCorePython", "MRMLLogicPython"}
+DEFERRED = {"sar", "torch", "monai", "safetensors", "scipy", "numpy", "SimpleITK"}
+
+
+def _module_sets(module):
+    sets = cmake_sets(ROOT / module / "CMakeLists.txt")
+    name = sets.get("MODULE_NAME")
+
+    def listed(variable):
+        values = sets.get(variable, [])
+        values = [values] if isinstance(values, str) else list(values)
+        return [v.replace("${MODULE_NAME}", name) for v in values if v]
+
+    return name, listed
+
+
+def _resolve(module, relative):
+    return (ROOT / module / relative).resolve()
+
+
+def _files(folder, suffixes):
+    return sorted(p.resolve() for p in folder.rglob("*")
+                  if p.is_file() and p.suffix in suffixes and "__pycache__" not in p.parts)
+
+
+@pytest.mark.parametrize("module", MODULE_DIRS)
+def test_module_cmake_lists_every_file(module):
+    name, listed = _module_sets(module)
+    assert name == module
+    scripts = [_resolve(module, s) for s in listed("MODULE_PYTHON_SCRIPTS")]
+    resources = [_resolve(module, r) for r in listed("MODULE_PYTHON_RESOURCES")]
+    missing = [str(p.relative_to(ROOT)) for p in scripts + resources if not p.is_file()]
+    assert not missing, f"{module}/CMakeLists.txt lists files that do not exist: {missing}"
+    assert len(set(scripts)) == len(scripts) and len(set(resources)) == len(resources)
+    folder = ROOT / module
+    unlisted = [str(p.relative_to(ROOT)) for p in _files(folder, {".py"}) if p not in scripts]
+    assert not unlisted, f"add to MODULE_PYTHON_SCRIPTS in {module}/CMakeLists.txt: {unlisted}"
+    unlisted = [str(p.relative_to(ROOT)) for p in _files(folder, {".ui", ".png", ".svg"}) if p not in resources]
+    assert not unlisted, f"add to MODULE_PYTHON_RESOURCES in {module}/CMakeLists.txt: {unlisted}"
+    assert folder / f"{module}.py" in [s for s in scripts]
+    assert (folder / "Resources" / "UI" / f"{module}.ui").resolve() in resources
+    assert (folder / "Resources" / "Icons" / f"{module}.png").resolve() in resources
+
+
+def test_engine_ships_inside_the_extension():
+    _, listed = _module_sets(ENGINE_MODULE)
+    engine = [_resolve(ENGINE_MODULE, s) for s in listed("SAR_ENGINE_PYTHON_SCRIPTS")]
+    missing = [str(p) for p in engine if not p.is_file()]
+    assert not missing, f"{ENGINE_MODULE}/CMakeLists.txt lists engine files that do not exist: {missing}"
+    assert all(p.parent == ENGINE_DIR for p in engine), "the engine files are copied flat into sar/"
+    unlisted = [str(p.relative_to(ROOT)) for p in _files(ENGINE_DIR, {".py"}) if p not in engine]
+    assert not unlisted, (f"the extension would ship without {unlisted}: add them to SAR_ENGINE_PYTHON_SCRIPTS "
+                          f"in {ENGINE_MODULE}/CMakeLists.txt")
+    for module in MODULE_DIRS:
+        if module != ENGINE_MODULE:
+            assert "SAR_ENGINE_PYTHON_SCRIPTS" not in cmake_sets(ROOT / module / "CMakeLists.txt")
+    # each engine file is copied into the build folder and passed to the macro with an absolute path
+    calls = cmake_calls(ROOT / ENGINE_MODULE / "CMakeLists.txt")
+    loop = [args for name, args in calls if name == "foreach"]
+    assert ["_script", "IN", "LISTS", "SAR_ENGINE_PYTHON_SCRIPTS"] in loop
+    copies = [args for name, args in calls if name == "configure_file"]
+    assert copies == [["${CMAKE_CURRENT_SOURCE_DIR}/${_script}", "${CMAKE_CURRENT_BINARY_DIR}/sar/${_name}",
+                       "COPYONLY"]]
+    build = [args for name, args in calls if name == "slicermacrobuildscriptedmodule"]
+    assert "${_sar_engine_copies}" in build[0][build[0].index("SCRIPTS"):build[0].index("RESOURCES")]
+
+
+@pytest.mark.parametrize("module", MODULE_DIRS)
+def test_module_cmake_uses_the_slicer_macros(module):
+    calls = cmake_calls(ROOT / module / "CMakeLists.txt")
+    names = [name for name, _ in calls]
+    build = [args for name, args in calls if name == "slicermacrobuildscriptedmodule"]
+    assert len(build) == 1
+    args = build[0]
+    assert args[:2] == ["NAME", "${MODULE_NAME}"] and "WITH_GENERIC_TESTS" in args
+    assert args.index("SCRIPTS") < args.index("RESOURCES")
+    assert "${MODULE_PYTHON_SCRIPTS}" in args and "${MODULE_PYTHON_RESOURCES}" in args
+    # the module's own unittest is registered, only when testing is built
+    test = names.index("slicer_add_python_unittest")
+    assert calls[test][1] == ["SCRIPT", "${MODULE_NAME}.py"]
+    opened = max(i for i, (name, args) in enumerate(calls[:test]) if name == "if")
+    assert calls[opened][1] == ["BUILD_TESTING"] and "endif" not in names[opened:test]
+    assert "endif" in names[test:]
+
+
+@pytest.mark.parametrize("module", MODULE_DIRS)
+def test_module_icon_is_128_png(module):
+    icon = ROOT / module / "Resources" / "Icons" / f"{module}.png"
+    assert png_size(icon) == (128, 128)
+
+
+def _parameter_names(tree):
+    """Attributes of the class decorated with @parameterNodeWrapper."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and any(
+                getattr(d, "id", getattr(d, "attr", None)) == "parameterNodeWrapper" for d in node.decorator_list):
+            return {s.target.id for s in node.body if isinstance(s, ast.AnnAssign)}
+    return set()
+
+
+@pytest.mark.parametrize("module", MODULE_DIRS)
+def test_module_ui_file_matches_the_widget(module):
+    ui = ROOT / module / "Resources" / "UI" / f"{module}.ui"
+    root = ET.parse(ui).getroot()
+    assert root.tag == "ui" and root.findtext("class") == module
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == module
+    widgets = {w.get("name"): w.get("class") for w in root.iter("widget")}
+    layouts = {layout.get("name") for layout in root.iter("layout")}
+    assert "ctkCollapsibleButton" in widgets.values() and "qMRMLNodeComboBox" in widgets.values()
+    custom = {c.findtext("class") for c in root.iter("customwidget")}
+    used = {cls for cls in widgets.values() if cls.startswith(("ctk", "qMRML", "qSlicer"))}
+    assert used <= custom, f"declare as custom widgets: {used - custom}"
+    # every MRML selector gets the scene from the top-level qMRMLWidget
+    connected = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    selectors = {name for name, cls in widgets.items() if cls == "qMRMLNodeComboBox"}
+    assert selectors <= connected, f"connect mrmlSceneChanged to setMRMLScene of {selectors - connected}"
+
+    source = (ROOT / module / f"{module}.py").read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    # each widget bound to the parameter node names an existing parameter
+    bound = {}
+    for widget in root.iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[widget.get("name")] = prop.findtext("string")
+    parameters = _parameter_names(tree)
+    assert parameters and set(bound.values()) <= parameters, set(bound.values()) - parameters
+    # every self.ui.X the widget uses exists in the .ui file
+    used_names = set(re.findall(r"self\.ui\.([A-Za-z_][A-Za-z0-9_]*)", source))
+    unknown = used_names - set(widgets) - layouts
+    assert not unknown, f"{module}.py uses widgets missing from {ui.name}: {sorted(unknown)}"
+
+
+def _module_python_files():
+    return [p for module in MODULE_DIRS for p in _files(ROOT / module, {".py"})]
+
+
+@pytest.mark.parametrize("path", _module_python_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_module_python_byte_compiles(path, tmp_path):
+    py_compile.compile(str(path), cfile=str(tmp_path / "out.pyc"), doraise=True)
+
+
+def _load_time_imports(tree):
+    """(module, line) of the imports that run when the file is imported: at module level, also inside
+    if/try/with blocks and class bodies, but not inside functions."""
+    found = []
+
+    def visit(statements):
+        for node in statements:
+            if isinstance(node, ast.Import):
+                found.extend((alias.name, node.lineno) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                found.append(("." * node.level + (node.module or ""), node.lineno))
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            else:
+                for field in ("body", "orelse", "finalbody", "handlers"):
+                    visit(getattr(node, field, []) or [])
+
+    visit(tree.body)
+    return found
+
+
+def _root_name(module):
+    return module.lstrip(".").split(".")[0]
+
+
+STDLIB = set(sys.stdlib_module_names) | {"__future__"}
+
+
+@pytest.mark.parametrize("module", MODULE_DIRS)
+def test_module_file_imports_only_what_slicer_ships(module):
+    path = ROOT / module / f"{module}.py"
+    allowed = STDLIB | SLICER_PROVIDED | LIB_PACKAGES
+    bad = [(name, line) for name, line in _load_time_imports(ast.parse(path.read_text(encoding="utf-8")))
+           if name.startswith(".") or _root_name(name) not in allowed]
+    assert not bad, f"{path.name}: import these on first use, inside functions: {bad}"
+
+
+@pytest.mark.parametrize("path", [p for p in _module_python_files() if p.parent.name in LIB_PACKAGES],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_lib_files_import_only_the_standard_library_at_load_time(path):
+    """The Lib packages load in any Python (no Slicer application, no Qt, no engine): slicer, vtk, the
+    engine and torch are imported inside the functions that use them."""
+    allowed = STDLIB | LIB_PACKAGES
+    bad = [(name, line) for name, line in _load_time_imports(ast.parse(path.read_text(encoding="utf-8")))
+           if not name.startswith(".") and _root_name(name) not in allowed]
+    assert not bad, f"{path.relative_to(ROOT)}: import these on first use, inside functions: {bad}"
+
+
+def test_lib_packages_import_without_slicer_qt_or_engine():
+    """In a fresh interpreter the Lib packages load no Slicer, Qt, VTK, engine or torch module."""
+    code = (f"import sys\nsys.path[:0] = {[str(ROOT / m) for m in MODULE_DIRS]!r}\n"
+            "import SARSegmentationLib, SARPretrainLib\n"
+            f"loaded = sorted(m for m in {sorted(DEFERRED | SLICER_PROVIDED)!r} if m in sys.modules)\n"
+            "assert not loaded, loaded\n")
+    result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -70,6 +70,7 @@ def _segment_args(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--tta", action="store_true", help="average over flips (test-time augmentation)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model's)")
+    p.add_argument("--progress", choices=("bar", "json"), default="bar", help="json: start/done events on stdout (jobs)")
 
 
 def _evaluate_args(sub) -> None:
@@ -215,11 +216,16 @@ def cmd_segment(args: argparse.Namespace) -> int:
             raise BadInput("--overlap", f"must lie in [0, 1) (got {args.overlap})")
         inference = dataclasses.replace(inference, tta=args.tta or inference.tta,
                                         overlap=inference.overlap if args.overlap is None else args.overlap)
+    if args.progress == "json":
+        print(json.dumps({"event": "start", "step": 0, "steps": 1, "device": str(segmenter.device)}), flush=True)
     label, probs = segmenter(image, args.roi, inference)
     write_segmentation(args.output, label, image.geometry, segmenter.meta["labels"])
     if args.probabilities is not None:
         write_image(args.probabilities, probs, image.geometry)
-    print(f"segmentation written to {args.output}")
+    if args.progress == "json":
+        print(json.dumps({"event": "done", "step": 1, "steps": 1, "path": str(args.output)}), flush=True)
+    else:
+        print(f"segmentation written to {args.output}")
     return EXIT_OK
 
 

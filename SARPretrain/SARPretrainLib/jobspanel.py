@@ -1,0 +1,90 @@
+"""The jobs panel (:class:`JobsPanelLogic`): every SAR job with state, progress and ETA; cancel, resume, log.
+
+Jobs are folders under the jobs root (``sar.jobs``), so the panel only lists them: it shows the same
+jobs after Slicer restarts, including those that went on running meanwhile. Only the standard library
+is imported at module level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from SARSegmentationLib.jobs import BackgroundCanceller, JobStatus, LossHistory, status_of
+from SARSegmentationLib.protocols import JobRunner, SARLogicError
+
+RESUMABLE_KINDS = ("pretrain", "finetune")
+RESUMABLE_STATES = ("cancelled", "interrupted", "failed")
+
+
+@dataclass
+class JobRow:
+    """One line of the jobs table."""
+
+    id: str
+    kind: str
+    state: str
+    progress: str
+    percent: int
+    eta: str
+    device: str
+    out: str
+    can_cancel: bool
+    can_resume: bool
+
+
+class JobsPanelLogic:
+    """Lists and controls jobs through a :class:`~SARSegmentationLib.protocols.JobRunner`."""
+
+    def __init__(self, runner: JobRunner, canceller: BackgroundCanceller | None = None) -> None:
+        self.runner = runner
+        self.canceller = canceller or BackgroundCanceller(lambda: runner, start=lambda work: work())
+        self._losses: dict[str, LossHistory] = {}
+
+    @staticmethod
+    def row(job: Any) -> JobRow:
+        status = status_of(job)
+        return JobRow(
+            id=status.id, kind=status.kind, state=status.state, progress=status.progress_text,
+            percent=status.percent, eta=status.eta_text, device=status.device, out=status.out or "",
+            can_cancel=status.state in ("queued", "running"),
+            can_resume=status.kind in RESUMABLE_KINDS and status.state in RESUMABLE_STATES,
+        )
+
+    def rows(self) -> list[JobRow]:
+        """All jobs, newest first."""
+        return [self.row(job) for job in reversed(self.runner.list())]
+
+    def status(self, job_id: str) -> JobStatus:
+        return status_of(self.runner.poll(job_id))
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask the job to stop (it checkpoints first); returns at once."""
+        return self.canceller.cancel(job_id)
+
+    def resume(self, job_id: str, extra_args: Sequence[str] = ()) -> JobStatus:
+        """Run a stopped pretraining or fine-tuning again from its checkpoint, in the same folder."""
+        status = self.status(job_id)
+        if status.kind not in RESUMABLE_KINDS:
+            raise SARLogicError(f"a {status.kind} job cannot be resumed; run it again instead")
+        if status.state not in RESUMABLE_STATES and not extra_args:
+            raise SARLogicError(f"job {job_id} is {status.state}; only a cancelled, interrupted or failed job "
+                                "can be resumed (or a finished one with more steps)")
+        return status_of(self.runner.resume(job_id, list(extra_args)))
+
+    def log(self, job_id: str) -> str:
+        return self.runner.log(job_id)
+
+    def log_path(self, job_id: str) -> str | None:
+        folder = getattr(self.runner.poll(job_id), "folder", None)
+        return f"{folder}/log.txt" if folder else None
+
+    def loss_history(self, job_id: str) -> dict[str, list[tuple[float, float]]]:
+        """The job's losses per step so far (read incrementally from its progress file)."""
+        history = self._losses.get(job_id)
+        if history is None:
+            folder = getattr(self.runner.poll(job_id), "folder", None)
+            if not folder:
+                return {}
+            history = self._losses[job_id] = LossHistory(folder)
+        return history.update()

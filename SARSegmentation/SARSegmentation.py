@@ -1,0 +1,479 @@
+"""SAR Segmentation: segment tumors with a SAR model (Scale-Aware Restoration pretraining, fine-tuned).
+
+The work runs as background ``sar segment`` jobs (``sar.jobs``), so Slicer never blocks; a timer
+follows the job and loads the result as segments when it is done. The logic lives in
+``SARSegmentationLib`` (pure Python, tested without the application); this file holds the Slicer
+module, its widget (thin), a small module logic wiring the Lib to Slicer, and the self-test.
+
+Only Slicer-shipped modules are imported here at load time; the engine (``sar``), torch and MONAI are
+imported on first use, after :func:`SARSegmentationLib.dependencies.ensure_dependencies`.
+"""
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import qt
+import slicer
+import vtk
+from MRMLCorePython import vtkMRMLMarkupsROINode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import Choice, Default, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from SARSegmentationLib import about, dependencies
+from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, log_tail
+from SARSegmentationLib.models import FolderModelStore, models_root, work_root
+from SARSegmentationLib.protocols import SARLogicError
+from SARSegmentationLib.scene import MRMLSceneAdapter
+from SARSegmentationLib.segmentation import SegmentationLogic
+
+DEVICES = ["auto", "GPU", "CPU"]
+
+
+#
+# SARSegmentation
+#
+
+
+class SARSegmentation(ScriptedLoadableModule):
+    """Module description; see ScriptedLoadableModule in Slicer's Base/Python/slicer."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "SAR Segmentation"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = list(about.CONTRIBUTORS)
+        self.parent.helpText = (
+            "Segment tumors with a model fine-tuned from self-supervised Scale-Aware Restoration (SAR) "
+            "pretraining. Choose a model, one input volume per model channel (e.g. FLAIR and T1c), "
+            "optionally a region of interest, and Apply: the segmentation runs in the background and its "
+            "segments appear in the chosen (or a new) segmentation node, in the input's study. Train and "
+            "fine-tune your own models in the <b>SAR Pretrain</b> module. "
+            f'See the <a href="{about.HOMEPAGE}">documentation</a>.'
+        )
+        self.parent.acknowledgementText = about.ACKNOWLEDGEMENT
+
+
+#
+# SARSegmentationParameterNode
+#
+
+
+@parameterNodeWrapper
+class SARSegmentationParameterNode:
+    """The module's settings, saved with the scene.
+
+    modelName: folder name of the chosen model. roi: optional region to segment. outputSegmentation:
+    where the segments go (None: the one made last time for the input, else a new one). device:
+    auto | GPU | CPU. tta: test-time augmentation.
+    """
+
+    modelName: str
+    roi: vtkMRMLMarkupsROINode
+    outputSegmentation: vtkMRMLSegmentationNode
+    device: Annotated[str, Choice(DEVICES), Default("auto")]
+    tta: bool
+
+
+#
+# SARSegmentationWidget
+#
+
+
+class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The GUI: shows and edits the parameter node, starts and follows jobs. No computation here."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)  # needed for parameter node observation
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._inputSelectors = []
+        self._updatingModels = False
+        self._jobId = None
+        self._timer = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SARSegmentation.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = SARSegmentationLogic()
+
+        self._timer = qt.QTimer()
+        self._timer.setInterval(1000)
+        self._timer.connect("timeout()", self.onTimer)
+        self.ui.progressBar.hide()
+        self.ui.modelsFolderLabel.text = str(self.logic.models.root)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.refreshModelsButton.connect("clicked()", self.refreshModels)
+        self.ui.importModelButton.connect("clicked()", self.onImportModel)
+        self.ui.openModelsFolderButton.connect("clicked()", self.onOpenModelsFolder)
+        self.ui.applyButton.connect("clicked()", self.onApply)
+        self.ui.cancelButton.connect("clicked()", self.onCancel)
+
+        self.initializeParameterNode()
+        self.refreshModels()
+
+    def cleanup(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self.removeObservers()
+        if self._parameterNode and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+        self.refreshModels()  # e.g. a fine-tuning job finished meanwhile
+
+    def exit(self) -> None:
+        # the timer keeps following a running job: its result is loaded even when another module is shown
+        if self._parameterNode:
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+                self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+            self.onModelChanged()
+
+    # parameter node
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode: Optional[SARSegmentationParameterNode]) -> None:
+        if self._parameterNode:
+            if self._parameterNodeGuiTag is not None:
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+                self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # widgets with a "SlicerParameterName" property in the .ui file are connected here
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._updateButtons()
+
+    # models and inputs
+    def refreshModels(self) -> None:
+        current = self._parameterNode.modelName if self._parameterNode else ""
+        models = self.logic.models.list(("segmentation",))
+        self._updatingModels = True
+        try:
+            self.ui.modelComboBox.clear()
+            for model in models:
+                self.ui.modelComboBox.addItem(model.display_name, model.name)
+            index = self.ui.modelComboBox.findData(current) if current else -1
+            self.ui.modelComboBox.setCurrentIndex(index if index >= 0 else (0 if models else -1))
+        finally:
+            self._updatingModels = False
+        self.onModelChanged()
+
+    def _currentModel(self):
+        name = self.ui.modelComboBox.itemData(self.ui.modelComboBox.currentIndex)
+        if not name:
+            return None
+        try:
+            return self.logic.models.get(name)
+        except SARLogicError:
+            return None
+
+    def onModelChanged(self, index=None) -> None:
+        if self._updatingModels:
+            return
+        model = self._currentModel()
+        if self._parameterNode and model is not None and self._parameterNode.modelName != model.name:
+            self._parameterNode.modelName = model.name
+        self._rebuildInputSelectors(model.modalities if model else [])
+        if model is None:
+            self.ui.modelInfoLabel.text = ("No segmentation model yet: train one in the SAR Pretrain module or "
+                                           "import a model zip.")
+        else:
+            labels = ", ".join(label["name"] for label in model.labels)
+            steps = f", {model.steps} steps" if model.steps else ""
+            self.ui.modelInfoLabel.text = (f"{model.name}: {model.in_channels} channel(s) "
+                                           f"({', '.join(model.modalities)}); segments: {labels}; "
+                                           f"preset {model.preset}{steps}.")
+        self._updateButtons()
+
+    def _rebuildInputSelectors(self, names) -> None:
+        """One volume selector per model channel, labelled with the channel's modality name."""
+        previous = [selector.currentNode() for selector in self._inputSelectors]
+        layout = self.ui.inputVolumesFrame.layout()
+        while layout.rowCount() > 0:
+            layout.removeRow(0)
+        self._inputSelectors = []
+        volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+        volumes = [v for v in volumes if not v.IsA("vtkMRMLLabelMapVolumeNode")]
+        for index, name in enumerate(names):
+            selector = slicer.qMRMLNodeComboBox()
+            selector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
+            selector.showChildNodeTypes = False
+            selector.selectNodeUponCreation = True
+            selector.addEnabled = False
+            selector.removeEnabled = False
+            selector.noneEnabled = True
+            selector.noneDisplay = f"Select the {name} volume"
+            selector.setMRMLScene(slicer.mrmlScene)
+            selector.setToolTip(f"Input channel {index + 1} of the model: the {name} volume.")
+            if index < len(previous) and previous[index] is not None:
+                selector.setCurrentNode(previous[index])
+            elif index < len(volumes):
+                selector.setCurrentNode(volumes[index])
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateButtons)
+            layout.addRow(f"{name} volume:", selector)
+            self._inputSelectors.append(selector)
+
+    def _inputVolumes(self):
+        return [selector.currentNode() for selector in self._inputSelectors]
+
+    def _updateButtons(self, caller=None, event=None) -> None:
+        if not hasattr(self, "ui"):
+            return
+        running = self._jobId is not None
+        volumes = self._inputVolumes()
+        ready = bool(self._inputSelectors) and all(v is not None for v in volumes)
+        self.ui.applyButton.enabled = ready and not running and self._parameterNode is not None
+        if running:
+            self.ui.applyButton.toolTip = "A segmentation is running."
+        elif not self._inputSelectors:
+            self.ui.applyButton.toolTip = "Choose a model first."
+        elif not ready:
+            self.ui.applyButton.toolTip = "Select one volume for each model channel."
+        else:
+            self.ui.applyButton.toolTip = "Segment in the background; Slicer stays usable meanwhile."
+        self.ui.cancelButton.enabled = running and not self.logic.segmentationBusyCancelling(self._jobId)
+
+    def onImportModel(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Import a SAR model", "",
+                                              "Zipped SAR model (*.zip)")
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to import the model.", waitCursor=True):
+            model = self.logic.models.import_zip(path)
+            if self._parameterNode:
+                self._parameterNode.modelName = model.name
+            self.refreshModels()
+            self.ui.statusLabel.text = f"Imported model {model.name}."
+
+    def onOpenModelsFolder(self) -> None:
+        root = self.logic.models.root
+        root.mkdir(parents=True, exist_ok=True)
+        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(root)))
+
+    # running
+    def onApply(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
+            if not dependencies.ensure_dependencies():
+                return
+            parameters = self._parameterNode
+            run = self.logic.startSegmentation(
+                parameters.modelName, self._inputVolumes(), device=parameters.device, roiNode=parameters.roi,
+                segmentationNode=parameters.outputSegmentation, tta=parameters.tta)
+            self._jobId = run.job_id
+            self.ui.logTextEdit.clear()
+            self.ui.progressBar.setRange(0, 0)  # busy until the job reports steps
+            self.ui.progressBar.show()
+            self.ui.statusLabel.text = "Segmentation queued..."
+            self._timer.start()
+        self._updateButtons()
+
+    def onCancel(self) -> None:
+        if self._jobId is None:
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to cancel the segmentation."):
+            self.logic.segmentation.cancel(self._jobId)
+            self.ui.statusLabel.text = "Cancelling..."
+        self._updateButtons()
+
+    def onTimer(self) -> None:
+        """Every second while a job runs: progress, ETA and log; the result once it is done."""
+        if self._jobId is None:
+            self._timer.stop()
+            return
+        try:
+            status = self.logic.segmentation.status(self._jobId)
+            self.ui.logTextEdit.setPlainText(log_tail(self.logic.segmentation.runner.log(self._jobId), 200))
+        except Exception as exc:  # e.g. the jobs folder was removed
+            self._timer.stop()
+            self._jobId = None
+            self.ui.progressBar.hide()
+            self.ui.statusLabel.text = f"Lost track of the segmentation job: {exc}"
+            self._updateButtons()
+            return
+        if status.steps:
+            self.ui.progressBar.setRange(0, 100)
+            self.ui.progressBar.setValue(status.percent)
+        self.ui.statusLabel.text = status.summary
+        if not status.finished:
+            return
+        jobId, self._jobId = self._jobId, None
+        self._timer.stop()
+        self.ui.progressBar.hide()
+        try:
+            node = self.logic.segmentation.finish(jobId)
+        except SARLogicError as exc:
+            self.ui.statusLabel.text = str(exc).splitlines()[0]
+            if status.state == "failed":
+                slicer.util.errorDisplay("The segmentation failed.", detailedText=str(exc))
+        else:
+            if self._parameterNode:
+                self._parameterNode.outputSegmentation = node
+            self.ui.statusLabel.text = f"Done: segments written to '{node.GetName()}'."
+        self._updateButtons()
+
+
+#
+# SARSegmentationLogic
+#
+
+
+def builtinModelsFolder() -> Path:
+    """Models shipped with the extension (read-only), next to this file."""
+    return Path(os.path.dirname(os.path.abspath(__file__))) / "Resources" / "Models"
+
+
+class SARSegmentationLogic(ScriptedLoadableModuleLogic):
+    """Wires ``SARSegmentationLib`` to Slicer: the scene, the models folder, the jobs folder.
+
+    Usable without the widget (scripts, the self-test); ``runner``, ``models`` and ``scene`` may be
+    given (tests), else Slicer's defaults are used. The engine is imported on first use.
+    """
+
+    def __init__(self, runner=None, models=None, scene=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.models = models if models is not None else FolderModelStore(models_root(), [builtinModelsFolder()])
+        self._runner = runner
+        self._scene = scene
+        self._segmentation = None
+
+    def getParameterNode(self):
+        return SARSegmentationParameterNode(super().getParameterNode())
+
+    @property
+    def segmentation(self) -> SegmentationLogic:
+        """The Lib's segmentation logic, made on first use (it needs the engine)."""
+        if self._segmentation is None:
+            if not dependencies.ensure_engine_on_path():
+                raise SARLogicError("the SAR engine (the 'sar' Python package) was not found; reinstall the extension")
+            runner = self._runner if self._runner is not None else default_runner()
+            canceller = SubprocessCanceller(runner.root, getattr(runner, "python", None))
+            self._segmentation = SegmentationLogic(runner, self.models,
+                                                   MRMLSceneAdapter(self._scene or slicer.mrmlScene),
+                                                   work_root() / "segment", canceller=canceller)
+        return self._segmentation
+
+    def segmentationBusyCancelling(self, jobId) -> bool:
+        if jobId is None or self._segmentation is None:
+            return False
+        return bool(self._segmentation.canceller.busy(jobId))
+
+    def startSegmentation(self, modelName, volumeNodes, device="auto", roiNode=None, segmentationNode=None,
+                          tta=False):
+        """Submit a background segmentation; returns the run (``run.job_id``). See SegmentationLogic.start."""
+        return self.segmentation.start(modelName, volumeNodes, device=device, roi_node=roiNode,
+                                       segmentation_node=segmentationNode, tta=tta)
+
+    def segmentAndWait(self, modelName, volumeNodes, timeout=600.0, **kwargs):
+        """Segment and wait for the result, keeping the GUI alive (scripts and tests)."""
+        run = self.startSegmentation(modelName, volumeNodes, **kwargs)
+        return self.segmentation.wait(run.job_id, timeout=timeout, tick=lambda status: slicer.app.processEvents())
+
+
+#
+# SARSegmentationTest
+#
+
+
+class SARSegmentationTest(ScriptedLoadableModuleTest):
+    """The whole flow in Slicer on generated volumes: tiny models are pretrained and fine-tuned as
+    background jobs, a scene volume is segmented twice and the segments are checked."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_SARSegmentation_whole_flow()
+
+    def _waitForJob(self, runner, jobId, timeout=900.0):
+        deadline = time.monotonic() + timeout
+        while not runner.poll(jobId).finished:
+            if time.monotonic() > deadline:
+                self.fail(f"job {jobId} did not finish in {timeout:.0f} s:\n{runner.log(jobId)}")
+            slicer.app.processEvents()
+            time.sleep(0.2)
+        job = runner.poll(jobId)
+        self.assertEqual(job.state, "done", runner.log(jobId))
+        return job
+
+    def test_SARSegmentation_whole_flow(self):
+        self.delayDisplay("Checking the Python packages SAR needs")
+        self.assertTrue(dependencies.ensure_dependencies(ask=False), "the SAR dependencies are not available")
+
+        import numpy as np
+        from sar import io as sario
+        from sar import mrml, phantom
+
+        root = Path(slicer.app.temporaryPath) / f"SARSegmentationTest-{os.getpid()}-{int(time.time())}"
+        models = FolderModelStore(root / "models")
+        runner = default_runner(root / "jobs", env={"OMP_NUM_THREADS": "2"})
+        shape = (24, 48, 48)
+
+        self.delayDisplay("Pretraining a tiny SAR model in the background")
+        pretrained = root / "models" / "sar-pretrained"
+        job = runner.submit("pretrain", ["pretrain", "--preset", "tiny", "--steps", "10", "--workers", "0",
+                                         "--out", str(pretrained)], "cpu")
+        self._waitForJob(runner, job.id)
+
+        self.delayDisplay("Fine-tuning it on generated cases")
+        images, labels = [], []
+        for seed in range(2):
+            caseImages, label = phantom.make_case(50 + seed, shape)
+            images.append(str(sario.write_image(root / "cases" / f"case{seed}_0000.nii.gz", caseImages["mr"],
+                                                phantom.geometry(shape))))
+            labels.append(str(sario.write_image(root / "cases" / f"case{seed}.nii.gz",
+                                                (label > 0).astype(np.int16), phantom.geometry(shape))))
+        job = runner.submit("finetune", ["finetune", "--init", str(pretrained), "--images", *images,
+                                         "--labels", *labels, "--preset", "tiny", "--steps", "10",
+                                         "--label-scheme", "binary", "--modalities", "mr",
+                                         "--out", str(root / "models" / "tumor")], "cpu")
+        self._waitForJob(runner, job.id)
+        self.assertEqual([m.name for m in models.list()], ["tumor"])
+
+        self.delayDisplay("Segmenting a generated volume (twice)")
+        caseImages, label = phantom.make_case(7, shape)
+        volume = mrml.add_volume_node(slicer.mrmlScene, caseImages["mr"], "SAR test MR", phantom.geometry(shape))
+        logic = SARSegmentationLogic(runner=runner, models=models)
+        segmentation = logic.segmentAndWait("tumor", [volume], device="CPU")
+        names = [segmentation.GetSegmentation().GetNthSegment(i).GetName()
+                 for i in range(segmentation.GetSegmentation().GetNumberOfSegments())]
+        self.assertEqual(names, ["tumor"])
+        again = logic.segmentAndWait("tumor", [volume], device="CPU")
+        self.assertIs(again, segmentation)
+        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 1)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"), 1)
+        logging.info(f"SAR Segmentation test folder: {root}")
+        self.delayDisplay("Test passed")

@@ -1,0 +1,275 @@
+"""Following background jobs from the GUI: status lines, ETA, loss curves, cancelling off the GUI thread.
+
+The jobs themselves are ``sar`` commands run by ``sar.jobs.JobManager`` (through the
+:class:`~SARSegmentationLib.protocols.JobRunner` protocol) in their own processes, so Slicer stays
+responsive and a job goes on when Slicer closes. Only the standard library is imported at module level.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .models import jobs_root
+from .protocols import JobLike, JobRunner
+
+FINISHED = ("done", "failed", "cancelled", "interrupted")
+PROGRESS_FILE = "progress.jsonl"
+
+
+def slicer_python() -> str:
+    """The interpreter for jobs: ``PythonSlicer`` inside Slicer (there ``sys.executable`` is the
+    application itself), else this interpreter."""
+    found = shutil.which("PythonSlicer")
+    if found:
+        return found
+    here = Path(sys.executable)
+    sibling = here.with_name("PythonSlicer" + (".exe" if os.name == "nt" else ""))
+    if sibling.is_file():
+        return str(sibling)
+    return sys.executable
+
+
+def default_runner(root: str | Path | None = None, python: str | None = None,
+                   env: dict[str, str] | None = None) -> JobRunner:
+    """``sar.jobs.JobManager`` on the shared jobs folder, running jobs with :func:`slicer_python`."""
+    from sar.jobs import JobManager  # the engine, imported on first use
+
+    return JobManager(Path(root) if root is not None else jobs_root(), python or slicer_python(), env=env)
+
+
+def format_eta(seconds: Any) -> str:
+    """``1 h 02 min``, ``4 min 05 s``, ``12 s``; empty when unknown."""
+    if not isinstance(seconds, (int, float)) or seconds != seconds or seconds < 0:
+        return ""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+@dataclass
+class JobStatus:
+    """One job as the GUI shows it."""
+
+    id: str
+    kind: str
+    state: str
+    device: str = "cpu"
+    step: int | None = None
+    steps: int | None = None
+    fraction: float | None = None
+    eta_s: float | None = None
+    loss: float | None = None
+    out: str | None = None
+    exit_code: int | None = None
+    evaluation: dict = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    @property
+    def percent(self) -> int:
+        """0..100 for a progress bar (100 once done; 0 when unknown)."""
+        if self.state == "done":
+            return 100
+        return int(round(100 * self.fraction)) if self.fraction is not None else 0
+
+    @property
+    def eta_text(self) -> str:
+        return format_eta(self.eta_s) if self.state == "running" else ""
+
+    @property
+    def progress_text(self) -> str:
+        return f"{self.step}/{self.steps}" if self.steps else ""
+
+    @property
+    def summary(self) -> str:
+        """A one-line message: ``pretrain running: step 40/200, loss 0.1234, about 2 min 10 s left``."""
+        parts = [f"{self.kind} {self.state}"]
+        details = []
+        if self.steps:
+            details.append(f"step {self.step}/{self.steps}")
+        if self.loss is not None:
+            details.append(f"loss {self.loss:.4f}")
+        if self.eta_text:
+            details.append(f"about {self.eta_text} left")
+        if self.state in ("failed", "interrupted") and self.exit_code is not None:
+            details.append(f"exit code {self.exit_code}")
+        text = parts[0]
+        return text + (": " + ", ".join(details) if details else "")
+
+
+def status_of(job: JobLike) -> JobStatus:
+    """A :class:`JobStatus` from a job (``sar.jobs.Job`` or anything with the same fields)."""
+    progress = dict(getattr(job, "progress", None) or {})
+    step, steps = progress.get("step"), progress.get("steps")
+    fraction = None
+    if isinstance(step, (int, float)) and isinstance(steps, (int, float)) and steps:
+        fraction = max(0.0, min(1.0, step / steps))
+    loss = progress.get("loss")
+    return JobStatus(
+        id=job.id, kind=job.kind, state=job.state, device=getattr(job, "device", "cpu"),
+        step=int(step) if isinstance(step, (int, float)) else None,
+        steps=int(steps) if isinstance(steps, (int, float)) else None,
+        fraction=fraction,
+        eta_s=progress.get("eta_s") if isinstance(progress.get("eta_s"), (int, float)) else None,
+        loss=float(loss) if isinstance(loss, (int, float)) else None,
+        out=getattr(job, "out", None), exit_code=getattr(job, "exit_code", None),
+        evaluation=dict(progress.get("evaluation") or {}),
+    )
+
+
+def log_tail(text: str, lines: int = 15) -> str:
+    """The last lines of a job log (for an error message)."""
+    kept = [line for line in (text or "").splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+class LossHistory:
+    """Loss values per step read incrementally from a job's ``progress.jsonl`` (its ``step`` lines).
+
+    ``update()`` reads what was appended since the last call and returns the whole history:
+    ``{"loss": [(step, value), ...], "loss_restore": [...], ...}``. A resumed job keeps appending to
+    the same file; a step seen again replaces the earlier value.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder) / PROGRESS_FILE
+        self._offset = 0
+        self._series: dict[str, dict[float, float]] = {}
+
+    def update(self) -> dict[str, list[tuple[float, float]]]:
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        if size < self._offset:  # replaced: start over
+            self._offset, self._series = 0, {}
+        if size > self._offset:
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read(size - self._offset)
+            end = chunk.rfind(b"\n") + 1  # a half-written last line waits for the next call
+            for raw in chunk[:end].decode("utf-8", "replace").splitlines():
+                self._add(raw)
+            self._offset += end
+        return self.history
+
+    def _add(self, raw: str) -> None:
+        raw = raw.strip()
+        if not raw.startswith("{"):
+            return
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(data, dict) or data.get("event") != "step" or not isinstance(data.get("step"), (int, float)):
+            return
+        for key, value in data.items():
+            if key.startswith("loss") and isinstance(value, (int, float)) and value == value:
+                self._series.setdefault(key, {})[float(data["step"])] = float(value)
+
+    @property
+    def history(self) -> dict[str, list[tuple[float, float]]]:
+        return {key: sorted(values.items()) for key, values in sorted(self._series.items())}
+
+
+def _start_thread(work: Callable[[], Any]) -> None:
+    threading.Thread(target=work, name="sar-cancel", daemon=True).start()
+
+
+class BackgroundCanceller:
+    """Cancels jobs without blocking the GUI.
+
+    ``JobManager.cancel`` sends SIGTERM, then waits (up to ``timeout`` s) for the job to save a
+    checkpoint and exit before it would use SIGKILL. That wait runs in a worker thread, with a job
+    runner of its own (``make_runner``) so nothing is shared with the GUI thread's runner; the jobs'
+    files and lock file keep both consistent. ``start`` runs the work (a thread by default; tests
+    may run it at once).
+    """
+
+    def __init__(self, make_runner: Callable[[], JobRunner], timeout: float = 60.0,
+                 start: Callable[[Callable[[], Any]], None] = _start_thread) -> None:
+        self.make_runner, self.timeout, self.start = make_runner, timeout, start
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self.errors: dict[str, str] = {}
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask for ``job_id`` to stop; False when a cancel of it is still in progress."""
+        with self._lock:
+            if job_id in self._pending:
+                return False
+            self._pending.add(job_id)
+
+        def work() -> None:
+            try:
+                self.make_runner().cancel(job_id, self.timeout)
+            except Exception as exc:  # shown by the GUI on its next poll
+                self.errors[job_id] = str(exc)
+            finally:
+                with self._lock:
+                    self._pending.discard(job_id)
+
+        self.start(work)
+        return True
+
+    def busy(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._pending
+
+
+class SubprocessCanceller:
+    """Cancels jobs from a small detached process (``python -m sar.jobs --root ROOT cancel ID``).
+
+    What the GUI uses: nothing waits in Slicer's process (not even a thread, which inside Slicer only
+    runs while the main thread gives up Python's lock), and the stop completes even if Slicer closes.
+    The job's state (``cancelled``) shows on the next poll.
+    """
+
+    def __init__(self, root: str | Path, python: str | None = None, timeout: float = 60.0) -> None:
+        self.root, self.python, self.timeout = Path(root), python or slicer_python(), timeout
+        self._procs: dict[str, Any] = {}
+
+    def command(self, job_id: str) -> list[str]:
+        return [self.python, "-m", "sar.jobs", "--root", str(self.root), "cancel", job_id,
+                "--timeout", repr(float(self.timeout))]
+
+    def cancel(self, job_id: str) -> bool:
+        import importlib.util
+        import subprocess
+
+        if self.busy(job_id):
+            return False
+        env = dict(os.environ)
+        spec = importlib.util.find_spec("sar")
+        if spec is not None and spec.origin:  # the same engine for the helper (e.g. the extension's copy)
+            here = str(Path(spec.origin).resolve().parents[1])
+            paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+            if here not in paths:
+                env["PYTHONPATH"] = os.pathsep.join(paths + [here])
+        self._procs[job_id] = subprocess.Popen(self.command(job_id), stdin=subprocess.DEVNULL,
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                               start_new_session=True, close_fds=True)
+        return True
+
+    def busy(self, job_id: str) -> bool:
+        proc = self._procs.get(job_id)
+        if proc is None:
+            return False
+        if proc.poll() is None:
+            return True
+        del self._procs[job_id]
+        return False
