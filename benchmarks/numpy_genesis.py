@@ -156,8 +156,8 @@ def nonlinear_transform(
     control = rng.random((2, 2))
     points = np.array([[0.0, 0.0], control[0], control[1], [1.0, 1.0]])
     xvals, yvals = _bezier_curve(points)
-    if rng.random() < 0.5:
-        xvals = np.sort(xvals)
+    if rng.random() < 0.5:  # x sorted against y in reverse: Genesis' decreasing (inverting) map
+        xvals, yvals = np.sort(xvals), yvals[::-1]
     else:
         xvals, yvals = np.sort(xvals), np.sort(yvals)
     return np.interp(x, xvals, yvals).astype(np.float32, copy=False)

@@ -255,6 +255,8 @@ def validate(config: TrainConfig, where: str = "config") -> None:
             (len(labels.names) == len(labels.values) == len(labels.paint) == len(labels.colors) > 0,
              "labels: names, values, paint and colors need one entry per label"),
             (all(v > 0 for group in labels.values for v in group), "labels.values must be positive (0 is background)"),
+            (all(not v or p in v for v, p in zip(labels.values, labels.paint)),
+             "labels.paint: each label's painted value must be one of its values"),
             (0.0 <= config.pos_fraction <= 1.0 and 0.0 <= config.val_fraction < 1.0, "pos_fraction, val_fraction in [0, 1)"),
             (0.0 <= config.inference.overlap < 1.0, "inference.overlap must lie in [0, 1)"),
             (config.loss in ("dice_ce", "dice", "ce"), "loss is dice_ce, dice or ce"),

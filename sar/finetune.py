@@ -219,15 +219,16 @@ def finetune(
     if state is not None:
         config = from_dict(state["config"], str(out / CHECKPOINT), FinetuneConfig)
         init = state["init"]
-        cases = cases or [Case(tuple(c["images"]), c["label"]) for c in json.loads(state["cases"])]
+        saved = json.loads(state["cases"])  # the first run's split, reused as it was
+        train_cases, val_cases = ([Case(tuple(c["images"]), c["label"]) for c in saved[k]] for k in ("train", "validation"))
     if steps is not None:
         config.steps = steps
-    if not cases:
+    if not cases and state is None:
         raise BadInput("--images", "no labeled cases given")
     config, init_meta, init_state = load_init(init, config)
     if not config.modalities:
-        config.modalities = ("default",) * len(cases[0].images)
-    train, val = split(cases, config.val_fraction, max_cases)
+        config.modalities = ("default",) * len((cases or train_cases)[0].images)
+    train, val = (train_cases, val_cases) if state is not None else split(cases, config.val_fraction, max_cases)
     loader = LoadCase(config)
     loaded = {c: loader({"images": c.images, "label": c.label}) for c in [*train, *val]}  # all checked first
     created = not out.exists()
@@ -251,6 +252,9 @@ def _train(config, train, val, loaded, init, init_meta, init_state, out, device,
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, started, best = int(state["step"]), state["started"], json.loads(state["best"])
+        if (out / "model.json").is_file():  # the folder may hold a better model saved after the checkpoint
+            saved_best = json.loads((out / "model.json").read_text())["provenance"].get("best", {})
+            best = saved_best if saved_best.get("dice", -1.0) > best["dice"] else best
     model = DistributedDataParallel(net) if dist_info.world > 1 else net
     patch = config.patch_zyx
     keys = ["image", "target", "fg"]
@@ -299,7 +303,8 @@ def _train(config, train, val, loaded, init, init_meta, init_state, out, device,
         save_checkpoint(out / CHECKPOINT, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                                            "config": to_dict(config), "init": init, "started": started,
                                            "best": json.dumps(best),
-                                           "cases": json.dumps([{"images": list(c.images), "label": c.label} for c in [*train, *val]])})
+                                           "cases": json.dumps({k: [{"images": list(c.images), "label": c.label} for c in v]
+                                                                for k, v in (("train", train), ("validation", val))})})
         if not val:
             save(step)
         progress.event("checkpoint", step=step, path=str(out))

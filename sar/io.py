@@ -11,7 +11,6 @@ import gzip
 import math
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import BadInput
+from .files import atomic_path
 
 PathLike = str | os.PathLike
 
@@ -277,18 +277,11 @@ def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
 
 
 def _write_atomic(path: PathLike, image: sitk.Image) -> Path:
-    """Write to a temporary file beside ``path``, then rename: a killed writer leaves no partial file."""
+    """Write through a temporary file beside ``path``: a killed writer leaves no partial file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".seg.nrrd" if path.name.endswith(".seg.nrrd") else ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix) as tmp:
         sitk.WriteImage(image, tmp, useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -39,7 +39,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .errors import BadInput
+from .files import atomic_path
 
 try:
     import fcntl
@@ -205,16 +205,8 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=1))
 
 
 def _option_value(argv: Sequence[str], name: str) -> str | None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import BadInput
+from .files import atomic_path
 
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.safetensors"
@@ -30,19 +29,6 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_model(folder: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Write weights, then ``model.json`` naming their SHA-256, each atomically (write, then rename).
 
@@ -52,11 +38,13 @@ def save_model(folder: Path, state: dict[str, torch.Tensor], meta: dict[str, Any
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    _atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, tmp))
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file(tensors, tmp)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     meta["weights"] = {"file": WEIGHTS, "sha256": sha256(folder / WEIGHTS)}
     text = json.dumps(meta, indent=2)
-    _atomic_write(folder / MODEL_JSON, lambda tmp: Path(tmp).write_text(text))
+    with atomic_path(folder / MODEL_JSON) as tmp:
+        Path(tmp).write_text(text)
     return folder
 
 

@@ -131,14 +131,13 @@ def _train(config, sources, entries, out, device, dist_info, state, progress_mod
     torch.manual_seed(config.seed + dist_info.rank)
     net = build_net(config, len(sources)).to(device)
     optimizer = make_optimizer(net.parameters(), config)
-    generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + dist_info.rank)
     start, started = 0, datetime.now(timezone.utc).isoformat(timespec="seconds")
     if state is not None:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, started = int(state["step"]), state["started"]
-        if state.get("generator") is not None and device.type == "cpu":
-            generator.set_state(state["generator"])
+    # each rank its own stream, and a resumed run a fresh one (not a replay of the first steps)
+    generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + dist_info.rank * 7919 + start)
     model = DistributedDataParallel(net) if dist_info.world > 1 else net
     stream = volume_stream(entries, config, config.seed + start, dist_info.rank, dist_info.world)
     pool = VolumePool.from_stream(stream, min(config.pool_size, len(entries)), config.proxy, device)
@@ -158,7 +157,6 @@ def _train(config, sources, entries, out, device, dist_info, state, progress_mod
         save_checkpoint(out / CHECKPOINT, {
             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
             "config": to_dict(config), "sources": [s.name for s in sources], "started": started,
-            "generator": generator.get_state() if device.type == "cpu" else None,
         })
         save_model(out, net.state_dict(), model_meta(config, sources, step, started, evaluation))
         progress.event("checkpoint", step=step, path=str(out))
@@ -183,7 +181,8 @@ def _train(config, sources, entries, out, device, dist_info, state, progress_mod
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        metrics["loss"] = metrics["loss_restore"] + config.lambda_scale * metrics["loss_scale"] + config.lambda_adv * metrics.get("loss_adv", 0.0)
+        # the encoder's objective: the discriminator term enters with minus the reversal weight
+        metrics["loss"] = metrics["loss_restore"] + config.lambda_scale * metrics["loss_scale"] - weight * metrics.get("loss_adv", 0.0)
         return metrics
 
     step = train_loop(train_step, start, config, progress, checkpoint, config.batch_size * dist_info.world)

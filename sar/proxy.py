@@ -42,7 +42,7 @@ def foreground_coordinates(volume: torch.Tensor, threshold: float, limit: int = 
     """
     first = volume[0]
     sample = first.flatten()[:: max(1, first.numel() // 200_000)].float()
-    low, high = torch.quantile(sample, torch.tensor([0.005, 0.995], dtype=sample.dtype))
+    low, high = torch.quantile(sample, torch.tensor([0.005, 0.995], dtype=sample.dtype, device=sample.device))
     coords = torch.nonzero(first > low + threshold * (high - low))
     if len(coords) == 0:
         coords = torch.nonzero(first >= first.max())
@@ -182,7 +182,9 @@ def bezier_lut(n: int, generator: torch.Generator, device: torch.device, points:
     xs, ys = px @ basis, py @ basis  # (n, points)
     xs = xs.sort(dim=1).values
     both = torch.rand(n, 1, device=device, generator=generator) < 0.5
-    ys = torch.where(both, ys.sort(dim=1).values, ys)  # Genesis: sort x only, or sort x and y
+    # Genesis: sort x and y (an increasing map), or sort x only against y in reverse order (a
+    # decreasing map that inverts intensities: Genesis builds its curve from t = 1 down to 0)
+    ys = torch.where(both, ys.sort(dim=1).values, ys.flip(1))
     grid = torch.linspace(0.0, 1.0, bins, device=device)[None].expand(n, -1).contiguous()
     hi = torch.searchsorted(xs, grid).clamp(1, points - 1)
     x0, x1 = xs.gather(1, hi - 1), xs.gather(1, hi)
@@ -228,8 +230,9 @@ def paint_mask(
         hits.append((coord >= start[..., None]) & (coord < (start + length)[..., None]))  # (m, boxes, s)
     hz, hy, hx = hits
     weights = (2 ** torch.arange(boxes, device=device)) * keep  # one bit per kept box
-    code_zy = torch.einsum("mkz,mky,mk->mzy", hz.long(), hy.long(), weights)  # boxes covering (z, y)
-    code_x = torch.einsum("mkx,mk->mx", hx.long(), weights)  # boxes covering x
+    weights = weights.float()  # sums of at most 31: exact in float, and CUDA has no integer einsum
+    code_zy = torch.einsum("mkz,mky,mk->mzy", hz.float(), hy.float(), weights)  # boxes covering (z, y)
+    code_x = torch.einsum("mkx,mk->mx", hx.float(), weights)  # boxes covering x
     inside = (code_zy.to(torch.uint8)[..., None] & code_x.to(torch.uint8)[:, None, None, :]).bool()
     return (inside ^ ~inpaint[:, None, None, None])[:, None]
 

@@ -10,7 +10,6 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import BadInput, Cancelled
+from .files import atomic_path
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -106,14 +106,8 @@ def check_output(out: Path, resume: bool) -> None:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write then rename, so a kill mid-write keeps the previous checkpoint intact."""
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
