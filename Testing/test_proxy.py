@@ -141,6 +141,8 @@ def test_nonlinear_intensity_is_a_per_cube_function_of_intensity() -> None:
     lut = proxy.bezier_lut(64, gen(), torch.device("cpu"))
     assert lut.shape == (64, 4096)
     assert (lut >= -1e-6).all() and (lut <= 1 + 1e-6).all()
+    rising = lut[:, -1] > lut[:, 0]
+    assert 10 < int(rising.sum()) < 54  # as Genesis, about half the maps invert intensities
 
 
 def test_inpainting_fills_boxes_and_outpainting_keeps_windows() -> None:
