@@ -288,5 +288,5 @@ def test_channels_on_different_grids_raise(data, scene, tmp_path):
 def test_only_mrml_imports_slicer():
     engine = Path(mrml.__file__).resolve().parent
     importing = sorted(p.name for p in engine.rglob("*.py")
-                       if re.search(r"^\s*(import slicer|from slicer\b)", p.read_text(), re.MULTILINE))
+                       if re.search(r"^\s*(import slicer|from slicer\b)", p.read_text(encoding="utf-8"), re.MULTILINE))
     assert importing == ["mrml.py"]

@@ -285,7 +285,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows = bench_ssl.run(args.data, args.out, bench_ssl.PROFILES[args.profile], resolve_device(args.device),
                              log=lambda line: print(line, file=sys.stderr, flush=True))
         summary = bench_ssl.summarise(rows)
-        (args.out / "summary.md").write_text(bench_ssl.markdown(summary))
+        (args.out / "summary.md").write_text(bench_ssl.markdown(summary), encoding="utf-8")
         bench_ssl.plot(summary, args.out / "dice_vs_steps.png")
         print(bench_ssl.markdown(summary))
         return EXIT_OK
