@@ -30,9 +30,10 @@ from .nets import SARNet
 from .train import CHECKPOINT, Distributed, Progress, check_output, load_checkpoint, make_optimizer, save_checkpoint, train_loop
 
 
-def adversarial_weight(config: PretrainConfig, step: int) -> float:
-    """Reversal weight at ``step``: 0 -> lambda_adv along 2/(1+exp(-10p))-1 over the warm-up."""
-    warm = max(1.0, config.adv_warmup * config.steps)
+def adversarial_weight(config: PretrainConfig, step: int, planned_steps: int) -> float:
+    """Reversal weight at ``step``: 0 -> lambda_adv along 2/(1+exp(-10p))-1 over the warm-up, a share
+    of the steps first planned (so extending a run on resume does not move the ramp)."""
+    warm = max(1.0, config.adv_warmup * planned_steps)
     p = min(1.0, step / warm)
     return config.lambda_adv * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
 
@@ -132,10 +133,12 @@ def _train(config, sources, entries, out, device, dist_info, state, progress_mod
     net = build_net(config, len(sources)).to(device)
     optimizer = make_optimizer(net.parameters(), config)
     start, started = 0, datetime.now(timezone.utc).isoformat(timespec="seconds")
+    planned_steps = config.steps
     if state is not None:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, started = int(state["step"]), state["started"]
+        planned_steps = int(state.get("planned_steps", planned_steps))
     # each rank its own stream, and a resumed run a fresh one (not a replay of the first steps)
     generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + dist_info.rank * 7919 + start)
     model = DistributedDataParallel(net) if dist_info.world > 1 else net
@@ -157,6 +160,7 @@ def _train(config, sources, entries, out, device, dist_info, state, progress_mod
         save_checkpoint(out / CHECKPOINT, {
             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
             "config": to_dict(config), "sources": [s.name for s in sources], "started": started,
+            "planned_steps": planned_steps,
         })
         save_model(out, net.state_dict(), model_meta(config, sources, step, started, evaluation))
         progress.event("checkpoint", step=step, path=str(out))
@@ -165,7 +169,7 @@ def _train(config, sources, entries, out, device, dist_info, state, progress_mod
         if step > start and step % config.pool_refresh == 0:
             pool.refresh()
         batch = pool.sample(config.batch_size, generator)
-        weight = adversarial_weight(config, step)
+        weight = adversarial_weight(config, step, planned_steps)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             outputs = model(batch.inputs, weight)
         loss_restore = restore(outputs["restored"].float(), batch.targets)
