@@ -350,3 +350,19 @@ def test_missing_path_raises(tmp_path: Path) -> None:
         read_image([tmp_path / "absent.nii.gz"])
     with pytest.raises(BadInput, match="no files given"):
         read_image([])
+
+
+def test_a_4d_decathlon_file_gives_its_channels(tmp_path: Path) -> None:
+    """Medical Segmentation Decathlon images hold their modalities along a 4th axis."""
+    rng = np.random.default_rng(0)
+    volumes = [sitk.GetImageFromArray(rng.random((6, 8, 10)).astype(np.float32)) for _ in range(2)]
+    for volume in volumes:
+        volume.SetSpacing((1.0, 1.5, 2.0))
+    path = tmp_path / "BRATS_001.nii.gz"
+    sitk.WriteImage(sitk.JoinSeries(volumes), str(path))
+    image = read_image([path], ("flair", "t1c"))
+    assert image.array.shape == (2, 6, 8, 10)
+    assert np.allclose(image.geometry.spacing, (1.0, 1.5, 2.0))
+    assert np.array_equal(image.array[1], sitk.GetArrayFromImage(volumes[1]))
+    with pytest.raises(BadInput, match="2 channels along a 4th axis"):
+        read_label(path)

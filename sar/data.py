@@ -110,6 +110,9 @@ class LoadVolume:
 
     def __call__(self, item: dict) -> dict:
         image = read_image([item["path"]])
+        if image.channels != 1:
+            raise BadInput(item["path"], f"holds {image.channels} channels along a 4th axis; pretraining reads one "
+                           "3D volume per file (split the channels into files, each named by its modality)")
         array = normalisation_for(item["name"], self.normalisation)(image.array[0])
         spacing_zyx = torch.tensor(image.geometry.spacing[::-1], dtype=torch.float64)
         return {**item, "volume": torch.from_numpy(array)[None], "spacing": spacing_zyx}

@@ -92,8 +92,9 @@ def _reader_for(path: Path) -> sitk.ImageFileReader | sitk.ImageSeriesReader:
     return reader
 
 
-def read_header(path: PathLike) -> Geometry:
-    """Read only the header (fast): size, spacing, origin and direction; checks 3D and spacing."""
+def read_header(path: PathLike, channels: bool = False) -> Geometry:
+    """Read only the header (fast): size, spacing, origin and direction; checks 3D and spacing.
+    With ``channels``, a 4D file holding channels along its 4th axis (Decathlon style) passes too."""
     path = Path(path)
     if not path.exists():
         raise BadInput(path, "no such file or folder")
@@ -104,7 +105,7 @@ def read_header(path: PathLike) -> Geometry:
         reader.ReadImageInformation()
     except RuntimeError as exc:
         raise BadInput(path, f"cannot read image header ({_first_line(exc)})") from None
-    if reader.GetDimension() != 3 and not (reader.GetDimension() == 4 and reader.GetSize()[3] == 1):
+    if reader.GetDimension() != 3 and not (reader.GetDimension() == 4 and (channels or reader.GetSize()[3] == 1)):
         raise BadInput(path, f"is {reader.GetDimension()}D (size {reader.GetSize()}); a 3D volume is needed")
     if reader.GetNumberOfComponents() != 1:
         raise BadInput(path, f"has {reader.GetNumberOfComponents()} components per voxel; one is needed")
@@ -193,18 +194,29 @@ def _check_nifti_complete(path: Path) -> None:
         raise BadInput(path, f"is truncated: {actual} of {expected} bytes")
 
 
-def read_sitk(path: PathLike) -> sitk.Image:
-    """Read one 3D scalar volume (file or DICOM series folder), checked for dimension and spacing."""
+def read_channels(path: PathLike) -> list[sitk.Image]:
+    """A file's (or DICOM series folder's) 3D volumes: one, or one per channel of a 4D file that holds
+    channels along its 4th axis (the Medical Segmentation Decathlon's multi-modal images)."""
     path = Path(path)
     if not path.exists():
         raise BadInput(path, "no such file or folder")
     if not path.is_dir():
         # check the header as stored: a full read silently turns a negative spacing into a flipped direction
-        read_header(path)
+        read_header(path, channels=True)
         _check_nifti_complete(path)
     image = _read(path, _reader_for(path))
-    _check_geometry(path, image)
-    return image
+    images = [image[:, :, :, i] for i in range(image.GetSize()[3])] if image.GetDimension() == 4 else [image]
+    for volume in images:
+        _check_geometry(path, volume)
+    return images
+
+
+def read_sitk(path: PathLike) -> sitk.Image:
+    """Read one 3D scalar volume (file or DICOM series folder), checked for dimension and spacing."""
+    images = read_channels(path)
+    if len(images) != 1:
+        raise BadInput(path, f"holds {len(images)} channels along a 4th axis; a single 3D volume is needed here")
+    return images[0]
 
 
 def check_intensities(path: PathLike, array: np.ndarray) -> None:
@@ -221,7 +233,7 @@ def read_image(
     modalities: Sequence[str] = (),
     resample_to_first: bool = False,
 ) -> Image:
-    """Read co-registered files as the channels of one image.
+    """Read co-registered files as the channels of one image (a 4D file gives all its channels).
 
     Channels must share the first file's grid; with ``resample_to_first`` the others are resampled
     (linear) onto it instead, an explicit choice since resampling changes the data.
@@ -229,8 +241,7 @@ def read_image(
     if not paths:
         raise BadInput("image", "no files given")
     arrays, geometry = [], None
-    for path in paths:
-        image = read_sitk(path)
+    for path, image in ((p, i) for p in paths for i in read_channels(p)):
         this = Geometry.of(image)
         if geometry is None:
             geometry, first = this, image

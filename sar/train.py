@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
@@ -56,7 +57,8 @@ def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # generous timeout: other ranks wait while rank 0 validates on whole volumes or writes checkpoints
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2))
     return Distributed(int(os.environ.get("RANK", "0")), world, local_rank), device
 
 
