@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sar.runtime import passive_threads, tune_malloc
+from sar.runtime import tune_malloc
 
-passive_threads()  # before any test module imports torch
 tune_malloc()
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

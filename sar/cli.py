@@ -10,7 +10,7 @@ from typing import Sequence
 
 from . import jobs
 from .errors import BadInput, Cancelled
-from .runtime import passive_threads, tune_malloc
+from .runtime import tune_malloc
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
 
@@ -308,7 +308,6 @@ COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "segment": cmd_s
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    passive_threads()
     tune_malloc()
     try:
         return COMMANDS[args.command](args)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -22,9 +21,3 @@ def tune_malloc() -> bool:
     settings = ((_M_MMAP_THRESHOLD, 2**31 - 1), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 2**28))
     return all(libc.mallopt(option, value) == 1 for option, value in settings)
 
-
-def passive_threads() -> None:
-    """Idle OpenMP threads sleep instead of spinning (must run before torch is imported): spinning
-    threads made CPU training steps 10-40x slower here whenever another process shared the cores (a
-    job beside Slicer, two jobs, a test run)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
