@@ -275,8 +275,9 @@ def to_dict(config: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def from_dict(data: Mapping, where: str = "config", cls: type = None) -> Any:
-    config = _build(cls or PretrainConfig, data, where)
+def from_dict(data: Mapping, where: str = "config", cls: type = PretrainConfig) -> Any:
+    """A config saved by ``to_dict`` (in model.json or a checkpoint), validated."""
+    config = _build(cls, data, where)
     validate(config, where)
     return config
 
