@@ -40,7 +40,7 @@ except ImportError:  # a source checkout: the SARSegmentation module folder lies
 
 from SARSegmentationLib import about, dependencies
 from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, log_tail
-from SARSegmentationLib.models import FolderModelStore, models_root, work_root
+from SARSegmentationLib.models import FolderModelStore, fill_model_combo, models_root, selected_model, work_root
 from SARSegmentationLib.protocols import SARLogicError
 from SARSegmentationLib.scene import MRMLSceneAdapter
 
@@ -281,26 +281,15 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # (b) annotate and fine-tune
     def refreshModels(self) -> None:
         current = self._parameterNode.finetuneModelName if self._parameterNode else ""
-        models = self.logic.models.list(("segmentation", "pretrained"))
         self._updatingModels = True
         try:
-            self.ui.finetuneModelComboBox.clear()
-            for model in models:
-                self.ui.finetuneModelComboBox.addItem(model.display_name, model.name)
-            index = self.ui.finetuneModelComboBox.findData(current) if current else -1
-            self.ui.finetuneModelComboBox.setCurrentIndex(index if index >= 0 else (0 if models else -1))
+            fill_model_combo(self.ui.finetuneModelComboBox, self.logic.models.list(("segmentation", "pretrained")), current)
         finally:
             self._updatingModels = False
         self.onModelChanged()
 
     def _currentModel(self):
-        name = self.ui.finetuneModelComboBox.itemData(self.ui.finetuneModelComboBox.currentIndex)
-        if not name:
-            return None
-        try:
-            return self.logic.models.get(name)
-        except SARLogicError:
-            return None
+        return selected_model(self.ui.finetuneModelComboBox, self.logic.models)
 
     def onModelChanged(self, index=None) -> None:
         if self._updatingModels:

@@ -30,7 +30,7 @@ from slicer.util import VTKObservationMixin
 
 from SARSegmentationLib import about, dependencies
 from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, log_tail
-from SARSegmentationLib.models import FolderModelStore, models_root, work_root
+from SARSegmentationLib.models import FolderModelStore, fill_model_combo, models_root, selected_model, work_root
 from SARSegmentationLib.protocols import SARLogicError
 from SARSegmentationLib.scene import MRMLSceneAdapter
 from SARSegmentationLib.segmentation import SegmentationLogic
@@ -179,26 +179,15 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # models and inputs
     def refreshModels(self) -> None:
         current = self._parameterNode.modelName if self._parameterNode else ""
-        models = self.logic.models.list(("segmentation",))
         self._updatingModels = True
         try:
-            self.ui.modelComboBox.clear()
-            for model in models:
-                self.ui.modelComboBox.addItem(model.display_name, model.name)
-            index = self.ui.modelComboBox.findData(current) if current else -1
-            self.ui.modelComboBox.setCurrentIndex(index if index >= 0 else (0 if models else -1))
+            fill_model_combo(self.ui.modelComboBox, self.logic.models.list(("segmentation",)), current)
         finally:
             self._updatingModels = False
         self.onModelChanged()
 
     def _currentModel(self):
-        name = self.ui.modelComboBox.itemData(self.ui.modelComboBox.currentIndex)
-        if not name:
-            return None
-        try:
-            return self.logic.models.get(name)
-        except SARLogicError:
-            return None
+        return selected_model(self.ui.modelComboBox, self.logic.models)
 
     def onModelChanged(self, index=None) -> None:
         if self._updatingModels:

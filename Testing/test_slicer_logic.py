@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import sys
 import time
 import zipfile
@@ -35,6 +36,7 @@ from SARSegmentationLib import (BackgroundCanceller, FolderModelStore, JobRunner
                                 MRMLSceneAdapter, ModelStore, SARLogicError, SceneAdapter, SegmentationLogic,
                                 SubprocessCanceller, format_eta, resolve_device, status_of)
 from SARSegmentationLib import dependencies  # noqa: E402
+from SARSegmentationLib.models import fill_model_combo, selected_model  # noqa: E402
 from sar import io as sario  # noqa: E402
 from sar import mrml, phantom  # noqa: E402
 from sar.jobs import JobManager  # noqa: E402
@@ -199,6 +201,45 @@ def test_model_store_lists_versions_and_never_overwrites(tmp_path):
     assert store.reserve("fresh", new_version=False).name == "fresh"
     assert store.reserve("fresh", new_version=False).name == "fresh-v2"
     assert store.training_folder("demo") == root / "demo" / "training"
+
+
+class ListCombo:
+    """A stand-in for a Qt combo box: the few calls the model helpers make."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+        self.currentIndex = -1
+
+    def clear(self) -> None:
+        self.items, self.currentIndex = [], -1
+
+    def addItem(self, text: str, data: str) -> None:
+        self.items.append((text, data))
+
+    def findData(self, data: str) -> int:
+        return next((i for i, (_, d) in enumerate(self.items) if d == data), -1)
+
+    def setCurrentIndex(self, index: int) -> None:
+        self.currentIndex = index
+
+    def itemData(self, index: int):
+        return self.items[index][1] if 0 <= index < len(self.items) else None
+
+
+def test_model_combo_keeps_the_selection_and_forgets_removed_models(tmp_path):
+    root = tmp_path / "models"
+    write_model(root / "brain")
+    write_model(root / "brain-v2")
+    store, combo = FolderModelStore(root), ListCombo()
+    fill_model_combo(combo, store.list(), "brain-v2")
+    assert [d for _, d in combo.items] == ["brain", "brain-v2"] and selected_model(combo, store).name == "brain-v2"
+    fill_model_combo(combo, store.list(), "gone")
+    assert selected_model(combo, store).name == "brain"  # first model when the old one is not listed
+    fill_model_combo(combo, [], "brain")
+    assert selected_model(combo, store) is None
+    fill_model_combo(combo, store.list(), "brain")
+    shutil.rmtree(root / "brain")
+    assert selected_model(combo, store) is None  # deleted behind the widget's back
 
 
 def test_model_zip_import_checks_and_versions(tmp_path):
