@@ -23,6 +23,8 @@ import torch
 
 from sar import phantom
 from sar.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from sar.config import LABEL_SCHEMES, finetune_config, to_dict
+from sar.finetune import segmentation_loss
 from sar.io import Geometry, write_image
 from sar.model import load_model, sha256
 from cli_helpers import assert_bad, run_cli
@@ -204,6 +206,24 @@ def test_label_schemes(scheme: str, names: list[str], paint: set[int], tmp_path:
     rc, _, err = run("segment", "--model", out, "--input", cases[3]["mr"], "--output", seg)
     assert rc == EXIT_OK, err
     assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(seg)))).tolist()) <= paint | {0}
+
+
+def test_region_loss_scores_each_region_and_the_background() -> None:
+    """Overlapping regions need a sigmoid and binary cross-entropy per channel. MONAI's DiceCELoss applies
+    softmax cross-entropy to any multi-channel input (even with sigmoid=True): background voxels, an
+    all-zero target, then add no cross-entropy and a network marking everything is barely penalised."""
+    config = finetune_config("tiny", {"labels": to_dict(LABEL_SCHEMES["brats"])})
+    loss = segmentation_loss(config)
+    target = torch.zeros(2, 3, 8, 8, 8)
+    target[:, 0, 2:6, 2:6, 2:6] = 1.0  # whole tumor
+    target[:, 1, 3:5, 3:5, 3:5] = 1.0  # core, inside it
+    target[:, 2, 3:4, 3:4, 3:4] = 1.0  # enhancing, inside the core
+    right = 20.0 * (2 * target - 1)
+    everything = torch.full_like(target, 20.0)
+    assert float(loss(right, target)) < 1e-3
+    assert float(loss(everything, target)) > 10.0  # 20 nats of BCE on every background voxel
+    softmax_ce = torch.nn.functional.cross_entropy(everything, target)
+    assert float(softmax_ce) < 2.0  # what the multi-channel softmax CE would have charged
 
 
 # ---------------------------------------------------------------- 2. segment

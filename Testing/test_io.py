@@ -251,6 +251,18 @@ def test_percentile_on_constant_range_does_not_divide_by_zero() -> None:
     assert np.isfinite(out).all() and out.max() == 1.0
 
 
+def test_percentile_ignores_constant_padding() -> None:
+    """A skull-stripped scan (BraTS: 83% of the grid at one value) is normalised on its brain: only the
+    brain's top 0.5% saturates, not the top 3% as percentiles over the whole grid would give."""
+    rng = np.random.default_rng(2)
+    array = np.full((40, 40, 40), -5.0, np.float32)
+    array[12:28, 12:28, 12:28] = rng.normal(0.0, 1.0, (16, 16, 16))
+    out = Normalisation("percentile", 0.5, 99.5)(array)
+    inside = out[12:28, 12:28, 12:28]
+    assert 0.003 < float((inside == 1.0).mean()) < 0.007
+    assert (out[array == -5.0] == 0.0).all()
+
+
 def test_zscore_over_non_background() -> None:
     rng = np.random.default_rng(1)
     array = np.zeros((20, 20, 20), np.float32)

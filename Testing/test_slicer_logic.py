@@ -115,7 +115,7 @@ def write_model(folder: Path, kind: str = "segmentation", modalities=("mr",), la
     weights = folder / "weights.safetensors"
     weights.write_bytes(b"not real weights " + folder.name.encode())
     meta = {"format": "sar-model", "format_version": 1, "kind": kind, "preset": "tiny",
-            "architecture": {"name": "unet3d", "in_channels": len(modalities)}, "in_channels": len(modalities),
+            "architecture": {"name": "resunet3d", "in_channels": len(modalities)}, "in_channels": len(modalities),
             "weights": {"file": weights.name, "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}}
     if kind == "segmentation":
         meta.update(modalities=list(modalities), labels=list(labels))

@@ -18,9 +18,10 @@ from .io import DEFAULT_NORMALISATION
 
 @dataclass
 class NetConfig:
-    """3D U-Net widths (five encoder levels, then the last decoder level) and head sizes."""
+    """Residual 3D U-Net widths (four strided levels and the bottleneck), residual depth, head sizes."""
 
-    features: tuple[int, ...] = (16, 16, 32, 64, 128, 16)
+    features: tuple[int, ...] = (16, 32, 64, 128, 256)
+    res_units: int = 2  # convolutions per encoder residual unit (MONAI's UNet num_res_units)
     norm: str = "instance"
     dropout: float = 0.0
     head_hidden: int = 64  # default chosen here: hidden width of the scale and modality MLP heads
@@ -146,7 +147,7 @@ class FinetuneConfig(TrainConfig):
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        "net": {"features": (4, 8, 8, 16, 16, 4), "head_hidden": 16},
+        "net": {"features": (8, 16, 32, 64, 128), "res_units": 1, "head_hidden": 16},
         "proxy": {"input_size": (32, 32, 16)},
         "batch_size": 4,
         "steps": 60,
@@ -156,9 +157,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pool_size": 4,
         "lr": 3e-3,
     },
-    "small": {"net": {"features": (16, 16, 32, 64, 128, 16)}, "batch_size": 8, "steps": 2000},
+    "small": {"net": {"features": (16, 32, 64, 128, 256)}, "batch_size": 8, "steps": 2000},
     "genesis": {
-        "net": {"features": (32, 64, 128, 256, 512, 32), "head_hidden": 256},
+        "net": {"features": (32, 64, 128, 256, 512), "head_hidden": 256},
         "batch_size": 16,
         "steps": 20000,
         "checkpoint_every": 500,
@@ -230,7 +231,8 @@ def finetune_config(preset: str = "small", overrides: Mapping | None = None, whe
 
 def validate(config: TrainConfig, where: str = "config") -> None:
     checks = [
-        (len(config.net.features) == 6, "net.features needs 6 widths (5 encoder levels + last decoder level)"),
+        (len(config.net.features) == 5, "net.features needs 5 widths (4 strided levels + bottleneck)"),
+        (config.net.res_units >= 1, "net.res_units must be at least 1"),
         (config.steps > 0 and config.batch_size > 0, "steps and batch_size must be positive"),
         (config.optimizer in ("adamw", "sgd"), "optimizer is 'adamw' or 'sgd'"),
         (config.checkpoint_every > 0 and config.log_every > 0, "checkpoint_every and log_every must be positive"),

@@ -16,7 +16,7 @@ import monai
 import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, DiceLoss
 from monai.transforms import Compose, DeleteItemsd, RandCropByPosNegLabeld, RandFlipd, SpatialPadd, Transform
 from torch.nn.parallel import DistributedDataParallel
 
@@ -136,11 +136,13 @@ def load_init(init: str, config: FinetuneConfig) -> tuple[FinetuneConfig, dict |
     if init == "scratch":
         return config, None, None
     meta, state = load_model(Path(init))
-    features = meta["architecture"].get("features")
-    if not features:
-        raise BadInput(Path(init) / "model.json", "malformed: architecture.features missing")
-    config.net.features = tuple(features)
-    config.net.norm = meta["architecture"].get("norm", config.net.norm)
+    architecture = meta["architecture"]
+    if architecture.get("name") not in ("sar-resunet3d", "resunet3d") or not architecture.get("features"):
+        raise BadInput(Path(init) / "model.json", f"architecture {architecture.get('name')!r} with features "
+                                                  f"{architecture.get('features')} is not one this sar version builds")
+    config.net.features = tuple(architecture["features"])
+    config.net.res_units = int(architecture.get("res_units", config.net.res_units))
+    config.net.norm = architecture.get("norm", config.net.norm)
     config.normalisation = meta.get("normalisation", config.normalisation)
     return config, meta, state
 
@@ -152,7 +154,8 @@ def model_meta(config: FinetuneConfig, init: str, init_meta: dict | None, train:
     return {
         "kind": "segmentation",
         "preset": config.preset,
-        "architecture": {"name": "unet3d", "features": list(config.net.features), "norm": config.net.norm,
+        "architecture": {"name": "resunet3d", "features": list(config.net.features), "res_units": config.net.res_units,
+                         "norm": config.net.norm,
                          "in_channels": len(config.modalities), "out_channels": outputs_for(labels)},
         "in_channels": len(config.modalities),
         "modalities": list(config.modalities),
@@ -187,6 +190,31 @@ def split(cases: Sequence[Case], val_fraction: float, max_cases: int | None) -> 
             raise BadInput("--max-cases", f"must be at least 1 (got {max_cases})")
         train = train[:max_cases]
     return train, val
+
+
+def segmentation_loss(config: FinetuneConfig) -> torch.nn.Module:
+    """Dice + cross-entropy for the label scheme: softmax CE over classes, or one binary CE per region.
+
+    MONAI's DiceCELoss cannot serve regions: with more than one output channel it applies softmax
+    cross-entropy even when ``sigmoid=True``, so overlapping regions compete and background voxels (an
+    all-zero target) contribute no cross-entropy at all.
+    """
+    dice, ce = (0.0 if config.loss == "ce" else 1.0), (0.0 if config.loss == "dice" else 1.0)
+    if config.labels.mode == "classes":
+        return DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=dice, lambda_ce=ce)
+    return RegionLoss(dice, ce)
+
+
+class RegionLoss(torch.nn.Module):
+    """Sigmoid Dice plus binary cross-entropy per region channel (overlapping regions, e.g. BraTS)."""
+
+    def __init__(self, lambda_dice: float = 1.0, lambda_ce: float = 1.0) -> None:
+        super().__init__()
+        self.dice, self.bce = DiceLoss(sigmoid=True), torch.nn.BCEWithLogitsLoss()
+        self.lambda_dice, self.lambda_ce = lambda_dice, lambda_ce
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.lambda_dice * self.dice(logits, target) + self.lambda_ce * self.bce(logits, target)
 
 
 def patches(dataset: CacheDataset, config: FinetuneConfig, seed: int) -> Iterator[dict]:
@@ -269,9 +297,7 @@ def _train(config, train, val, loaded, init, init_meta, init_state, out, device,
     shard = train[dist_info.rank::dist_info.world] or train
     dataset = CacheDataset([loaded[c] for c in shard], transforms, cache_rate=1.0, num_workers=0, progress=False)
     stream = patches(dataset, config, config.seed + start)
-    classes = config.labels.mode == "classes"
-    loss_fn = DiceCELoss(to_onehot_y=classes, softmax=classes, sigmoid=not classes,
-                         lambda_dice=0.0 if config.loss == "ce" else 1.0, lambda_ce=0.0 if config.loss == "dice" else 1.0)
+    loss_fn = segmentation_loss(config)
     amp = config.amp and device.type == "cuda"
     progress = Progress(progress_mode, out, config.steps, start, enabled=dist_info.main)
     progress.event("start", step=start, steps=config.steps, device=str(device), world=dist_info.world, init=init,

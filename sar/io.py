@@ -338,7 +338,7 @@ class Normalisation:
     """Per-modality intensity normalisation, chosen by name in config.
 
     kind ``ct``: window [low, high] in HU mapped to [0, 1]; ``percentile``: the (low, high) percentiles of
-    the volume mapped to [0, 1] (MR); ``zscore``: mean/std over non-background voxels (MR); ``pet``: SUV
+    the voxels above the volume's minimum mapped to [0, 1] (MR); ``zscore``: mean/std over those voxels (MR); ``pet``: SUV
     clipped to [low, high] mapped to [0, 1]; ``none``: unchanged.
     """
 
@@ -357,17 +357,23 @@ class Normalisation:
         if self.kind == "none":
             return array.copy()
         if self.kind == "zscore":
-            background = array.min()
-            inside = array[array > background]
-            inside = inside if inside.size else array
+            inside = _above_background(array)
             return ((array - inside.mean()) / max(float(inside.std()), 1e-6)).astype(np.float32)
         if self.kind == "percentile":
-            low, high = np.percentile(array, [self.low, self.high])
+            low, high = np.percentile(_above_background(array), [self.low, self.high])
             if high <= low:
                 low, high = float(array.min()), float(array.max())
         else:
             low, high = self.low, self.high
         return np.clip((array - low) / max(float(high - low), 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def _above_background(array: np.ndarray) -> np.ndarray:
+    """The voxels above the volume's minimum: skull-stripped or padded scans fill most of their grid with
+    one constant value, which would otherwise drag the statistics (on BraTS, p99.5 of the whole grid
+    clips half the tumor)."""
+    inside = array[array > array.min()]
+    return inside if inside.size else array.ravel()
 
 
 DEFAULT_NORMALISATION: dict[str, dict] = {

@@ -1,12 +1,12 @@
-"""Networks as plain ``nn.Module``s: a 3D U-Net built from MONAI's BasicUNet blocks that exposes its
-encoder levels, and SAR's heads (restoration, scale discrimination, adversarial modality discriminator).
+"""Networks as plain ``nn.Module``s: a residual 3D U-Net (MONAI's UNet, laid out flat so its encoder
+levels are reachable) and SAR's heads (restoration, scale discrimination, adversarial modality
+discriminator).
 """
 
 from __future__ import annotations
 
 import torch
-from monai.networks.layers import Conv
-from monai.networks.nets.basic_unet import Down, TwoConv, UpCat
+from monai.networks.blocks import Convolution, ResidualUnit
 from torch import nn
 
 from .config import NetConfig
@@ -19,21 +19,34 @@ def _norm(name: str) -> tuple:
 
 
 class UNet3D(nn.Module):
-    """A 3D U-Net (five encoder levels, four poolings) whose ``encode`` returns every level's features."""
+    """MONAI's residual U-Net with its blocks in lists: four strided residual units down, a bottleneck
+    unit, and transposed-convolution + residual-unit levels up, the top one (``head``) giving the outputs.
+
+    Nothing runs at full resolution but the first strided convolution and the head, which makes it
+    several times faster per step on a CPU than a U-Net with full-resolution double convolutions (the
+    shared calibration: 0.15 s vs 0.58 s per step at 64^3, batch 2) and it learned faster, too.
+    ``encode`` returns every level (1/2 .. 1/16 resolution) for SAR's heads.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, net: NetConfig) -> None:
         super().__init__()
-        f, norm, drop = net.features, _norm(net.norm), net.dropout
-        self.features = tuple(f)
+        c, units = net.features, net.res_units
+        blocks = {"act": ACT, "norm": _norm(net.norm), "dropout": net.dropout}
+        self.features = tuple(c)
         self.encoder = nn.ModuleList(
-            [TwoConv(3, in_channels, f[0], ACT, norm, True, drop)]
-            + [Down(3, f[i - 1], f[i], ACT, norm, True, drop) for i in range(1, 5)]
+            ResidualUnit(3, c[i - 1] if i else in_channels, c[i], strides=2 if i < 4 else 1, subunits=units, **blocks)
+            for i in range(5)
         )
-        self.decoder = nn.ModuleList(
-            [UpCat(3, f[i], f[i - 1], f[i - 1], ACT, norm, True, drop) for i in (4, 3, 2)]
-            + [UpCat(3, f[1], f[0], f[5], ACT, norm, True, drop, halves=False)]
-        )
-        self.head = Conv["conv", 3](f[5], out_channels, kernel_size=1)
+
+        def up(i: int, out: int, top: bool) -> nn.Sequential:
+            below = c[4] if i == 3 else c[i]  # the bottleneck keeps its resolution; the others were upsampled
+            return nn.Sequential(
+                Convolution(3, c[i] + below, out, strides=2, is_transposed=True, conv_only=False, **blocks),
+                ResidualUnit(3, out, out, strides=1, subunits=1, last_conv_only=top, **blocks),
+            )
+
+        self.decoder = nn.ModuleList(up(i, c[i - 1], False) for i in (3, 2, 1))
+        self.head = up(0, out_channels, True)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         levels = []
@@ -44,9 +57,9 @@ class UNet3D(nn.Module):
 
     def decode(self, levels: list[torch.Tensor]) -> torch.Tensor:
         x = levels[-1]
-        for block, skip in zip(self.decoder, reversed(levels[:-1])):
-            x = block(x, skip)
-        return self.head(x)
+        for block, skip in zip([*self.decoder, self.head], reversed(levels[:-1])):
+            x = block(torch.cat([skip, x], dim=1))
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
@@ -65,7 +78,9 @@ class PooledHead(nn.Module):
         super().__init__()
         mixed = max(4, hidden // 2)
         self.convs = nn.ModuleList(
-            nn.Sequential(nn.Conv3d(w, mixed, 3, stride=2, padding=1), nn.LeakyReLU(0.1, inplace=True)) for w in widths
+            nn.Sequential(nn.GroupNorm(1, w, affine=False), nn.Conv3d(w, mixed, 3, stride=2, padding=1),
+                          nn.LeakyReLU(0.1, inplace=True))
+            for w in widths
         )
         self.mlp = nn.Sequential(
             nn.Linear(2 * mixed * len(widths), hidden), nn.LeakyReLU(0.1, inplace=True), nn.Linear(hidden, classes)
@@ -105,7 +120,7 @@ class SARNet(nn.Module):
     def __init__(self, in_channels: int, net: NetConfig, scales: int, sources: int) -> None:
         super().__init__()
         self.backbone = UNet3D(in_channels, in_channels, net)
-        f = list(net.features[:5])
+        f = list(net.features)
         self.scale_head = PooledHead(f, net.head_hidden, scales)
         self.discriminator = PooledHead(f[-1:], net.head_hidden, sources) if sources > 1 else None
 

@@ -70,7 +70,8 @@ def model_meta(config: PretrainConfig, sources: Sequence[Source], step: int, sta
     return {
         "kind": "pretrained",
         "preset": config.preset,
-        "architecture": {"name": "sar-unet3d", "features": list(config.net.features), "norm": config.net.norm,
+        "architecture": {"name": "sar-resunet3d", "features": list(config.net.features), "res_units": config.net.res_units,
+                         "norm": config.net.norm,
                          "head_hidden": config.net.head_hidden, "in_channels": 1,
                          "scales": len(config.proxy.scales), "sources": len(sources)},
         "in_channels": 1,
