@@ -11,7 +11,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -108,13 +108,18 @@ def shared_tasks(data: Path, work: Path, folds: int = 2) -> tuple[list[str], lis
     return sources, tasks
 
 
-def run(data: Path, out: Path, profile: Profile, device: torch.device, log=print) -> list[dict]:
-    """All runs; returns one row per (init, task, seed, step, region) and writes results.json."""
+def run(data: Path, out: Path, profile: Profile, device: torch.device, log=print,
+        inits: Mapping[str, dict | None] = INITS, datasets: Sequence[str] = ("brats", "tcga")) -> list[dict]:
+    """All runs; returns one row per (init, task, seed, step, region) and writes results.json.
+
+    ``inits`` maps a name to pretraining overrides (None: scratch), so variants of SAR (other lambdas,
+    scales, schedules) run through the same protocol; ``datasets`` picks the fine-tuning tasks."""
     started = time.monotonic()
     sources, tasks = shared_tasks(data, out, profile.folds)
+    tasks = [t for t in tasks if t.name.split("_")[0] in datasets]
     parsed = parse_sources(sources)
     rows: list[dict] = []
-    for init, overrides in INITS.items():
+    for init, overrides in inits.items():
         init_path = "scratch"
         if overrides is not None:
             init_path = str(out / "pretrained" / init)
@@ -188,7 +193,7 @@ def plot(summary: Sequence[dict], path: Path) -> Path | None:
     panels = sorted({(s["dataset"], s["region"]) for s in summary})
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
     for ax, (dataset, region) in zip(axes[0], panels):
-        for init in INITS:
+        for init in dict.fromkeys(s["init"] for s in summary):
             points = [s for s in summary if s["dataset"] == dataset and s["region"] == region and s["init"] == init]
             if points:
                 ax.errorbar([p["step"] for p in points], [p["mean"] for p in points], [p["std"] for p in points],
