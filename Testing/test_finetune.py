@@ -413,6 +413,15 @@ def test_missing_model_json(cases, case, tmp_path: Path, capsys) -> None:
     assert_bad(EXIT_BAD_INPUT, err, str(empty / "model.json"), "missing")
 
 
+def test_init_from_an_architecture_this_version_does_not_build(pretrained: Path, cases, tmp_path: Path, capsys) -> None:
+    old = _copy_model(pretrained, tmp_path / "old")
+    meta = json.loads((old / "model.json").read_text(encoding="utf-8"))
+    meta["architecture"].update(name="sar-unet3d", features=[4, 8, 8, 16, 16, 4])  # before the residual U-Net
+    (old / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+    err = _finetune_bad(capsys, tmp_path, [cases[0]["mr"]], [cases[0]["label"]], "--init", old)
+    assert_bad(EXIT_BAD_INPUT, err, str(old / "model.json"), "'sar-unet3d'", "is not one this sar version builds")
+
+
 def test_malformed_model_json(model: Path, case, tmp_path: Path, capsys) -> None:
     broken = _copy_model(model, tmp_path / "broken")
     (broken / "model.json").write_text('{"format": "sar-model", "kind": ')

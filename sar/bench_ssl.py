@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .config import LABEL_SCHEMES, LabelScheme, finetune_config, pretrain_config, to_dict
+from .config import LABEL_SCHEMES, LabelScheme, finetune_config, merge, pretrain_config, to_dict
 from .data import parse_sources
 from .errors import BadInput
 from .finetune import Case, finetune
@@ -124,8 +124,8 @@ def run(data: Path, out: Path, profile: Profile, device: torch.device, log=print
         if overrides is not None:
             init_path = str(out / "pretrained" / init)
             if not (Path(init_path) / "model.json").exists():
-                cfg = pretrain_config(profile.preset, {**profile.pretrain, "steps": profile.pretrain_steps,
-                                                       "checkpoint_every": profile.pretrain_steps, "workers": 0, **overrides})
+                cfg = pretrain_config(profile.preset, merge(profile.pretrain, {"steps": profile.pretrain_steps, "workers": 0,
+                                                                               "checkpoint_every": profile.pretrain_steps, **overrides}))
                 pretrain(cfg, parsed, Path(init_path), device, progress_mode="none")
             log(f"[{time.monotonic() - started:.0f}s] pretrained {init}")
         for task in tasks:

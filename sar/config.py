@@ -169,11 +169,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(base: dict, override: Mapping) -> dict:
+def merge(base: dict, override: Mapping) -> dict:
+    """``override`` on top of ``base``, nested settings merged key by key (``labels`` and ``normalisation``
+    are replaced whole)."""
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict) and key not in ("normalisation", "labels"):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -213,7 +215,7 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
 def _make(cls: type, presets: Mapping[str, dict], preset: str, overrides: Mapping | None, where: str) -> Any:
     if preset not in presets:
         raise BadInput("--preset", f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
-    data = _merge(_merge(to_dict(cls()), presets[preset]), overrides or {})
+    data = merge(merge(to_dict(cls()), presets[preset]), overrides or {})
     data["preset"] = preset
     config = _build(cls, data, where)
     validate(config, where)
