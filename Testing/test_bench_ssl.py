@@ -1,13 +1,23 @@
-"""``sar bench ssl``'s verdicts: a difference smaller than the seed spread is no difference."""
+"""``sar bench ssl``: verdicts (a difference smaller than the seed spread is no difference), and the whole
+protocol on your own dataset with the labeled-cases axis."""
 
 from __future__ import annotations
 
-from sar.bench_ssl import markdown, summarise
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from sar import phantom
+from sar.bench_ssl import Profile, dataset_tasks, markdown, plot, run, summarise
+from sar.errors import BadInput
 
 
 def rows(init: str, dices: list[float], step: int = 100) -> list[dict]:
-    return [{"init": init, "dataset": "brats", "region": "tumor core", "step": step, "seed": s, "dice": d}
-            for s, d in enumerate(dices)]
+    return [{"init": init, "dataset": "brats", "region": "tumor core", "labeled_cases": 1, "step": step, "seed": s,
+             "dice": d} for s, d in enumerate(dices)]
 
 
 def verdicts(table: list[dict]) -> dict[str, str]:
@@ -27,4 +37,44 @@ def test_each_step_is_compared_with_scratch_at_the_same_step() -> None:
                       + rows("scratch", [0.5, 0.5, 0.5], 300) + rows("sar", [0.3, 0.3, 0.3], 300))
     by_step = {s["step"]: s["vs_scratch"] for s in table if s["init"] == "sar"}
     assert by_step == {100: "better", 300: "worse"}
-    assert "| brats | tumor core | 300 | sar | 0.300 ± 0.000 (3) | worse |" in markdown(table)
+    assert "| brats | tumor core | 1 | 300 | sar | 0.300 ± 0.000 (3) | worse |" in markdown(table)
+
+
+def nnunet_dataset(folder: Path, cases: list[dict[str, str]]) -> Path:
+    """An nnU-Net v2 training folder (what SARPretrain writes) holding the phantoms' MR channel."""
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    for i, case in enumerate(cases):
+        shutil.copy(case["mr"], folder / "imagesTr" / f"case{i:03d}_0000.nii.gz")
+        shutil.copy(case["label"], folder / "labelsTr" / f"case{i:03d}.nii.gz")
+    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MR"}, "labels": {"background": 0, "rim": 1, "core": 2},
+                                                     "numTraining": len(cases), "file_ending": ".nii.gz"}), encoding="utf-8")
+    return folder / "dataset.json"
+
+
+def test_own_dataset_gives_dice_against_labeled_cases(tmp_path: Path) -> None:
+    """The whole protocol on a small dataset: pretraining on every channel file, fine-tuning on the first
+    1 and 2 cases, scoring on the held-out last case, both plots."""
+    dataset = nnunet_dataset(tmp_path / "data", phantom.write_cases(tmp_path / "phantoms", 4))
+    sources, tasks = dataset_tasks(dataset, test_cases=1, patch_size=(32, 32, 16))
+    assert len(sources) == 4 and all(s.startswith("mr=") for s in sources)
+    (task,) = tasks
+    assert len(task.train) == 3 and task.test[0].label.endswith("case003.nii.gz")
+    assert task.labels.names == ("label 1", "label 2")
+    profile = Profile(pretrain_steps=3, finetune_checkpoints=(2, 4), seeds=(0, 1), labeled_cases=(1, 2, 5),
+                      pretrain={"batch_size": 2})
+    rows = run(sources, tasks, tmp_path / "out", profile, torch.device("cpu"), log=lambda _: None,
+               inits={"scratch": None, "sar": {}})
+    assert {(r["init"], r["labeled_cases"], r["seed"], r["step"]) for r in rows} == {
+        (i, k, s, t) for i in ("scratch", "sar") for k in (1, 2) for s in (0, 1) for t in (2, 4)}  # 5 > 3 cases: skipped
+    assert all(0.0 <= r["dice"] <= 1.0 for r in rows)
+    assert json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8")) == rows
+    written = plot(summarise(rows), tmp_path / "out")
+    assert [p.name for p in written] == ["dice_vs_steps.png", "dice_vs_cases.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+
+
+def test_dataset_needs_a_case_to_train_on(tmp_path: Path) -> None:
+    dataset = nnunet_dataset(tmp_path / "data", phantom.write_cases(tmp_path / "phantoms", 1))
+    with pytest.raises(BadInput, match="holds 1 labeled case"):
+        dataset_tasks(dataset, test_cases=1)

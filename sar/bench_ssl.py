@@ -19,7 +19,7 @@ import torch
 from .config import LABEL_SCHEMES, LabelScheme, finetune_config, merge, pretrain_config, to_dict
 from .data import parse_sources
 from .errors import BadInput
-from .finetune import Case, finetune
+from .finetune import Case, auto_scheme, cases_from_dataset, finetune
 from .infer import Segmenter
 from .io import Geometry, read_image, read_label, write_image
 from .metrics import evaluate_maps
@@ -35,7 +35,7 @@ INITS = {  # name -> pretraining overrides (None: from scratch)
 
 @dataclass(frozen=True)
 class Task:
-    """Fine-tune on ``train`` cases, test on ``test`` cases (never used in training)."""
+    """Fine-tune on the first k ``train`` cases, test on ``test`` cases (never used in training)."""
 
     name: str
     train: tuple[Case, ...]
@@ -53,6 +53,7 @@ class Profile:
     finetune_checkpoints: tuple[int, ...]
     seeds: tuple[int, ...]
     folds: int = 2  # 1: train on the first case, test on the second; 2: also the other way round
+    labeled_cases: tuple[int, ...] = (1,)  # fine-tune on the first k cases of each task's training pool
     preset: str = "tiny"
     pretrain: dict = field(default_factory=dict)
     finetune: dict = field(default_factory=dict)
@@ -108,15 +109,28 @@ def shared_tasks(data: Path, work: Path, folds: int = 2) -> tuple[list[str], lis
     return sources, tasks
 
 
-def run(data: Path, out: Path, profile: Profile, device: torch.device, log=print,
-        inits: Mapping[str, dict | None] = INITS, datasets: Sequence[str] = ("brats", "tcga")) -> list[dict]:
-    """All runs; returns one row per (init, task, seed, step, region) and writes results.json.
+def dataset_tasks(path: Path, test_cases: int = 1, patch_size: tuple[int, int, int] = (64, 64, 64)) -> tuple[list[str], list[Task]]:
+    """Pretraining sources and one fine-tuning task from your own labeled cases (a Decathlon or nnU-Net v2
+    dataset.json with one file per channel, as SARPretrain's training folders): the last ``test_cases``
+    cases are the test set, the others the training pool in order; every channel file of every case is
+    an unlabeled pretraining volume named by its channel."""
+    cases, names = cases_from_dataset(path)
+    if len(cases) <= test_cases or test_cases < 1:
+        raise BadInput(path, f"holds {len(cases)} labeled case(s); the benchmark needs at least one to train on "
+                             f"and {test_cases} to test on")
+    names = tuple(n.lower() for n in names) or ("default",) * len(cases[0].images)
+    sources = [f"{name}={image}" for case in cases for name, image in zip(names, case.images)]
+    train, test = tuple(cases[:-test_cases]), tuple(cases[-test_cases:])
+    return sources, [Task(Path(path).parent.name or "dataset", train, test, names, auto_scheme(train), patch_size)]
+
+
+def run(sources: Sequence[str], tasks: Sequence[Task], out: Path, profile: Profile, device: torch.device, log=print,
+        inits: Mapping[str, dict | None] = INITS) -> list[dict]:
+    """All runs; returns one row per (init, task, labeled cases, seed, step, region) and writes results.json.
 
     ``inits`` maps a name to pretraining overrides (None: scratch), so variants of SAR (other lambdas,
-    scales, schedules) run through the same protocol; ``datasets`` picks the fine-tuning tasks."""
+    scales, schedules) run through the same protocol."""
     started = time.monotonic()
-    sources, tasks = shared_tasks(data, out, profile.folds)
-    tasks = [t for t in tasks if t.name.split("_")[0] in datasets]
     parsed = parse_sources(sources)
     rows: list[dict] = []
     for init, overrides in inits.items():
@@ -129,22 +143,24 @@ def run(data: Path, out: Path, profile: Profile, device: torch.device, log=print
                 pretrain(cfg, parsed, Path(init_path), device, progress_mode="none")
             log(f"[{time.monotonic() - started:.0f}s] pretrained {init}")
         for task in tasks:
-            for seed in profile.seeds:
-                rows += fine_tune_and_score(init, init_path, task, seed, profile, out, device)
-            log(f"[{time.monotonic() - started:.0f}s] {init} {task.name} done")
+            for k in (k for k in profile.labeled_cases if k <= len(task.train)):
+                for seed in profile.seeds:
+                    rows += fine_tune_and_score(init, init_path, task, k, seed, profile, out, device)
+                log(f"[{time.monotonic() - started:.0f}s] {init} {task.name} {k} labeled case(s) done")
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 
-def fine_tune_and_score(init: str, init_path: str, task: Task, seed: int, profile: Profile, out: Path, device: torch.device) -> list[dict]:
-    folder = out / "finetuned" / f"{init}-{task.name}-seed{seed}"
+def fine_tune_and_score(init: str, init_path: str, task: Task, labeled: int, seed: int, profile: Profile, out: Path,
+                        device: torch.device) -> list[dict]:
+    folder = out / "finetuned" / f"{init}-{task.name}-k{labeled}-seed{seed}"
     rows = []
     for i, steps in enumerate(profile.finetune_checkpoints):
         cfg = finetune_config(profile.preset, {**profile.finetune, "steps": steps, "seed": seed, "val_fraction": 0.0,
                                                "patch_size": task.patch_size, "modalities": list(task.modalities),
                                                "labels": to_dict(task.labels), "checkpoint_every": steps, "workers": 0,
                                                "inference": {"overlap": 0.25, "sw_batch_size": 8}})
-        finetune(cfg, list(task.train), init_path, folder, device, resume=i > 0, progress_mode="none", steps=steps)
+        finetune(cfg, list(task.train[:labeled]), init_path, folder, device, resume=i > 0, progress_mode="none", steps=steps)
         segmenter = Segmenter.load(folder, device)
         for case in task.test:
             image = read_image(case.images, task.modalities)
@@ -152,58 +168,68 @@ def fine_tune_and_score(init: str, init_path: str, task: Task, seed: int, profil
             reference = read_label(case.label, image.geometry)
             for metric in evaluate_maps(label, reference, image.geometry.spacing[::-1], task.labels):
                 rows.append({"init": init, "task": task.name, "dataset": task.name.split("_")[0], "seed": seed, "step": steps,
-                             "region": metric["name"], "dice": metric["dice"], "labeled_cases": len(task.train)})
+                             "region": metric["name"], "dice": metric["dice"], "labeled_cases": labeled})
     return rows
 
 
 def summarise(rows: Sequence[dict]) -> list[dict]:
-    """Mean and standard deviation over seeds (and folds) per (dataset, region, step, init), with a
-    verdict against scratch: better/worse only when the means differ by more than the larger spread."""
+    """Mean and standard deviation over seeds (and folds) per (dataset, region, labeled cases, step, init),
+    with a verdict against scratch: better/worse only when the means differ by more than the larger spread."""
     groups: dict[tuple, list[float]] = {}
     for r in rows:
-        groups.setdefault((r["dataset"], r["region"], r["step"], r["init"]), []).append(r["dice"])
+        groups.setdefault((r["dataset"], r["region"], r["labeled_cases"], r["step"], r["init"]), []).append(r["dice"])
     out = []
-    for (dataset, region, step, init), values in sorted(groups.items()):
+    for (dataset, region, labeled, step, init), values in sorted(groups.items()):
         mean, std = statistics.mean(values), statistics.pstdev(values)
-        base = groups.get((dataset, region, step, "scratch"), values)
+        base = groups.get((dataset, region, labeled, step, "scratch"), values)
         b_mean, b_std = statistics.mean(base), statistics.pstdev(base)
         verdict = "-" if init == "scratch" else ("better" if mean - b_mean > max(std, b_std) else
                                                  "worse" if b_mean - mean > max(std, b_std) else "no difference")
-        out.append({"dataset": dataset, "region": region, "step": step, "init": init, "mean": mean, "std": std,
-                    "n": len(values), "vs_scratch": verdict})
+        out.append({"dataset": dataset, "region": region, "labeled_cases": labeled, "step": step, "init": init,
+                    "mean": mean, "std": std, "n": len(values), "vs_scratch": verdict})
     return out
 
 
 def markdown(summary: Sequence[dict]) -> str:
-    lines = ["| dataset | region | fine-tune steps | init | Dice mean ± std (n) | vs scratch |", "|---|---|---|---|---|---|"]
+    lines = ["| dataset | region | labeled cases | fine-tune steps | init | Dice mean ± std (n) | vs scratch |",
+             "|---|---|---|---|---|---|---|"]
     for s in summary:
-        lines.append(f"| {s['dataset']} | {s['region']} | {s['step']} | {s['init']} | {s['mean']:.3f} ± {s['std']:.3f} ({s['n']}) | {s['vs_scratch']} |")
+        lines.append(f"| {s['dataset']} | {s['region']} | {s['labeled_cases']} | {s['step']} | {s['init']} | "
+                     f"{s['mean']:.3f} ± {s['std']:.3f} ({s['n']}) | {s['vs_scratch']} |")
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: Sequence[dict], path: Path) -> Path | None:
-    """Dice against fine-tuning steps, one panel per (dataset, region), one line per init."""
-    try:
-        import matplotlib
+def plot(summary: Sequence[dict], folder: Path) -> list[Path]:
+    """``dice_vs_steps.png`` (one panel per dataset and region, at the most labeled cases) and, when more
+    than one number of labeled cases ran, ``dice_vs_cases.png`` (at the last step); one line per init."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     panels = sorted({(s["dataset"], s["region"]) for s in summary})
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
-    for ax, (dataset, region) in zip(axes[0], panels):
-        for init in dict.fromkeys(s["init"] for s in summary):
-            points = [s for s in summary if s["dataset"] == dataset and s["region"] == region and s["init"] == init]
-            if points:
-                ax.errorbar([p["step"] for p in points], [p["mean"] for p in points], [p["std"] for p in points],
-                            label=init, marker="o", capsize=3)
-        ax.set_title(f"{dataset}: {region}")
-        ax.set_xlabel("fine-tuning steps")
-        ax.set_ylabel("Dice on unseen case")
-        ax.set_ylim(0, 1)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    inits = list(dict.fromkeys(s["init"] for s in summary))
+    most = {d: max(s["labeled_cases"] for s in summary if s["dataset"] == d) for d, _ in panels}
+    last = {d: max(s["step"] for s in summary if s["dataset"] == d) for d, _ in panels}
+    figures = [("dice_vs_steps.png", "step", "fine-tuning steps", lambda s: s["labeled_cases"] == most[s["dataset"]])]
+    if len({s["labeled_cases"] for s in summary}) > 1:
+        figures.append(("dice_vs_cases.png", "labeled_cases", "labeled cases", lambda s: s["step"] == last[s["dataset"]]))
+    written = []
+    for name, x, xlabel, keep in figures:
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+        for ax, (dataset, region) in zip(axes[0], panels):
+            for init in inits:
+                points = [s for s in summary if (s["dataset"], s["region"], s["init"]) == (dataset, region, init) and keep(s)]
+                if points:
+                    ax.errorbar([p[x] for p in points], [p["mean"] for p in points], [p["std"] for p in points],
+                                label=init, marker="o", capsize=3)
+            ax.set_title(f"{dataset}: {region}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("Dice on unseen cases")
+            ax.set_ylim(0, 1)
+        axes[0][0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=100)
+        plt.close(fig)
+        written.append(folder / name)
+    return written

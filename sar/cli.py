@@ -105,6 +105,11 @@ def _bench_args(sub) -> None:
     r.add_argument("--quick", action="store_const", const="quick", dest="profile", help="the 2-CPU, 30-minute profile")
     r.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data",
                    help="the shared real cases (default ../shared/data beside the checkout)")
+    r.add_argument("--dataset", type=Path, default=None,
+                   help="your own labeled cases (dataset.json, one file per channel) instead of the shared ones")
+    r.add_argument("--labeled-cases", type=int, nargs="+", default=None, metavar="K",
+                   help="fine-tune on the first K training cases, for each K (Dice vs labeled cases)")
+    r.add_argument("--test-cases", type=int, default=1, help="with --dataset: the last N cases are the test set")
     r.add_argument("--out", type=Path, default=Path("runs/bench-ssl"))
     r.add_argument("--device", default="auto")
 
@@ -279,14 +284,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .train import resolve_device
 
     if args.bench == "ssl":
+        import dataclasses
+
         from . import bench_ssl
 
+        try:
+            import matplotlib  # noqa: F401  (checked before hours of work, not after)
+        except ImportError:
+            raise BadInput("sar bench ssl", "draws its plots with matplotlib, which is not installed: pip install 'sar[bench]'") from None
+        profile = bench_ssl.PROFILES[args.profile]
+        if args.labeled_cases:
+            if min(args.labeled_cases) < 1:
+                raise BadInput("--labeled-cases", f"must be at least 1 (got {min(args.labeled_cases)})")
+            profile = dataclasses.replace(profile, labeled_cases=tuple(sorted(set(args.labeled_cases))))
+        if args.dataset is not None:
+            sources, tasks = bench_ssl.dataset_tasks(args.dataset, args.test_cases)
+        else:
+            sources, tasks = bench_ssl.shared_tasks(args.data, args.out, profile.folds)
         args.out.mkdir(parents=True, exist_ok=True)
-        rows = bench_ssl.run(args.data, args.out, bench_ssl.PROFILES[args.profile], resolve_device(args.device),
+        rows = bench_ssl.run(sources, tasks, args.out, profile, resolve_device(args.device),
                              log=lambda line: print(line, file=sys.stderr, flush=True))
         summary = bench_ssl.summarise(rows)
         (args.out / "summary.md").write_text(bench_ssl.markdown(summary), encoding="utf-8")
-        bench_ssl.plot(summary, args.out / "dice_vs_steps.png")
+        bench_ssl.plot(summary, args.out)
         print(bench_ssl.markdown(summary))
         return EXIT_OK
     from .bench import proxy_throughput
