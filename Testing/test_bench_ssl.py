@@ -13,6 +13,7 @@ import torch
 from sar import phantom
 from sar.bench_ssl import Profile, dataset_tasks, markdown, plot, run, summarise
 from sar.errors import BadInput
+from cli_helpers import assert_bad, run_cli
 
 
 def rows(init: str, dices: list[float], step: int = 100) -> list[dict]:
@@ -78,3 +79,14 @@ def test_dataset_needs_a_case_to_train_on(tmp_path: Path) -> None:
     dataset = nnunet_dataset(tmp_path / "data", phantom.write_cases(tmp_path / "phantoms", 1))
     with pytest.raises(BadInput, match="holds 1 labeled case"):
         dataset_tasks(dataset, test_cases=1)
+
+
+def test_without_a_scratch_run_there_is_no_verdict() -> None:
+    assert verdicts(summarise(rows("sar", [0.5, 0.6, 0.7]))) == {"sar": "n/a (no scratch run)"}
+
+
+def test_more_labeled_cases_than_the_pool_fails_before_pretraining(tmp_path: Path, capsys) -> None:
+    dataset = nnunet_dataset(tmp_path / "data", phantom.write_cases(tmp_path / "phantoms", 2))
+    rc, err = run_cli(capsys, ["bench", "ssl", "--dataset", dataset, "--labeled-cases", "1", "3", "--out", tmp_path / "out"])
+    assert_bad(rc, err, "--labeled-cases", "each K must lie in 1..1")
+    assert not (tmp_path / "out").exists()

@@ -38,6 +38,7 @@ class Task:
     """Fine-tune on the first k ``train`` cases, test on ``test`` cases (never used in training)."""
 
     name: str
+    dataset: str  # rows and tables group by it (folds of one dataset pool their seeds)
     train: tuple[Case, ...]
     test: tuple[Case, ...]
     modalities: tuple[str, ...]
@@ -92,7 +93,7 @@ def crop_to_foreground(case: Case, folder: Path, margin: int = 4) -> Case:
 
 def shared_tasks(data: Path, work: Path, folds: int = 2) -> tuple[list[str], list[Task]]:
     """Pretraining sources and fine-tuning tasks from the shared real cases: BraTS (FLAIR + T1c,
-    whole tumor / core / enhancing, two folds) and TCGA-GBM (T1 post-contrast, tumor, two folds)."""
+    whole tumor / core / enhancing) and TCGA-GBM (T1 post-contrast, tumor), in one or both directions."""
     if not (data / "brats2015").is_dir():
         raise BadInput(data, "does not hold the shared real cases (brats2015/, tcga_gbm/, sarcoma/, lung_ct/)")
     sources = [f"mr={data}/brats2015/*/Flair_subtrMeanDivStd.nii.gz", f"mr={data}/brats2015/*/T1c_subtrMeanDivStd.nii.gz",
@@ -104,8 +105,8 @@ def shared_tasks(data: Path, work: Path, folds: int = 2) -> tuple[list[str], lis
     tcga = [Case((str(data / f"tcga_gbm/brain{i}_image.nrrd"),), str(data / f"tcga_gbm/brain{i}_label.nrrd")) for i in (1, 2)]
     tasks = []
     for fold in range(folds):
-        tasks.append(Task(f"brats_fold{fold}", (brats[fold],), (brats[1 - fold],), ("mr", "mr"), LABEL_SCHEMES["brats"], (64, 64, 64)))
-        tasks.append(Task(f"tcga_fold{fold}", (tcga[fold],), (tcga[1 - fold],), ("mr",), LABEL_SCHEMES["binary"], (96, 96, 16)))
+        tasks.append(Task(f"brats_fold{fold}", "brats", (brats[fold],), (brats[1 - fold],), ("mr", "mr"), LABEL_SCHEMES["brats"], (64, 64, 64)))
+        tasks.append(Task(f"tcga_fold{fold}", "tcga", (tcga[fold],), (tcga[1 - fold],), ("mr",), LABEL_SCHEMES["binary"], (96, 96, 16)))
     return sources, tasks
 
 
@@ -121,7 +122,8 @@ def dataset_tasks(path: Path, test_cases: int = 1, patch_size: tuple[int, int, i
     names = tuple(n.lower() for n in names) or ("default",) * len(cases[0].images)
     sources = [f"{name}={image}" for case in cases for name, image in zip(names, case.images)]
     train, test = tuple(cases[:-test_cases]), tuple(cases[-test_cases:])
-    return sources, [Task(Path(path).parent.name or "dataset", train, test, names, auto_scheme(train), patch_size)]
+    name = Path(path).resolve().parent.name or "dataset"
+    return sources, [Task(name, name, train, test, names, auto_scheme(train), patch_size)]
 
 
 def run(sources: Sequence[str], tasks: Sequence[Task], out: Path, profile: Profile, device: torch.device, log=print,
@@ -167,7 +169,7 @@ def fine_tune_and_score(init: str, init_path: str, task: Task, labeled: int, see
             label, _ = segmenter(image)
             reference = read_label(case.label, image.geometry)
             for metric in evaluate_maps(label, reference, image.geometry.spacing[::-1], task.labels):
-                rows.append({"init": init, "task": task.name, "dataset": task.name.split("_")[0], "seed": seed, "step": steps,
+                rows.append({"init": init, "task": task.name, "dataset": task.dataset, "seed": seed, "step": steps,
                              "region": metric["name"], "dice": metric["dice"], "labeled_cases": labeled})
     return rows
 
@@ -181,13 +183,17 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
     out = []
     for (dataset, region, labeled, step, init), values in sorted(groups.items()):
         mean, std = statistics.mean(values), statistics.pstdev(values)
-        base = groups.get((dataset, region, labeled, step, "scratch"), values)
-        b_mean, b_std = statistics.mean(base), statistics.pstdev(base)
-        verdict = "-" if init == "scratch" else ("better" if mean - b_mean > max(std, b_std) else
-                                                 "worse" if b_mean - mean > max(std, b_std) else "no difference")
+        base = groups.get((dataset, region, labeled, step, "scratch"))
+        verdict = "-" if init == "scratch" else "n/a (no scratch run)" if base is None else _verdict(mean, std, base)
         out.append({"dataset": dataset, "region": region, "labeled_cases": labeled, "step": step, "init": init,
                     "mean": mean, "std": std, "n": len(values), "vs_scratch": verdict})
     return out
+
+
+def _verdict(mean: float, std: float, base: Sequence[float]) -> str:
+    b_mean, b_std = statistics.mean(base), statistics.pstdev(base)
+    margin = max(std, b_std)
+    return "better" if mean - b_mean > margin else "worse" if b_mean - mean > margin else "no difference"
 
 
 def markdown(summary: Sequence[dict]) -> str:

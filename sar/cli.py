@@ -108,7 +108,7 @@ def _bench_args(sub) -> None:
     r.add_argument("--dataset", type=Path, default=None,
                    help="your own labeled cases (dataset.json, one file per channel) instead of the shared ones")
     r.add_argument("--labeled-cases", type=int, nargs="+", default=None, metavar="K",
-                   help="fine-tune on the first K training cases, for each K (Dice vs labeled cases)")
+                   help="fine-tune on the first K training cases, for each K (Dice vs labeled cases); default: all with --dataset")
     r.add_argument("--test-cases", type=int, default=1, help="with --dataset: the last N cases are the test set")
     r.add_argument("--out", type=Path, default=Path("runs/bench-ssl"))
     r.add_argument("--device", default="auto")
@@ -293,14 +293,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         except ImportError:
             raise BadInput("sar bench ssl", "draws its plots with matplotlib, which is not installed: pip install 'sar[bench]'") from None
         profile = bench_ssl.PROFILES[args.profile]
-        if args.labeled_cases:
-            if min(args.labeled_cases) < 1:
-                raise BadInput("--labeled-cases", f"must be at least 1 (got {min(args.labeled_cases)})")
-            profile = dataclasses.replace(profile, labeled_cases=tuple(sorted(set(args.labeled_cases))))
         if args.dataset is not None:
             sources, tasks = bench_ssl.dataset_tasks(args.dataset, args.test_cases)
         else:
             sources, tasks = bench_ssl.shared_tasks(args.data, args.out, profile.folds)
+        pool = max(len(t.train) for t in tasks)
+        counts = args.labeled_cases or ([pool] if args.dataset is not None else list(profile.labeled_cases))
+        if not 1 <= min(counts) <= max(counts) <= pool:
+            raise BadInput("--labeled-cases", f"each K must lie in 1..{pool}, the training cases there are (got {sorted(counts)})")
+        profile = dataclasses.replace(profile, labeled_cases=tuple(sorted(set(counts))))
         args.out.mkdir(parents=True, exist_ok=True)
         rows = bench_ssl.run(sources, tasks, args.out, profile, resolve_device(args.device),
                              log=lambda line: print(line, file=sys.stderr, flush=True))
