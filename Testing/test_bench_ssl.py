@@ -73,6 +73,10 @@ def test_own_dataset_gives_dice_against_labeled_cases(tmp_path: Path) -> None:
     written = plot(summarise(rows), tmp_path / "out")
     assert [p.name for p in written] == ["dice_vs_steps.png", "dice_vs_cases.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+    again = run(sources, tasks, tmp_path / "out", profile, torch.device("cpu"), log=lambda _: None, inits={"sar": {}})
+    assert again == [r for r in rows if r["init"] == "sar"]  # same settings: pretrained model reused, same results
+    with pytest.raises(BadInput, match="pretrained with other settings or data"):  # not silently reused
+        run(sources, tasks, tmp_path / "out", profile, torch.device("cpu"), log=lambda _: None, inits={"sar": {"lambda_adv": 0.0}})
 
 
 def test_dataset_needs_a_case_to_train_on(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ step budget, over several seeds. Differences smaller than the seed spread are ca
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .config import LABEL_SCHEMES, LabelScheme, finetune_config, merge, pretrain_config, to_dict
-from .data import parse_sources
+from .config import LABEL_SCHEMES, LabelScheme, PretrainConfig, finetune_config, merge, pretrain_config, to_dict
+from .data import Source, parse_sources
 from .errors import BadInput
 from .finetune import Case, auto_scheme, cases_from_dataset, finetune
 from .infer import Segmenter
@@ -139,9 +140,11 @@ def run(sources: Sequence[str], tasks: Sequence[Task], out: Path, profile: Profi
         init_path = "scratch"
         if overrides is not None:
             init_path = str(out / "pretrained" / init)
-            if not (Path(init_path) / "model.json").exists():
-                cfg = pretrain_config(profile.preset, merge(profile.pretrain, {"steps": profile.pretrain_steps, "workers": 0,
-                                                                               "checkpoint_every": profile.pretrain_steps, **overrides}))
+            cfg = pretrain_config(profile.preset, merge(profile.pretrain, {"steps": profile.pretrain_steps, "workers": 0,
+                                                                           "checkpoint_every": profile.pretrain_steps, **overrides}))
+            if (Path(init_path) / "model.json").exists():
+                check_reusable(Path(init_path) / "model.json", cfg, parsed)
+            else:
                 pretrain(cfg, parsed, Path(init_path), device, progress_mode="none")
             log(f"[{time.monotonic() - started:.0f}s] pretrained {init}")
         for task in tasks:
@@ -153,9 +156,18 @@ def run(sources: Sequence[str], tasks: Sequence[Task], out: Path, profile: Profi
     return rows
 
 
+def check_reusable(meta_path: Path, cfg: PretrainConfig, sources: Sequence[Source]) -> None:
+    """A pretrained model left by an earlier run is reused only if it came from the same settings and data."""
+    provenance = json.loads(meta_path.read_text(encoding="utf-8"))["provenance"]
+    if provenance["config"] != to_dict(cfg) or provenance["data"] != {s.name: list(s.paths) for s in sources}:
+        raise BadInput(meta_path, "was pretrained with other settings or data than this run asks for; "
+                                  "use another --out, or delete that folder to pretrain again")
+
+
 def fine_tune_and_score(init: str, init_path: str, task: Task, labeled: int, seed: int, profile: Profile, out: Path,
                         device: torch.device) -> list[dict]:
     folder = out / "finetuned" / f"{init}-{task.name}-k{labeled}-seed{seed}"
+    shutil.rmtree(folder, ignore_errors=True)  # a rerun fine-tunes again (its pretrained models are reused)
     rows = []
     for i, steps in enumerate(profile.finetune_checkpoints):
         cfg = finetune_config(profile.preset, {**profile.finetune, "steps": steps, "seed": seed, "val_fraction": 0.0,
