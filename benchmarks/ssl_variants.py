@@ -41,7 +41,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     profile = bench_ssl.PROFILES["quick"]
     sources, tasks = bench_ssl.shared_tasks(args.data, args.out, profile.folds)
-    rows = bench_ssl.run(sources, [t for t in tasks if t.name.startswith("brats")], args.out, profile, torch.device("cpu"),
+    rows = bench_ssl.run(sources, [t for t in tasks if t.dataset == "brats"], args.out, profile, torch.device("cpu"),
                          log=lambda line: print(line, file=sys.stderr, flush=True), inits={v: VARIANTS[v] for v in args.variants})
     summary = bench_ssl.summarise(rows)
     (args.out / "summary.md").write_text(bench_ssl.markdown(summary), encoding="utf-8")

@@ -1,5 +1,6 @@
 """``sar finetune``: a segmentation network from a pretrained SAR model (encoder and decoder kept but for
-the top level, which restored intensities; proxy heads dropped) or from scratch, trained with Dice + cross-entropy on patches that oversample the tumor.
+the top level, which restored intensities; proxy heads dropped) or from scratch, trained with Dice +
+cross-entropy on patches that oversample the tumor.
 """
 
 from __future__ import annotations

@@ -338,8 +338,8 @@ class Normalisation:
     """Per-modality intensity normalisation, chosen by name in config.
 
     kind ``ct``: window [low, high] in HU mapped to [0, 1]; ``percentile``: the (low, high) percentiles of
-    the voxels above the volume's minimum mapped to [0, 1] (MR); ``zscore``: mean/std over those voxels (MR); ``pet``: SUV
-    clipped to [low, high] mapped to [0, 1]; ``none``: unchanged.
+    the voxels above the volume's minimum mapped to [0, 1] (MR); ``zscore``: mean/std over those voxels
+    (MR); ``pet``: SUV clipped to [low, high] mapped to [0, 1]; ``none``: unchanged.
     """
 
     kind: str = "percentile"

@@ -32,7 +32,6 @@ class UNet3D(nn.Module):
         super().__init__()
         c, units = net.features, net.res_units
         blocks = {"act": ACT, "norm": _norm(net.norm), "dropout": net.dropout}
-        self.features = tuple(c)
         self.encoder = nn.ModuleList(
             ResidualUnit(3, c[i - 1] if i else in_channels, c[i], strides=2 if i < 4 else 1, subunits=units, **blocks)
             for i in range(5)
@@ -41,7 +40,7 @@ class UNet3D(nn.Module):
         def up(i: int, out: int, top: bool) -> nn.Sequential:
             below = c[4] if i == 3 else c[i]  # the bottleneck keeps its resolution; the others were upsampled
             return nn.Sequential(
-                Convolution(3, c[i] + below, out, strides=2, is_transposed=True, conv_only=False, **blocks),
+                Convolution(3, c[i] + below, out, strides=2, is_transposed=True, **blocks),
                 ResidualUnit(3, out, out, strides=1, subunits=1, last_conv_only=top, **blocks),
             )
 
