@@ -193,3 +193,85 @@ def test_merge_args_replaces_options() -> None:
         ["pretrain", "--data", "a", "b", "--out", "m", "--workers=0", "--resume", "--steps", "50"]
     assert merge_args(base, ["--data", "c", "--workers", "2"]) == \
         ["pretrain", "--out", "m", "--steps", "100000", "--data", "c", "--workers", "2"]
+
+
+# -- job records are input: nothing is signalled on a record's word alone (hostile-input issue, class 1)
+
+def _forge(manager: JobManager, **fields) -> str:
+    """A job folder whose job.json says what ``fields`` say, as an edited record would."""
+    job_id = "20260101-000000-pretrain-dead"
+    folder = manager.root / job_id
+    folder.mkdir(parents=True)
+    record = {"id": job_id, "kind": "pretrain", "argv": ["pretrain"], "device": "cpu", "state": "running"}
+    (folder / "job.json").write_text(json.dumps({**record, **fields}))
+    return job_id
+
+
+@pytest.fixture
+def no_signals(monkeypatch) -> list:
+    """Fails the test on any attempt to signal a process group or process (and records it)."""
+    sent: list = []
+
+    def refuse(*args):
+        sent.append(args)
+        raise AssertionError(f"signal sent: {args}")
+
+    monkeypatch.setattr(jobs.os, "killpg", refuse)
+    monkeypatch.setattr(jobs.os, "kill", refuse)
+    return sent
+
+
+def test_cancel_never_signals_a_group_the_job_does_not_own(tmp_path: Path, no_signals, capsys) -> None:
+    m = JobManager(tmp_path / "jobs")
+    init_start = jobs._start_time(1)
+    own = os.getpgrp()
+    cases = {
+        "init without start time": {"pid": 1, "pgid": 1},
+        "init with its real start time": {"pid": 1, "pgid": 1, "pid_start": init_start},
+        "the caller's own group": {"pid": own, "pgid": own, "pid_start": jobs._start_time(own)},
+        "a live process, start time of another": {"pid": os.getpid(), "pgid": os.getpid(), "pid_start": 12345},
+    }
+    for name, fields in cases.items():
+        root = tmp_path / name.replace(" ", "_").replace("'", "")
+        m = JobManager(root)
+        job_id = _forge(m, **fields)
+        try:
+            job = m.cancel(job_id, timeout=1)
+        except JobError as exc:
+            assert "stale" in str(exc) and "nothing was signalled" in str(exc), name
+        else:
+            assert job.state == "interrupted", name
+        assert m.poll(job_id).state == "interrupted", name
+    assert no_signals == []
+
+
+def test_cli_cancel_of_a_forged_record_exits_2(tmp_path: Path, no_signals, capsys) -> None:
+    from sar.cli import main
+    root = tmp_path / "jobs"
+    job_id = _forge(JobManager(root), pid=1, pgid=1, pid_start=jobs._start_time(1))
+    capsys.readouterr()
+    assert main(["jobs", "--root", str(root), "cancel", job_id]) == 2
+    err = capsys.readouterr().err
+    assert job_id in err and "stale" in err and no_signals == []
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"pid": "1"}, "'pid' has the wrong type"),
+    ({"pgid": True}, "'pgid' has the wrong type"),
+    ({"state": "exploded"}, "unknown state"),
+    ({"argv": "pretrain --out /"}, "'argv' has the wrong type"),
+    ({"argv": [1, 2]}, "argv must be a list of strings"),
+    ({"device": "tpu"}, "unknown device"),
+])
+def test_edited_records_are_refused_by_name_and_do_not_break_the_listing(tmp_path: Path, fields, problem,
+                                                                          capsys) -> None:
+    m = JobManager(tmp_path / "jobs")
+    job_id = _forge(m, **fields)
+    with pytest.raises(JobError, match=problem):
+        m.poll(job_id)
+    assert m.list() == []  # one bad record does not break the listing of the others
+    record = json.loads((m.root / job_id / "job.json").read_text())
+    del record["kind"]
+    (m.root / job_id / "job.json").write_text(json.dumps(record))
+    with pytest.raises(JobError, match="has no 'kind'"):
+        m.poll(job_id)

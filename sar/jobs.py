@@ -115,9 +115,30 @@ class Job:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Job":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: Any, where: str = "job.json") -> "Job":
+        """A job from its record, every field checked: a record is a file anyone can edit."""
+        if not isinstance(data, dict):
+            raise JobError(where, "is not a JSON object")
+        for key in ("id", "kind", "argv", "device"):
+            if key not in data:
+                raise JobError(where, f"has no {key!r}")
+        known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known and k not in cls._TRANSIENT}
+        for key, value in values.items():
+            expected = _FIELD_TYPES[key]
+            if value is None and key not in _REQUIRED:
+                continue
+            if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+                raise JobError(where, f"field {key!r} has the wrong type ({type(value).__name__})")
+        if not _ID.match(values["id"]):
+            raise JobError(where, f"id {values['id']!r} is not a job id")
+        if values.get("state", "queued") not in STATES:
+            raise JobError(where, f"unknown state {values.get('state')!r}")
+        if values["device"] not in DEVICES:
+            raise JobError(where, f"unknown device {values['device']!r}")
+        if not all(isinstance(a, str) for a in values["argv"]):
+            raise JobError(where, "argv must be a list of strings")
+        return cls(**values)
 
     @property
     def finished(self) -> bool:
@@ -128,6 +149,15 @@ class Job:
         """Share of steps done (0..1) from the latest progress line, when known."""
         step, steps = self.progress.get("step"), self.progress.get("steps")
         return min(1.0, step / steps) if isinstance(step, (int, float)) and steps else None
+
+
+_REQUIRED = ("id", "kind", "argv", "device")
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "id": str, "kind": str, "argv": list, "device": str, "state": str, "out": str, "cwd": str,
+    "python": str, "env": dict, "limits": dict, "created": str, "queued": str, "started": str,
+    "ended": str, "exit_code": int, "pid": int, "pgid": int, "pid_start": int, "child_pid": int,
+    "child_start": int, "cancel_requested": bool, "runs": int, "history": list,
+}
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -155,14 +185,13 @@ def _start_time(pid: int) -> int | None:
 
 
 def pid_alive(pid: int | None, start: int | None = None) -> bool:
-    """Whether ``pid`` runs and is still the process that started at ``start`` (zombies count as gone)."""
+    """Whether ``pid`` runs and is still the process that started at ``start`` (zombies count as gone;
+    where /proc exists, a pid without its start time counts as gone)."""
     if not pid or pid <= 0:
         return False
-    if _has_proc():
+    if _has_proc():  # without a recorded start time nothing proves the pid is still ours
         stat = _proc_stat(pid)
-        if stat is None or stat[0] in ("Z", "X"):
-            return False
-        return start is None or stat[2] == start
+        return stat is not None and stat[0] not in ("Z", "X") and start is not None and stat[2] == start
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -192,6 +221,26 @@ def group_alive(pgid: int | None) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def owned_group(job: "Job") -> int | None:
+    """The job's process group, only while its runner (or the command it started) still leads or belongs
+    to it: same pid, same start time, group > 1 and not the caller's own. Otherwise None.
+
+    A job record is a file anyone with access to the jobs folder can edit: ``"pgid": 1`` would make
+    ``killpg`` signal every process of the user, so nothing is signalled without this check."""
+    pgid = job.pgid
+    if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1 or job.pid != pgid:
+        return None
+    if hasattr(os, "getpgrp") and pgid == os.getpgrp():
+        return None
+    if not _has_proc():
+        return pgid if pid_alive(job.pid) else None
+    for pid, start in ((job.pid, job.pid_start), (job.child_pid, job.child_start)):
+        stat = _proc_stat(pid) if isinstance(pid, int) and pid > 1 else None
+        if stat and start is not None and stat[2] == start and stat[1] == pgid and stat[0] not in ("Z", "X"):
+            return pgid
+    return None
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -288,12 +337,15 @@ class JobManager:
         path = self.folder(job_id) / JOB_FILE
         for attempt in range(5):
             try:
-                job = Job.from_dict(json.loads(path.read_text()))
+                data = json.loads(path.read_text(encoding="utf-8"))
                 break
             except (OSError, ValueError):
                 if attempt == 4:
                     raise JobError(job_id, f"unreadable {path}") from None
                 time.sleep(0.05)
+        job = Job.from_dict(data, str(path))
+        if job.id != job_id:
+            raise JobError(str(path), f"records id {job.id!r}, not its folder's name {job_id!r}")
         job.folder = str(path.parent)
         return job
 
@@ -475,12 +527,18 @@ class JobManager:
                 return self.poll(job_id)
             if job.state != "running":
                 return self.poll(job_id)
+            pgid = owned_group(job)
+            if pgid is None:
+                job.state, job.ended = "interrupted", now()
+                self._write(job)
+                raise JobError(job_id, f"is stale: its record names process group {job.pgid!r}, which is not "
+                                       "this job's runner; nothing was signalled and the job is now interrupted")
             job = self._update(job_id, cancel_requested=True)
-        if job.pgid:
-            _signal_group(job.pgid, signal.SIGTERM)
-            if not self._wait_gone(job, timeout):
-                _signal_group(job.pgid, getattr(signal, "SIGKILL", signal.SIGTERM))
-                self._wait_gone(job, 10.0)
+        _signal_group(pgid, signal.SIGTERM)
+        if not self._wait_gone(job, timeout):
+            if owned_group(job) == pgid:
+                _signal_group(pgid, getattr(signal, "SIGKILL", signal.SIGTERM))
+            self._wait_gone(job, 10.0)
         with self._locked():
             job = self._read(job_id)
             if job.state == "running":  # the runner could not record it (killed, or died before)
