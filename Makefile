@@ -14,7 +14,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf runs/demo
-	$(VENV)/bin/sar demo --out runs/demo
+	$(VENV)/bin/sarseg demo --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

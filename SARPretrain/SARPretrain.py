@@ -1,7 +1,7 @@
 """SAR Pretrain: self-supervised SAR pretraining, annotate-and-fine-tune, and the jobs panel.
 
 (a) Pretraining on unlabeled scene volumes and/or folders, each tagged with a source name, as a
-background ``sar pretrain`` job. (b) Annotate and fine-tune: "Add case to training set" writes the
+background ``sarseg pretrain`` job. (b) Annotate and fine-tune: "Add case to training set" writes the
 volumes and the corrected segmentation into the chosen model's training set (nnU-Net v2 layout, with
 its dataset.json kept up to date); "Fine-tune" trains the model's next version (``<name>-v<N+1>``)
 in the background, which then appears in the SAR Segmentation module; no model is overwritten.
@@ -486,7 +486,7 @@ class SARPretrainLogic(ScriptedLoadableModuleLogic):
     def runner(self):
         if self._runner is None:
             if not dependencies.ensure_engine_on_path():
-                raise SARLogicError("the SAR engine (the 'sar' Python package) was not found; reinstall the extension")
+                raise SARLogicError("the SAR engine (the 'sarseg' Python package) was not found; reinstall the extension")
             self._runner = self._runnerArg if self._runnerArg is not None else default_runner()
         return self._runner
 
@@ -557,7 +557,7 @@ class SARPretrainTest(ScriptedLoadableModuleTest):
         self.assertTrue(dependencies.ensure_dependencies(ask=False), "the SAR dependencies are not available")
 
         import numpy as np
-        from sar import mrml, phantom
+        from sarseg import mrml, phantom
 
         root = Path(slicer.app.temporaryPath) / f"SARPretrainTest-{os.getpid()}-{int(time.time())}"
         models = FolderModelStore(root / "models")

@@ -1,11 +1,11 @@
 """SAR Segmentation: segment tumors with a SAR model (Scale-Aware Restoration pretraining, fine-tuned).
 
-The work runs as background ``sar segment`` jobs (``sar.jobs``), so Slicer never blocks; a timer
+The work runs as background ``sarseg segment`` jobs (``sarseg.jobs``), so Slicer never blocks; a timer
 follows the job and loads the result as segments when it is done. The logic lives in
 ``SARSegmentationLib`` (pure Python, tested without the application); this file holds the Slicer
 module, its widget (thin), a small module logic wiring the Lib to Slicer, and the self-test.
 
-Only Slicer-shipped modules are imported here at load time; the engine (``sar``), torch and MONAI are
+Only Slicer-shipped modules are imported here at load time; the engine (``sarseg``), torch and MONAI are
 imported on first use, after :func:`SARSegmentationLib.dependencies.ensure_dependencies`.
 """
 
@@ -366,7 +366,7 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
         """The Lib's segmentation logic, made on first use (it needs the engine)."""
         if self._segmentation is None:
             if not dependencies.ensure_engine_on_path():
-                raise SARLogicError("the SAR engine (the 'sar' Python package) was not found; reinstall the extension")
+                raise SARLogicError("the SAR engine (the 'sarseg' Python package) was not found; reinstall the extension")
             runner = self._runner if self._runner is not None else default_runner()
             canceller = SubprocessCanceller(runner.root, getattr(runner, "python", None))
             self._segmentation = SegmentationLogic(runner, self.models,
@@ -423,8 +423,8 @@ class SARSegmentationTest(ScriptedLoadableModuleTest):
         self.assertTrue(dependencies.ensure_dependencies(ask=False), "the SAR dependencies are not available")
 
         import numpy as np
-        from sar import io as sario
-        from sar import mrml, phantom
+        from sarseg import io as sario
+        from sarseg import mrml, phantom
 
         root = Path(slicer.app.temporaryPath) / f"SARSegmentationTest-{os.getpid()}-{int(time.time())}"
         models = FolderModelStore(root / "models")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sar.runtime import tune_malloc
+from sarseg.runtime import tune_malloc
 
 tune_malloc()
 
@@ -22,7 +22,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def real_sources(shared_data: Path) -> list[str]:
-    """MR, CT and PET sources from the shared real cases, as ``sar pretrain --data`` specs."""
+    """MR, CT and PET sources from the shared real cases, as ``sarseg pretrain --data`` specs."""
     d = shared_data
     return [f"mr={d}/sarcoma/*MR_T1_image.nii.gz", f"mr={d}/tcga_gbm/brain?_image.nrrd",
             f"ct={d}/sarcoma/*CT_image.nii.gz", f"ct={d}/lung_ct/image.nii.gz",

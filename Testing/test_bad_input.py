@@ -1,7 +1,7 @@
-"""``sar pretrain`` on bad input: exit code 2, a message on stderr naming the file and the problem, and
+"""``sarseg pretrain`` on bad input: exit code 2, a message on stderr naming the file and the problem, and
 nothing written (no ``--out`` folder afterwards; an existing one left untouched).
 
-The real command line runs in-process (``sar.cli.main``); bad inputs fail before any training starts.
+The real command line runs in-process (``sarseg.cli.main``); bad inputs fail before any training starts.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
-from sar.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from sarseg.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from cli_helpers import assert_bad, run_cli
 
 FAST = ["--preset", "tiny", "--steps", "2", "--workers", "0"]
@@ -143,7 +143,7 @@ def test_bad_volume_alone(tmp_path: Path, capsys) -> None:
 
 def test_flipped_nrrd_is_not_bad_spacing(tmp_path: Path) -> None:
     """A negative 'space directions' vector is a flipped axis, not a negative spacing: it must pass."""
-    from sar.io import read_image
+    from sarseg.io import read_image
 
     path = _nrrd("flipped.nrrd", SPACE + "space directions: (1.5,0,0) (0,-1.5,0) (0,0,1.5)")(tmp_path)
     image = read_image([path])

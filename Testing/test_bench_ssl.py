@@ -1,4 +1,4 @@
-"""``sar bench ssl``: verdicts (a difference smaller than the seed spread is no difference), and the whole
+"""``sarseg bench ssl``: verdicts (a difference smaller than the seed spread is no difference), and the whole
 protocol on your own dataset with the labeled-cases axis."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sar import phantom
-from sar.bench_ssl import Profile, dataset_tasks, markdown, plot, run, summarise
-from sar.errors import BadInput
+from sarseg import phantom
+from sarseg.bench_ssl import Profile, dataset_tasks, markdown, plot, run, summarise
+from sarseg.errors import BadInput
 from cli_helpers import assert_bad, run_cli
 
 

@@ -1,4 +1,4 @@
-"""``sar demo``: the whole loop on built-in synthetic data writes everything it promises."""
+"""``sarseg demo``: the whole loop on built-in synthetic data writes everything it promises."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from sar.cli import main
+from sarseg.cli import main
 
 
 def test_demo_writes_models_segmentation_picture_and_metrics(tmp_path: Path, capsys) -> None:

@@ -1,9 +1,9 @@
-"""``sar finetune``, ``sar segment`` and ``sar evaluate`` end to end on small synthetic phantoms (labels
+"""``sarseg finetune``, ``sarseg segment`` and ``sarseg evaluate`` end to end on small synthetic phantoms (labels
 1 rim / 2 core) and one real case: model folder contents, output on the exact input grid, Slicer
 ``.seg.nrrd`` metadata, probabilities, TTA, ROI, metrics without NaN, and bad input (exit 2, a message
 naming the file or option and the problem, nothing written).
 
-The real command line runs in-process (``sar.cli.main``); models are trained once per module with the
+The real command line runs in-process (``sarseg.cli.main``); models are trained once per module with the
 tiny preset for a few steps (their quality does not matter here).
 """
 
@@ -21,12 +21,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from sar import phantom
-from sar.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from sar.config import LABEL_SCHEMES, finetune_config, to_dict
-from sar.finetune import segmentation_loss
-from sar.io import Geometry, write_image
-from sar.model import load_model, sha256
+from sarseg import phantom
+from sarseg.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from sarseg.config import LABEL_SCHEMES, finetune_config, to_dict
+from sarseg.finetune import segmentation_loss
+from sarseg.io import Geometry, write_image
+from sarseg.model import load_model, sha256
 from cli_helpers import assert_bad, run_cli
 
 
@@ -41,7 +41,7 @@ def one_thread():
 
 
 def run(*argv: object) -> tuple[int, str, str]:
-    """``sar ARGV`` in-process: exit code, stdout, stderr (usable in module-scoped fixtures)."""
+    """``sarseg ARGV`` in-process: exit code, stdout, stderr (usable in module-scoped fixtures)."""
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         rc = main([str(a) for a in argv])
@@ -419,7 +419,7 @@ def test_init_from_an_architecture_this_version_does_not_build(pretrained: Path,
     meta["architecture"].update(name="sar-unet3d", features=[4, 8, 8, 16, 16, 4])  # before the residual U-Net
     (old / "model.json").write_text(json.dumps(meta), encoding="utf-8")
     err = _finetune_bad(capsys, tmp_path, [cases[0]["mr"]], [cases[0]["label"]], "--init", old)
-    assert_bad(EXIT_BAD_INPUT, err, str(old / "model.json"), "'sar-unet3d'", "is not one this sar version builds")
+    assert_bad(EXIT_BAD_INPUT, err, str(old / "model.json"), "'sar-unet3d'", "is not one this sarseg version builds")
 
 
 def test_malformed_model_json(model: Path, case, tmp_path: Path, capsys) -> None:

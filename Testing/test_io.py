@@ -1,4 +1,4 @@
-"""sar.io: geometry round trips on real tumor scans, multi-channel reading, labels, normalisation, DICOM.
+"""sarseg.io: geometry round trips on real tumor scans, multi-channel reading, labels, normalisation, DICOM.
 
 The real cases live in ../shared/data (never inside the repository); tests that need them skip when
 that folder is absent.
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from sar.errors import BadInput
-from sar.io import (
+from sarseg.errors import BadInput
+from sarseg.io import (
     DEFAULT_NORMALISATION,
     Geometry,
     Normalisation,

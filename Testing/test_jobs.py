@@ -1,5 +1,5 @@
-"""Background jobs (``sar.jobs``): queue, progress, cancel with checkpoint, resume, interrupted runs,
-against the real ``sar pretrain --preset tiny`` on the built-in phantoms."""
+"""Background jobs (``sarseg.jobs``): queue, progress, cancel with checkpoint, resume, interrupted runs,
+against the real ``sarseg pretrain --preset tiny`` on the built-in phantoms."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sar import jobs
-from sar.jobs import Job, JobError, JobManager, group_alive, merge_args
+from sarseg import jobs
+from sarseg.jobs import Job, JobError, JobManager, group_alive, merge_args
 
 ENV = {"OMP_NUM_THREADS": "1"}  # two cores here: one thread per job keeps runs short and steady
 
@@ -166,12 +166,12 @@ def test_unknown_job_is_bad_input(tmp_path: Path, capsys) -> None:
     with pytest.raises(JobError):
         JobManager(root).poll("nope")
     assert jobs.main(["--root", root, "submit", "pretrain"]) == 2
-    assert "no sar arguments" in capsys.readouterr().err
+    assert "no sarseg arguments" in capsys.readouterr().err
 
 
 def test_cli_parser_and_submit_options(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(JobManager, "_launch", _fake_launch)
-    parser = argparse.ArgumentParser(prog="sar")
+    parser = argparse.ArgumentParser(prog="sarseg")
     sub = parser.add_subparsers(dest="command", required=True)
     jobs.add_parser(sub)
     root = str(tmp_path / "jobs")
@@ -246,7 +246,7 @@ def test_cancel_never_signals_a_group_the_job_does_not_own(tmp_path: Path, no_si
 
 
 def test_cli_cancel_of_a_forged_record_exits_2(tmp_path: Path, no_signals, capsys) -> None:
-    from sar.cli import main
+    from sarseg.cli import main
     root = tmp_path / "jobs"
     job_id = _forge(JobManager(root), pid=1, pgid=1, pid_start=jobs._start_time(1))
     capsys.readouterr()

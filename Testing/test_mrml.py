@@ -1,4 +1,4 @@
-"""sar.mrml against Slicer's real MRML (the slicer-core wheel): exact geometry and label round trips."""
+"""sarseg.mrml against Slicer's real MRML (the slicer-core wheel): exact geometry and label round trips."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (Slicer's MRML for plain Python) is not installed")
 
-from sar import io, mrml  # noqa: E402
-from sar.errors import BadInput  # noqa: E402
+from sarseg import io, mrml  # noqa: E402
+from sarseg.errors import BadInput  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BRATS = DATA / "brats2015" / "pat0001"
@@ -65,7 +65,7 @@ def assert_same_geometry(got: io.Geometry, expected: io.Geometry, tol: float = 1
 
 
 def oblique(tmp_path: Path, handed: int, suffix: str) -> Path:
-    """A synthetic volume with a rotated (oblique) direction, anisotropic spacing, written by sar.io."""
+    """A synthetic volume with a rotated (oblique) direction, anisotropic spacing, written by sarseg.io."""
     a, b = np.deg2rad(25.0), np.deg2rad(-40.0)
     rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
     rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
@@ -183,7 +183,7 @@ def test_tcga_labels_round_trip_on_a_slicer_loaded_grid(data, scene):
     seg = mrml.labelmap_to_segmentation(scene, label, geometry, labels, reference_volume=volume, name="GBM")
     assert [(n, c) for _, n, c in segments(seg)] == [("tumor", (0.9, 0.3, 0.1))]
     np.testing.assert_array_equal(mrml.segmentation_to_labelmap(scene, seg, volume, {"tumor": 1}), label)
-    # also the file's own label, read by sar.io, matches once the slice order is taken into account
+    # also the file's own label, read by sarseg.io, matches once the slice order is taken into account
     on_file = io.read_label(TCGA / "brain1_label.nrrd")
     flipped, _ = flip_k(on_file, io.read_header(TCGA / "brain1_label.nrrd"))
     np.testing.assert_array_equal(label, flipped)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sar.bench import synthetic_volumes
+from sarseg.bench import synthetic_volumes
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "numpy_genesis.py"
 

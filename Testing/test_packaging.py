@@ -327,13 +327,13 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import xml.etree.ElementTree as ET  # noqa: E402
 
-ENGINE_DIR = ROOT / "sar"
+ENGINE_DIR = ROOT / "sarseg"
 ENGINE_MODULE = "SARSegmentation"  # the module whose CMakeLists.txt ships the engine
 LIB_PACKAGES = {f"{m}Lib" for m in MODULE_DIRS}
 # What a module file may import when Slicer loads it: the standard library, what Slicer itself
 # provides (its Python packages and compiled wrappers), and the modules' own Lib packages.
 SLICER_PROVIDED = {"slicer", "qt", "ctk", "vtk", "MRMLCorePython", "MRMLLogicPython"}
-DEFERRED = {"sar", "torch", "monai", "safetensors", "scipy", "numpy", "SimpleITK"}
+DEFERRED = {"sarseg", "torch", "monai", "safetensors", "scipy", "numpy", "SimpleITK"}
 
 
 def _module_sets(module):
@@ -381,7 +381,7 @@ def test_engine_ships_inside_the_extension():
     engine = [_resolve(ENGINE_MODULE, s) for s in listed("SAR_ENGINE_PYTHON_SCRIPTS")]
     missing = [str(p) for p in engine if not p.is_file()]
     assert not missing, f"{ENGINE_MODULE}/CMakeLists.txt lists engine files that do not exist: {missing}"
-    assert all(p.parent == ENGINE_DIR for p in engine), "the engine files are copied flat into sar/"
+    assert all(p.parent == ENGINE_DIR for p in engine), "the engine files are copied flat into sarseg/"
     unlisted = [str(p.relative_to(ROOT)) for p in _files(ENGINE_DIR, {".py"}) if p not in engine]
     assert not unlisted, (f"the extension would ship without {unlisted}: add them to SAR_ENGINE_PYTHON_SCRIPTS "
                           f"in {ENGINE_MODULE}/CMakeLists.txt")
@@ -393,7 +393,7 @@ def test_engine_ships_inside_the_extension():
     loop = [args for name, args in calls if name == "foreach"]
     assert ["_script", "IN", "LISTS", "SAR_ENGINE_PYTHON_SCRIPTS"] in loop
     copies = [args for name, args in calls if name == "configure_file"]
-    assert copies == [["${CMAKE_CURRENT_SOURCE_DIR}/${_script}", "${CMAKE_CURRENT_BINARY_DIR}/sar/${_name}",
+    assert copies == [["${CMAKE_CURRENT_SOURCE_DIR}/${_script}", "${CMAKE_CURRENT_BINARY_DIR}/sarseg/${_name}",
                        "COPYONLY"]]
     build = [args for name, args in calls if name == "slicermacrobuildscriptedmodule"]
     assert "${_sar_engine_copies}" in build[0][build[0].index("SCRIPTS"):build[0].index("RESOURCES")]

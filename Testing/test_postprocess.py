@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sar.config import LABEL_SCHEMES, InferenceConfig
-from sar.infer import postprocess
+from sarseg.config import LABEL_SCHEMES, InferenceConfig
+from sarseg.infer import postprocess
 
 BINARY = LABEL_SCHEMES["binary"]
 

@@ -1,4 +1,4 @@
-"""``sar pretrain`` end to end: learning on real scans, model folder, resume after SIGTERM, DDP."""
+"""``sarseg pretrain`` end to end: learning on real scans, model folder, resume after SIGTERM, DDP."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sar.cli import main
-from sar.model import load_model
-from sar.nets import SARNet
-from sar.config import from_dict
+from sarseg.cli import main
+from sarseg.model import load_model
+from sarseg.nets import SARNet
+from sarseg.config import from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def log_rows(folder: Path) -> list[dict]:
 
 
 def sar_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "sar", *args]
+    return [sys.executable, "-m", "sarseg", *args]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_tampered_weights_are_refused(real_run: Path, tmp_path: Path) -> None:
     data = bytearray((copy / "weights.safetensors").read_bytes())
     data[-1] ^= 0xFF
     (copy / "weights.safetensors").write_bytes(bytes(data))
-    from sar.errors import BadInput
+    from sarseg.errors import BadInput
 
     with pytest.raises(BadInput, match="SHA-256"):
         load_model(copy)
@@ -114,7 +114,7 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
     out = tmp_path / "model"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "sar", "pretrain", "--out", str(out), "--preset", "tiny", "--steps", "6", "--device", "cpu",
+           "-m", "sarseg", "pretrain", "--out", str(out), "--preset", "tiny", "--steps", "6", "--device", "cpu",
            "--progress", "json"]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

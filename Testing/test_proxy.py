@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from sar import proxy
-from sar.config import ProxyConfig
-from sar.data import PoolVolume, VolumePool, prepare
+from sarseg import proxy
+from sarseg.config import ProxyConfig
+from sarseg.data import PoolVolume, VolumePool, prepare
 
 CFG = ProxyConfig(input_size=(32, 32, 16), scales=(16.0, 32.0, 64.0))
 OFF = dataclasses.replace(CFG, flip_rate=0.0, local_rate=0.0, nonlinear_rate=0.0, paint_rate=0.0)

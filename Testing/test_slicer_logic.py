@@ -1,9 +1,9 @@
 """The Slicer modules' logic (SARSegmentationLib, SARPretrainLib) against Slicer's real MRML (the
-``slicer-core`` wheel: a real ``vtkMRMLScene``, no application, no Qt) and the real ``sar`` engine.
+``slicer-core`` wheel: a real ``vtkMRMLScene``, no application, no Qt) and the real ``sarseg`` engine.
 
 The logic is written against small protocols (job runner, model store, scene adapter). Its state
 handling is tested with an in-memory job runner (a test double of the ``JobRunner`` protocol, not of
-Slicer); the end-to-end tests run real ``sar`` jobs through ``sar.jobs.JobManager`` with models
+Slicer); the end-to-end tests run real ``sarseg`` jobs through ``sarseg.jobs.JobManager`` with models
 trained here for a few steps (their quality does not matter).
 """
 
@@ -37,9 +37,9 @@ from SARSegmentationLib import (BackgroundCanceller, FolderModelStore, JobRunner
                                 SubprocessCanceller, format_eta, resolve_device, status_of)
 from SARSegmentationLib import dependencies  # noqa: E402
 from SARSegmentationLib.models import fill_model_combo, selected_model  # noqa: E402
-from sar import io as sario  # noqa: E402
-from sar import mrml, phantom  # noqa: E402
-from sar.jobs import JobManager  # noqa: E402
+from sarseg import io as sario  # noqa: E402
+from sarseg import mrml, phantom  # noqa: E402
+from sarseg.jobs import JobManager  # noqa: E402
 
 SMALL = (24, 48, 48)  # z, y, x: larger than the tiny preset's patch (16, 32, 32)
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -139,7 +139,7 @@ def segment_names(node) -> list[str]:
 
 
 def run_cli(*argv) -> int:
-    from sar.cli import main
+    from sarseg.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
@@ -431,8 +431,8 @@ def test_segmentation_logic_states_with_an_in_memory_runner(tmp_path, scene, ada
     # failed: the log's end is in the message; cancelled: nothing loaded
     run3 = logic.start("tumor-model", [volume])
     runner.jobs[run3.job_id].state = "failed"
-    runner.logs[run3.job_id] = "Traceback...\nsar: error: something the user can fix\n"
-    with pytest.raises(SARLogicError, match="failed:\nTraceback...\nsar: error: something"):
+    runner.logs[run3.job_id] = "Traceback...\nsarseg: error: something the user can fix\n"
+    with pytest.raises(SARLogicError, match="failed:\nTraceback...\nsarseg: error: something"):
         logic.finish(run3.job_id)
     run4 = logic.start("tumor-model", [volume])
     assert logic.cancel(run4.job_id) and runner.jobs[run4.job_id].state == "cancelled"
@@ -587,11 +587,11 @@ def manager(tmp_path):
 
 
 class InProcessRunner(FakeRunner):
-    """The JobRunner protocol running each ``sar`` command at once, in this process (real engine, no
+    """The JobRunner protocol running each ``sarseg`` command at once, in this process (real engine, no
     background process): the logic's result handling with real segmentations, whatever the job system."""
 
     def submit(self, kind, args, device="cpu"):
-        from sar.cli import main
+        from sarseg.cli import main
 
         job = super().submit(kind, args, device)
         err = io.StringIO()
@@ -603,8 +603,8 @@ class InProcessRunner(FakeRunner):
 
 
 def engine_segment_runs_as_a_job() -> bool:
-    """``sar.jobs`` adds ``--progress json`` to every command; ``sar segment`` must accept it."""
-    from sar.cli import parser
+    """``sarseg.jobs`` adds ``--progress json`` to every command; ``sarseg segment`` must accept it."""
+    from sarseg.cli import parser
 
     try:
         with redirect_stderr(io.StringIO()):
@@ -620,7 +620,7 @@ def test_end_to_end_segment_twice(trained, jobs, tmp_path, scene, adapter):
     keeps one set of segments in the same node."""
     if jobs == "job-manager":
         if not engine_segment_runs_as_a_job():
-            pytest.xfail("engine: `sar segment` rejects the `--progress json` that sar.jobs adds to every job")
+            pytest.xfail("engine: `sarseg segment` rejects the `--progress json` that sarseg.jobs adds to every job")
         runner = JobManager(tmp_path / "jobs", env=ENV)
     else:
         runner = InProcessRunner(tmp_path / "jobs")
@@ -669,7 +669,7 @@ def test_end_to_end_add_case_and_finetune_a_new_version(trained, manager, scene,
 
 
 def test_subprocess_canceller_stops_a_real_job(manager, tmp_path):
-    """What the GUI's Cancel does: a detached `sar.jobs cancel` process; the job checkpoints and ends
+    """What the GUI's Cancel does: a detached `sarseg.jobs cancel` process; the job checkpoints and ends
     cancelled while the caller never waits."""
     job = manager.submit("pretrain", ["pretrain", "--preset", "tiny", "--steps", "100000", "--workers", "0",
                                       "--out", str(tmp_path / "long")], "cpu")
@@ -678,7 +678,7 @@ def test_subprocess_canceller_stops_a_real_job(manager, tmp_path):
         assert not manager.poll(job.id).finished, manager.log(job.id)
         time.sleep(0.1)
     canceller = SubprocessCanceller(manager.root, manager.python, timeout=30)
-    assert canceller.command(job.id)[1:] == ["-m", "sar.jobs", "--root", str(manager.root), "cancel", job.id,
+    assert canceller.command(job.id)[1:] == ["-m", "sarseg.jobs", "--root", str(manager.root), "cancel", job.id,
                                              "--timeout", "30.0"]
     started = time.monotonic()
     assert canceller.cancel(job.id)

@@ -1,6 +1,6 @@
 """Per-cube numpy reference generator in the style of Models Genesis (Zhou et al. 2019).
 
-Why this exists: the batched torch pair generator in ``sar`` is benchmarked against
+Why this exists: the batched torch pair generator in ``sarseg`` is benchmarked against
 the way Models Genesis builds its training pairs, one cube at a time on the CPU with
 numpy/scipy. This file is that baseline. It is written to be a *fair* comparison:
 it follows the Models Genesis default recipe (flip -> local pixel shuffle ->
@@ -8,9 +8,9 @@ non-linear intensity -> in/out-painting, target = flipped clean cube) but avoids
 gratuitous slowness (random numbers for the shuffle loop are drawn in bulk, an
 identity resize is skipped).
 
-It is a standalone script, not part of the ``sar`` package.
+It is a standalone script, not part of the ``sarseg`` package.
 
-``benchmarks/proxy_vs_numpy.py`` runs it beside ``sar bench proxy`` on the same volumes.
+``benchmarks/proxy_vs_numpy.py`` runs it beside ``sarseg bench proxy`` on the same volumes.
 """
 
 from __future__ import annotations

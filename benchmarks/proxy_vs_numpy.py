@@ -1,4 +1,4 @@
-"""Proxy-task throughput: ``sar``'s batched pipeline vs a per-cube numpy Models-Genesis generator,
+"""Proxy-task throughput: ``sarseg``'s batched pipeline vs a per-cube numpy Models-Genesis generator,
 on the same in-memory volumes in the same run.
 
     .venv/bin/python benchmarks/proxy_vs_numpy.py --seconds 20 [--device cuda]
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from sar.bench import proxy_throughput, synthetic_volumes
-from sar.runtime import tune_malloc
-from sar.train import resolve_device
+from sarseg.bench import proxy_throughput, synthetic_volumes
+from sarseg.runtime import tune_malloc
+from sarseg.train import resolve_device
 
 
 def numpy_baseline():

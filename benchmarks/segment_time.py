@@ -1,4 +1,4 @@
-"""Segmentation time and peak memory per preset on a BraTS-size volume: the engine's ``sar.infer.predict``
+"""Segmentation time and peak memory per preset on a BraTS-size volume: the engine's ``sarseg.infer.predict``
 against plain MONAI ``sliding_window_inference`` with MONAI's defaults, on the same network.
 
     .venv/bin/python benchmarks/segment_time.py [--presets tiny small genesis] [--device cpu|cuda]
@@ -6,11 +6,11 @@ against plain MONAI ``sliding_window_inference`` with MONAI's defaults, on the s
 
 Per preset the UNet3D gets the preset's widths, 2 input channels and the BraTS region scheme (3 sigmoid
 outputs), with random weights (the time does not depend on training). The input is 2 channels of
-240x240x155 voxels (array (2, 155, 240, 240)), smooth random fields like ``sar.bench.synthetic_volumes``.
+240x240x155 voxels (array (2, 155, 240, 240)), smooth random fields like ``sarseg.bench.synthetic_volumes``.
 
 Methods, each timed on the same network:
 
-* ``sar.predict``: ``sar.infer.predict`` with the preset's inference config (overlap 0.5,
+* ``sarseg.predict``: ``sarseg.infer.predict`` with the preset's inference config (overlap 0.5,
   sw_batch_size 4, Gaussian blending, no TTA; patches on the device, stitching on the CPU, bfloat16
   autocast on CUDA), probabilities out.
 * ``monai.default``: ``sliding_window_inference(inputs, roi_size=patch, sw_batch_size=1, predictor=net)``
@@ -50,7 +50,7 @@ import numpy as np
 
 VOLUME_ZYX = (155, 240, 240)  # BraTS: 240 x 240 x 155 voxels (x, y, z)
 CHANNELS = 2
-METHODS = ("sar.predict", "monai.default")
+METHODS = ("sarseg.predict", "monai.default")
 MONAI_DEFAULT_OVERLAP = 0.25
 
 
@@ -76,11 +76,11 @@ def measure(preset: str, method: str, device_name: str, repeats: int, threads: i
     import torch
     from monai.inferers import sliding_window_inference
 
-    from sar.config import LABEL_SCHEMES, finetune_config, to_dict
-    from sar.infer import outputs_for, predict
-    from sar.nets import UNet3D
-    from sar.runtime import tune_malloc
-    from sar.train import resolve_device
+    from sarseg.config import LABEL_SCHEMES, finetune_config, to_dict
+    from sarseg.infer import outputs_for, predict
+    from sarseg.nets import UNet3D
+    from sarseg.runtime import tune_malloc
+    from sarseg.train import resolve_device
 
     tune_malloc()
     if threads:
@@ -99,7 +99,7 @@ def measure(preset: str, method: str, device_name: str, repeats: int, threads: i
         if cuda:
             torch.cuda.synchronize()
 
-    if method == "sar.predict":
+    if method == "sarseg.predict":
         def call(x: torch.Tensor) -> torch.Tensor:
             return predict(net, x, patch, labels, inference, device)
         inputs, warm = volume, crop
@@ -168,9 +168,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write all results to this file as a JSON list")
     args = parser.parse_args()
 
-    from sar.bench import synthetic_volumes
-    from sar.runtime import tune_malloc
-    from sar.train import resolve_device
+    from sarseg.bench import synthetic_volumes
+    from sarseg.runtime import tune_malloc
+    from sarseg.train import resolve_device
 
     tune_malloc()
     resolve_device(args.device)  # fail early when CUDA is asked for and missing

@@ -1,4 +1,4 @@
-"""SAR variants through the ``sar bench ssl`` protocol (quick profile, BraTS): what the scale and
+"""SAR variants through the ``sarseg bench ssl`` protocol (quick profile, BraTS): what the scale and
 adversarial terms do when they are weighted more, beside scratch and full SAR at the defaults.
 
     .venv/bin/python benchmarks/ssl_variants.py [--variants scratch sar_scale1 ...] [--out runs/ssl-variants]
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from sar import bench_ssl
-from sar.runtime import tune_malloc
+from sarseg import bench_ssl
+from sarseg.runtime import tune_malloc
 
 VARIANTS = {
     "scratch": None,

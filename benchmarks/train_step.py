@@ -14,12 +14,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from sar.bench import synthetic_volumes
-from sar.config import pretrain_config
-from sar.data import VolumePool, prepare
-from sar.nets import SARNet
-from sar.runtime import tune_malloc
-from sar.train import resolve_device
+from sarseg.bench import synthetic_volumes
+from sarseg.config import pretrain_config
+from sarseg.data import VolumePool, prepare
+from sarseg.nets import SARNet
+from sarseg.runtime import tune_malloc
+from sarseg.train import resolve_device
 
 
 def sync(device: torch.device) -> None:

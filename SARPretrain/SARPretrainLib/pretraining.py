@@ -3,7 +3,7 @@
 Each source (a scene volume or a folder of scans) is tagged with a source name (``ct``, ``mr``, ...):
 the name picks the intensity normalisation and is what SAR's source discriminator tells apart. Scene
 volumes are exported to NIfTI on their exact grid under ``<work>/pretrain/<model>/<source>/``, then
-``sar pretrain --data SOURCE=FOLDER ... --out <models root>/<name>`` is submitted (a taken name gets the
+``sarseg pretrain --data SOURCE=FOLDER ... --out <models root>/<name>`` is submitted (a taken name gets the
 next version: nothing is overwritten). No sources: the engine's built-in synthetic phantoms.
 Only the standard library is imported at module level.
 """
@@ -39,7 +39,7 @@ class PretrainSource:
 
 
 class PretrainLogic:
-    """Builds and submits ``sar pretrain`` jobs; no Qt, no ``slicer.app``."""
+    """Builds and submits ``sarseg pretrain`` jobs; no Qt, no ``slicer.app``."""
 
     def __init__(self, runner: JobRunner, models: ModelStore, scene: SceneAdapter,
                  data_root: str | Path | None = None, cuda: Callable[[], bool] = cuda_available) -> None:

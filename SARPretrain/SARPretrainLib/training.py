@@ -4,7 +4,7 @@ Each model has its own training set, ``<models root>/<model>/training``, in the 
 (``imagesTr/CASE_0000.nii.gz``..., ``labelsTr/CASE.nii.gz``) with a ``dataset.json`` kept up to date
 (``channel_names``, ``labels``, ``numTraining``, ``file_ending``; plus ``sar_label_scheme``, the
 engine's label scheme, so the segments keep their names, values and colors). "Fine-tune" submits
-``sar finetune --init MODEL --dataset .../dataset.json --out <models root>/<name>-v<N+1>`` as a
+``sarseg finetune --init MODEL --dataset .../dataset.json --out <models root>/<name>-v<N+1>`` as a
 background job: the new version appears in the SAR Segmentation module's model list, and no model is
 ever overwritten. Only the standard library is imported at module level.
 """

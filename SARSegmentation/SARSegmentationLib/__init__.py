@@ -1,12 +1,12 @@
 """Logic of the SAR Segmentation module (and the parts the SAR Pretrain module shares).
 
-Pure Python, importable without the Slicer application or Qt: the engine (``sar``), ``slicer`` and
+Pure Python, importable without the Slicer application or Qt: the engine (``sarseg``), ``slicer`` and
 ``torch`` are imported only inside the functions that use them. The logic is written against three
 small protocols (:mod:`.protocols`) and gets their implementations injected:
 
-* job runner: ``sar.jobs.JobManager`` (:func:`.jobs.default_runner`),
+* job runner: ``sarseg.jobs.JobManager`` (:func:`.jobs.default_runner`),
 * model store: :class:`.models.FolderModelStore`,
-* scene adapter: :class:`.scene.MRMLSceneAdapter` (wraps ``sar.mrml``).
+* scene adapter: :class:`.scene.MRMLSceneAdapter` (wraps ``sarseg.mrml``).
 """
 
 from .jobs import (BackgroundCanceller, JobStatus, LossHistory, SubprocessCanceller, default_runner, format_eta,

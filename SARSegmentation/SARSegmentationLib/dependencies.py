@@ -1,7 +1,7 @@
 """The Python packages the SAR engine needs inside Slicer, checked and installed on first use.
 
 Never at import: the modules call :func:`ensure_dependencies` when the user first applies something.
-Order: the engine itself (``sar``, shipped inside the extension next to the module scripts; in a
+Order: the engine itself (``sarseg``, shipped inside the extension next to the module scripts; in a
 source checkout the repository root is added to ``sys.path``), PyTorch through the PyTorch
 extension's ``PyTorchUtils`` (it picks the build for the GPU and driver), then ``monai``,
 ``safetensors`` and ``scipy`` with ``slicer.util.pip_install``. Slicer's own SimpleITK and numpy
@@ -118,17 +118,17 @@ class Missing:
 
 
 def ensure_engine_on_path(here: Path | None = None) -> bool:
-    """Make ``import sar`` work: installed, it lies beside the module scripts (already on sys.path);
-    in a source checkout it is the repository's ``sar`` folder. Returns whether it is importable."""
-    if importlib.util.find_spec("sar") is not None:
+    """Make ``import sarseg`` work: installed, it lies beside the module scripts (already on sys.path);
+    in a source checkout it is the repository's ``sarseg`` folder. Returns whether it is importable."""
+    if importlib.util.find_spec("sarseg") is not None:
         return True
     here = (here or Path(__file__)).resolve()
     for candidate in (here.parents[1], here.parents[2]):
-        if (candidate / "sar" / "__init__.py").is_file() and (candidate / "sar" / "jobs.py").is_file():
+        if (candidate / "sarseg" / "__init__.py").is_file() and (candidate / "sarseg" / "jobs.py").is_file():
             if str(candidate) not in sys.path:
                 sys.path.append(str(candidate))
             importlib.invalidate_caches()
-            return importlib.util.find_spec("sar") is not None
+            return importlib.util.find_spec("sarseg") is not None
     return False
 
 
@@ -176,7 +176,7 @@ def ensure_dependencies(ask: bool = True) -> bool:
             f"{sys.version.split()[0]}. Please use a newer Slicer release.")
         return False
     if need.engine:
-        slicer.util.errorDisplay("The SAR engine (the 'sar' Python package) was not found next to the module "
+        slicer.util.errorDisplay("The SAR engine (the 'sarseg' Python package) was not found next to the module "
                                  "scripts. Please reinstall the SARExtension.")
         return False
     if need.nothing:

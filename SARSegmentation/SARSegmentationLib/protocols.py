@@ -3,12 +3,12 @@
 The logic classes take these as constructor arguments (dependency injection), so the widgets, the
 logic and the engine can be tested apart:
 
-* :class:`JobRunner`: background jobs. ``sar.jobs.JobManager`` implements it; tests may use an
+* :class:`JobRunner`: background jobs. ``sarseg.jobs.JobManager`` implements it; tests may use an
   in-memory double.
 * :class:`ModelStore`: the models folder (list, import, new versions, training sets).
   :class:`SARSegmentationLib.models.FolderModelStore` implements it.
 * :class:`SceneAdapter`: everything that touches the MRML scene. :class:`SARSegmentationLib.scene.
-  MRMLSceneAdapter` implements it on top of ``sar.mrml``.
+  MRMLSceneAdapter` implements it on top of ``sarseg.mrml``.
 
 Only the standard library is imported here: this file loads in any Python.
 """
@@ -27,7 +27,7 @@ class SARLogicError(ValueError):
 
 @runtime_checkable
 class JobLike(Protocol):
-    """What the logic reads from a job (``sar.jobs.Job`` has all of it)."""
+    """What the logic reads from a job (``sarseg.jobs.Job`` has all of it)."""
 
     id: str
     kind: str
@@ -45,7 +45,7 @@ class JobLike(Protocol):
 
 @runtime_checkable
 class JobRunner(Protocol):
-    """Background jobs that outlive the GUI (and Slicer): ``sar.jobs.JobManager`` implements this."""
+    """Background jobs that outlive the GUI (and Slicer): ``sarseg.jobs.JobManager`` implements this."""
 
     root: Path
 
@@ -83,7 +83,7 @@ class ModelStore(Protocol):
 
 @runtime_checkable
 class SceneAdapter(Protocol):
-    """The MRML scene as the logic needs it; every call goes through ``sar.mrml``."""
+    """The MRML scene as the logic needs it; every call goes through ``sarseg.mrml``."""
 
     scene: Any
 

@@ -1,7 +1,7 @@
-"""The MRML scene side of the SAR modules (:class:`MRMLSceneAdapter`), on top of ``sar.mrml``.
+"""The MRML scene side of the SAR modules (:class:`MRMLSceneAdapter`), on top of ``sarseg.mrml``.
 
 Works on any ``vtkMRMLScene``: the Slicer application's ``slicer.mrmlScene`` or a scene made with the
-``slicer-core`` wheel in plain Python (no application, no Qt). The engine (``sar``) and ``slicer`` are
+``slicer-core`` wheel in plain Python (no application, no Qt). The engine (``sarseg``) and ``slicer`` are
 imported on first use, so this file imports in any Python.
 """
 
@@ -18,7 +18,7 @@ LOSS_PLOT_ATTRIBUTE = "SAR.lossPlot"
 
 
 def _mrml():
-    from sar import mrml  # the engine's MRML adapter (imports slicer)
+    from sarseg import mrml  # the engine's MRML adapter (imports slicer)
 
     return mrml
 
@@ -50,8 +50,8 @@ class MRMLSceneAdapter:
                        prefix: str = "input") -> list[Path]:
         """Write the volumes as one NIfTI per channel (``PREFIX_0000.nii.gz``...) on their common exact
         grid (checked: same grid, no pending transform, finite non-constant voxels)."""
-        from sar.errors import BadInput
-        from sar.io import write_image
+        from sarseg.errors import BadInput
+        from sarseg.io import write_image
 
         try:
             image = _mrml().image_from_volume_nodes(list(volumes), list(modalities))
@@ -66,8 +66,8 @@ class MRMLSceneAdapter:
                        segmentation_node: Any = None, name: str = "") -> Any:
         """Show a label map file (on the reference volume's grid) as segments named and colored by
         ``labels``; with ``segmentation_node`` its same-named segments are replaced in place."""
-        from sar.errors import BadInput
-        from sar.io import read_label
+        from sarseg.errors import BadInput
+        from sarseg.io import read_label
 
         mrml = _mrml()
         try:
@@ -81,7 +81,7 @@ class MRMLSceneAdapter:
             raise _user_error(exc) from None
 
     def roi_box_lps(self, roi_node: Any) -> tuple[float, float, float, float, float, float]:
-        """The ROI's world bounding box as ``sar segment --roi`` wants it: x0 y0 z0 x1 y1 z1 in LPS mm.
+        """The ROI's world bounding box as ``sarseg segment --roi`` wants it: x0 y0 z0 x1 y1 z1 in LPS mm.
 
         Slicer works in RAS: L = -R and P = -A, so the x and y bounds swap and change sign. A rotated
         ROI gives its axis-aligned bounding box."""
@@ -138,7 +138,7 @@ class MRMLSceneAdapter:
     # training cases
     def write_training_case(self, volumes: Sequence[Any], segmentation_node: Any, name_to_value: Mapping[str, int],
                             folder: Path, case_id: str, modalities: Sequence[str] = ()) -> dict:
-        from sar.errors import BadInput
+        from sarseg.errors import BadInput
 
         try:
             return _mrml().write_training_case(self.scene, list(volumes), segmentation_node, dict(name_to_value),

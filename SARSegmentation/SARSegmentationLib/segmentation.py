@@ -1,7 +1,7 @@
-"""Segmenting scene volumes with a SAR model as a background ``sar segment`` job (:class:`SegmentationLogic`).
+"""Segmenting scene volumes with a SAR model as a background ``sarseg segment`` job (:class:`SegmentationLogic`).
 
 Flow: export the input volumes (one per model channel) to NIfTI on their exact grid, submit
-``sar segment`` through the job runner, poll it (the GUI does this from a timer), and when it is done
+``sarseg segment`` through the job runner, poll it (the GUI does this from a timer), and when it is done
 load the label map back as segments named and colored as ``model.json`` says, in the input's
 subject hierarchy study. Running again for the same input replaces the segments of the same
 segmentation node. Only the standard library is imported at module level.
@@ -42,7 +42,7 @@ class SegmentRun:
 class SegmentationLogic:
     """Segmentation with background jobs; no Qt, no ``slicer.app`` (the scene comes in ``scene``).
 
-    ``runner``: :class:`~SARSegmentationLib.protocols.JobRunner` (``sar.jobs.JobManager``);
+    ``runner``: :class:`~SARSegmentationLib.protocols.JobRunner` (``sarseg.jobs.JobManager``);
     ``models``: :class:`~SARSegmentationLib.protocols.ModelStore`; ``scene``:
     :class:`~SARSegmentationLib.protocols.SceneAdapter`; ``work_folder``: where inputs are exported;
     ``cuda``: tells whether a GPU is there (for device "auto"); ``canceller``: how cancelling runs
@@ -81,7 +81,7 @@ class SegmentationLogic:
 
     def start(self, model_name: str, volumes: Sequence[Any], device: str = "auto", roi_node: Any = None,
               segmentation_node: Any = None, tta: bool = False) -> SegmentRun:
-        """Export the inputs and submit ``sar segment``; returns at once (the job runs in the background)."""
+        """Export the inputs and submit ``sarseg segment``; returns at once (the job runs in the background)."""
         model = self.models.get(model_name)
         if model.kind != "segmentation":
             raise SARLogicError(f"model {model.name!r} is a {model.kind} model; choose a segmentation model")

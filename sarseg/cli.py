@@ -1,4 +1,4 @@
-"""The ``sar`` command. Exit codes: 0 success, 2 bad input, 130 cancelled."""
+"""The ``sarseg`` command. Exit codes: 0 success, 2 bad input, 130 cancelled."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own exit code is already 2
         self.print_usage(sys.stderr)
-        self.exit(EXIT_BAD_INPUT, f"sar: error: {message}\n")
+        self.exit(EXIT_BAD_INPUT, f"sarseg: error: {message}\n")
 
 
 def _pretrain_args(sub) -> None:
@@ -115,7 +115,7 @@ def _bench_args(sub) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sar", description="SAR: Scale-Aware Restoration pretraining and tumor segmentation")
+    p = _Parser(prog="sarseg", description="SAR: Scale-Aware Restoration pretraining and tumor segmentation")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _pretrain_args(sub)
     _finetune_args(sub)
@@ -291,7 +291,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         try:
             import matplotlib  # noqa: F401  (checked before hours of work, not after)
         except ImportError:
-            raise BadInput("sar bench ssl", "draws its plots with matplotlib, which is not installed: pip install 'sar[bench]'") from None
+            raise BadInput("sarseg bench ssl", "draws its plots with matplotlib, which is not installed: pip install 'sarseg[bench]'") from None
         profile = bench_ssl.PROFILES[args.profile]
         if args.dataset is not None:
             sources, tasks = bench_ssl.dataset_tasks(args.dataset, args.test_cases)
@@ -333,10 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except BadInput as exc:
-        print(f"sar: error: {exc}", file=sys.stderr)
+        print(f"sarseg: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (Cancelled, KeyboardInterrupt) as exc:
-        print(f"sar: cancelled: {exc}", file=sys.stderr)
+        print(f"sarseg: cancelled: {exc}", file=sys.stderr)
         return EXIT_CANCELLED
 
 

@@ -1,4 +1,4 @@
-"""``sar pretrain``: SAR self-supervised pretraining (restoration + scale discrimination + adversarial
+"""``sarseg pretrain``: SAR self-supervised pretraining (restoration + scale discrimination + adversarial
 modality invariance) on unlabeled volumes.
 
 Encoder objective: restoration + lambda_scale * scale CE - w(t) * source CE, where the discriminator

@@ -1,4 +1,4 @@
-"""``sar finetune``: a segmentation network from a pretrained SAR model (encoder and decoder kept but for
+"""``sarseg finetune``: a segmentation network from a pretrained SAR model (encoder and decoder kept but for
 the top level, which restored intensities; proxy heads dropped) or from scratch, trained with Dice +
 cross-entropy on patches that oversample the tumor.
 """
@@ -140,7 +140,7 @@ def load_init(init: str, config: FinetuneConfig) -> tuple[FinetuneConfig, dict |
     architecture = meta["architecture"]
     if architecture.get("name") not in ("sar-resunet3d", "resunet3d") or not architecture.get("features"):
         raise BadInput(Path(init) / "model.json", f"architecture {architecture.get('name')!r} with features "
-                                                  f"{architecture.get('features')} is not one this sar version builds")
+                                                  f"{architecture.get('features')} is not one this sarseg version builds")
     config.net.features = tuple(architecture["features"])
     config.net.res_units = int(architecture.get("res_units", config.net.res_units))
     config.net.norm = architecture.get("norm", config.net.norm)

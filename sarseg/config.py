@@ -71,7 +71,7 @@ class TrainConfig:
 
 @dataclass
 class PretrainConfig(TrainConfig):
-    """Everything ``sar pretrain`` needs besides data and output folder."""
+    """Everything ``sarseg pretrain`` needs besides data and output folder."""
 
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     restore_loss: str = "mse"  # as Models Genesis; or "l1"
@@ -114,7 +114,7 @@ LABEL_SCHEMES: dict[str, LabelScheme] = {
 
 @dataclass
 class InferenceConfig:
-    """How ``sar segment`` runs a model (saved in its model.json, overridable per call)."""
+    """How ``sarseg segment`` runs a model (saved in its model.json, overridable per call)."""
 
     overlap: float = 0.5
     sw_batch_size: int = 4
@@ -126,7 +126,7 @@ class InferenceConfig:
 
 @dataclass
 class FinetuneConfig(TrainConfig):
-    """Everything ``sar finetune`` needs besides data, initial model and output folder."""
+    """Everything ``sarseg finetune`` needs besides data, initial model and output folder."""
 
     patch_size: tuple[int, int, int] = (64, 64, 32)  # x, y, z voxels
     labels: LabelScheme = field(default_factory=LabelScheme)

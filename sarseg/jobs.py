@@ -1,15 +1,15 @@
-"""Background jobs: ``sar`` commands run in their own process group so the GUI never blocks.
+"""Background jobs: ``sarseg`` commands run in their own process group so the GUI never blocks.
 
 A job is a folder ``ROOT/ID`` (ROOT: ``$SAR_JOBS`` or ``~/.local/share/sar/jobs``) holding
 
-* ``job.json``: id, kind, argv (the ``sar`` arguments), state (queued | running | done | failed |
+* ``job.json``: id, kind, argv (the ``sarseg`` arguments), state (queued | running | done | failed |
   cancelled | interrupted), device (cpu | cuda), pid/pgid of the runner, times (ISO UTC), exit code,
   output folder, and the history of earlier runs;
 * ``progress.jsonl``: the command's stdout, i.e. its ``--progress json`` lines;
 * ``log.txt``: its stderr (and anything the runner itself has to say).
 
-Robust to the parent (Slicer) closing: a job runs under a small runner, ``python -m sar.jobs run-child
-DIR``, started in a new session. The runner starts ``python -m sar ARGS --progress json`` in its own
+Robust to the parent (Slicer) closing: a job runs under a small runner, ``python -m sarseg.jobs run-child
+DIR``, started in a new session. The runner starts ``python -m sarseg ARGS --progress json`` in its own
 process group with stdout/stderr going straight to the files above, waits for it, records the exit
 code and final state in ``job.json`` (written atomically, under a lock file in ROOT), then starts
 the next queued job. Readers (``list``/``poll``) only read files, so any process can follow a job.
@@ -65,7 +65,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 def default_root() -> Path:
     """``$SAR_JOBS`` when set, else ``~/.local/share/sar/jobs``."""
     env = os.environ.get("SAR_JOBS")
-    return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "sar" / "jobs"
+    return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "sarseg" / "jobs"
 
 
 def now() -> str:
@@ -96,7 +96,7 @@ class Job:
     pid: int | None = None  # the runner (leader of the job's process group)
     pgid: int | None = None
     pid_start: int | None = None  # start time (clock ticks after boot) from /proc, to spot pid reuse
-    child_pid: int | None = None  # the sar command itself
+    child_pid: int | None = None  # the sarseg command itself
     child_start: int | None = None
     cancel_requested: bool = False
     runs: int = 0
@@ -291,9 +291,9 @@ def merge_args(argv: Sequence[str], extra: Sequence[str]) -> list[str]:
 # -- the manager --------------------------------------------------------------------------------
 
 class JobManager:
-    """Submits, schedules, follows, cancels and resumes ``sar`` jobs under ``root``.
+    """Submits, schedules, follows, cancels and resumes ``sarseg`` jobs under ``root``.
 
-    ``python``: interpreter that runs ``-m sar`` (PythonSlicer inside Slicer; default this one).
+    ``python``: interpreter that runs ``-m sarseg`` (PythonSlicer inside Slicer; default this one).
     ``env``: extra environment variables for the jobs this manager submits (stored with each job).
     """
 
@@ -362,7 +362,7 @@ class JobManager:
 
     # -- submitting and scheduling
     def submit(self, kind: str, args: Sequence[str], device: str = "cpu") -> Job:
-        """Queue ``sar ARGS`` (``--progress json`` is added) as a new job, then start what may start."""
+        """Queue ``sarseg ARGS`` (``--progress json`` is added) as a new job, then start what may start."""
         if device not in DEVICES:
             raise JobError("device", f"unknown device {device!r}; choose cpu or cuda")
         if not re.match(r"^[A-Za-z0-9_-]+$", kind or ""):
@@ -409,13 +409,13 @@ class JobManager:
         try:
             with open(folder / LOG_FILE, "ab") as log:
                 proc = subprocess.Popen(
-                    [job.python or self.python, "-m", "sar.jobs", "run-child", str(folder)],
+                    [job.python or self.python, "-m", "sarseg.jobs", "run-child", str(folder)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                     cwd=job.cwd if job.cwd and os.path.isdir(job.cwd) else None,
                     start_new_session=True, close_fds=True)
         except OSError as exc:
             with open(folder / LOG_FILE, "a") as log:
-                print(f"sar jobs: could not start {job.python}: {exc}", file=log)
+                print(f"sarseg jobs: could not start {job.python}: {exc}", file=log)
             return self._update(job.id, state="failed", started=now(), ended=now(), exit_code=None)
         self._procs[job.id] = proc
         return self._update(job.id, state="running", pid=proc.pid, pgid=proc.pid, pid_start=_start_time(proc.pid),
@@ -619,7 +619,7 @@ def _child_env(job: Job) -> dict[str, str]:
     env = dict(os.environ)
     env.update({str(k): str(v) for k, v in (job.env or {}).items()})
     env["PYTHONUNBUFFERED"] = "1"
-    # Make this sar importable by the job's interpreter (e.g. an extension folder Slicer put on
+    # Make this sarseg importable by the job's interpreter (e.g. an extension folder Slicer put on
     # sys.path), without pushing a whole site-packages ahead of the standard library.
     here = str(Path(__file__).resolve().parents[1])
     if Path(here).name not in ("site-packages", "dist-packages"):
@@ -629,7 +629,7 @@ def _child_env(job: Job) -> dict[str, str]:
     return env
 
 
-# -- the runner (python -m sar.jobs run-child DIR) ----------------------------------------------
+# -- the runner (python -m sarseg.jobs run-child DIR) ----------------------------------------------
 
 def run_child(folder: str | os.PathLike) -> int:
     """Run one job's command with its output going to the job's files; record how it ended; start
@@ -653,11 +653,11 @@ def run_child(folder: str | os.PathLike) -> int:
     if not signalled:
         with open(folder / PROGRESS_FILE, "ab") as out, open(folder / LOG_FILE, "ab") as err:
             try:
-                proc = subprocess.Popen([manager.python, "-m", "sar", *argv], stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen([manager.python, "-m", "sarseg", *argv], stdin=subprocess.DEVNULL,
                                         stdout=out, stderr=err, env=_child_env(job),
                                         cwd=job.cwd if job.cwd and os.path.isdir(job.cwd) else None)
             except OSError as exc:
-                err.write(f"sar jobs: could not start {manager.python}: {exc}\n".encode())
+                err.write(f"sarseg jobs: could not start {manager.python}: {exc}\n".encode())
                 proc = None
         if proc is not None:
             if signalled:  # a stop that came while starting it may have missed the command
@@ -686,10 +686,10 @@ def run_child(folder: str | os.PathLike) -> int:
     return 0
 
 
-# -- the command line (``sar jobs ...`` and ``python -m sar.jobs ...``) -----------------------
+# -- the command line (``sarseg jobs ...`` and ``python -m sarseg.jobs ...``) -----------------------
 
 def add_parser(subparsers) -> None:
-    """Add ``jobs`` with its sub-commands to the ``sar`` parser's sub-parsers."""
+    """Add ``jobs`` with its sub-commands to the ``sarseg`` parser's sub-parsers."""
     p = subparsers.add_parser("jobs", help="background jobs: list, follow, cancel, resume")
     _jobs_arguments(p)
 
@@ -717,11 +717,11 @@ def _jobs_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("extra", nargs=argparse.REMAINDER, help="options replacing the job's own")
     q = command("log", "the job's log (stderr)")
     q.add_argument("id")
-    q = command("submit", "queue a sar command: submit [--device D] KIND -- ARGS...")
+    q = command("submit", "queue a sarseg command: submit [--device D] KIND -- ARGS...")
     q.add_argument("--device", choices=DEVICES, default="cpu")
     q.add_argument("--python", default=None, help="interpreter for the job (default this one)")
     q.add_argument("kind")
-    q.add_argument("args", nargs=argparse.REMAINDER, help="the sar arguments, e.g. pretrain --out DIR")
+    q.add_argument("args", nargs=argparse.REMAINDER, help="the sarseg arguments, e.g. pretrain --out DIR")
 
 
 def _strip_dashes(tokens: Sequence[str]) -> list[str]:
@@ -738,7 +738,7 @@ def _format(job: Job) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``sar jobs ...``; returns the exit code (2, with a message, for an unknown job and such)."""
+    """``sarseg jobs ...``; returns the exit code (2, with a message, for an unknown job and such)."""
     manager = JobManager(getattr(args, "root", None) or None)
     try:
         cmd = args.jobs_command
@@ -766,7 +766,7 @@ def run(args: argparse.Namespace) -> int:
             device, python = args.device, args.python
             if "--" in rest and rest[0] != "--":  # options given after KIND: submit KIND --device D -- ARGS
                 head, rest = rest[:rest.index("--")], rest[rest.index("--"):]
-                extra = argparse.ArgumentParser(prog="sar jobs submit", add_help=False)
+                extra = argparse.ArgumentParser(prog="sarseg jobs submit", add_help=False)
                 extra.add_argument("--device", choices=DEVICES, default=device)
                 extra.add_argument("--python", default=python)
                 known, unknown = extra.parse_known_args(head)
@@ -775,7 +775,7 @@ def run(args: argparse.Namespace) -> int:
                 device, python = known.device, known.python
             rest = _strip_dashes(rest)
             if not rest:
-                raise JobError("submit", "no sar arguments given (submit KIND -- pretrain --out DIR ...)")
+                raise JobError("submit", "no sarseg arguments given (submit KIND -- pretrain --out DIR ...)")
             if python:
                 manager.python = python
             job = manager.submit(args.kind, rest, device)
@@ -783,7 +783,7 @@ def run(args: argparse.Namespace) -> int:
         else:  # pragma: no cover - argparse rejects it first
             raise JobError(cmd, "unknown jobs command")
     except BadInput as exc:
-        print(f"sar: error: {exc}", file=sys.stderr)
+        print(f"sarseg: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
 
@@ -792,10 +792,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run-child"]:
         if len(argv) != 2:
-            print("usage: python -m sar.jobs run-child JOB_DIR", file=sys.stderr)
+            print("usage: python -m sarseg.jobs run-child JOB_DIR", file=sys.stderr)
             return EXIT_BAD_INPUT
         return run_child(argv[1])
-    p = argparse.ArgumentParser(prog="python -m sar.jobs", description="SAR background jobs")
+    p = argparse.ArgumentParser(prog="python -m sarseg.jobs", description="SAR background jobs")
     _jobs_arguments(p)
     return run(p.parse_args(argv))
 

@@ -1,4 +1,4 @@
-"""``sar bench ssl``: the paper's experiment in small. One network, one budget; initialisations
+"""``sarseg bench ssl``: the paper's experiment in small. One network, one budget; initialisations
 scratch / restoration only (Models Genesis) / SAR without the adversarial term / full SAR; fine-tuned
 on labeled cases and scored on cases never used in training, per region, at several points of the
 step budget, over several seeds. Differences smaller than the seed spread are called no difference.

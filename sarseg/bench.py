@@ -1,4 +1,4 @@
-"""Benchmarks behind the README's numbers; the ``sar bench`` subcommands call these."""
+"""Benchmarks behind the README's numbers; the ``sarseg bench`` subcommands call these."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``sar demo``: the whole loop on built-in synthetic data, with nothing else needed: generate
+"""``sarseg demo``: the whole loop on built-in synthetic data, with nothing else needed: generate
 multi-modal phantoms, pretrain with SAR, fine-tune on a few labeled cases, segment an unseen case, and
 write the label map, a picture and the metrics."""
 
