@@ -1,6 +1,6 @@
 """SAR Segmentation: segment tumors with a SAR model (Scale-Aware Restoration pretraining, fine-tuned).
 
-The work runs as background ``sarseg segment`` jobs (``sarseg.jobs``), so Slicer never blocks; a timer
+The work runs as background ``sarseg segment`` jobs (``sarseg.core.jobs``), so Slicer never blocks; a timer
 follows the job and loads the result as segments when it is done. The logic lives in
 ``SARSegmentationLib`` (pure Python, tested without the application); this file holds the Slicer
 module, its widget (thin), a small module logic wiring the Lib to Slicer, and the self-test.

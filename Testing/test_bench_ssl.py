@@ -12,7 +12,7 @@ import torch
 
 from sarseg import phantom
 from sarseg.bench_ssl import Profile, dataset_tasks, markdown, plot, run, summarise
-from sarseg.errors import BadInput
+from sarseg.core.errors import BadInput
 from cli_helpers import assert_bad, run_cli
 
 

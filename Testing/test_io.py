@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from sarseg.errors import BadInput
+from sarseg.core.errors import BadInput
 from sarseg.io import (
     DEFAULT_NORMALISATION,
     Geometry,

@@ -1,4 +1,4 @@
-"""Background jobs (``sarseg.jobs``): queue, progress, cancel with checkpoint, resume, interrupted runs,
+"""Background jobs (``sarseg.core.jobs``): queue, progress, cancel with checkpoint, resume, interrupted runs,
 against the real ``sarseg pretrain --preset tiny`` on the built-in phantoms."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sarseg import jobs
-from sarseg.jobs import Job, JobError, JobManager, group_alive, merge_args
+from sarseg.core import jobs
+from sarseg.core.jobs import Job, JobError, JobManager, group_alive, merge_args
 
 ENV = {"OMP_NUM_THREADS": "1"}  # two cores here: one thread per job keeps runs short and steady
 

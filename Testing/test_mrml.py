@@ -11,7 +11,7 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="slicer-core (Slicer's MRML for plain Python) is not installed")
 
 from sarseg import io, mrml  # noqa: E402
-from sarseg.errors import BadInput  # noqa: E402
+from sarseg.core.errors import BadInput  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BRATS = DATA / "brats2015" / "pat0001"

@@ -381,8 +381,8 @@ def test_engine_ships_inside_the_extension():
     engine = [_resolve(ENGINE_MODULE, s) for s in listed("SAR_ENGINE_PYTHON_SCRIPTS")]
     missing = [str(p) for p in engine if not p.is_file()]
     assert not missing, f"{ENGINE_MODULE}/CMakeLists.txt lists engine files that do not exist: {missing}"
-    assert all(p.parent == ENGINE_DIR for p in engine), "the engine files are copied flat into sarseg/"
-    unlisted = [str(p.relative_to(ROOT)) for p in _files(ENGINE_DIR, {".py"}) if p not in engine]
+    assert all(ENGINE_DIR in p.parents for p in engine), "the engine files are copied into sarseg/"
+    unlisted = [str(p.relative_to(ROOT)) for p in ENGINE_DIR.rglob("*.py") if p not in engine]
     assert not unlisted, (f"the extension would ship without {unlisted}: add them to SAR_ENGINE_PYTHON_SCRIPTS "
                           f"in {ENGINE_MODULE}/CMakeLists.txt")
     for module in MODULE_DIRS:
@@ -391,6 +391,9 @@ def test_engine_ships_inside_the_extension():
     # each engine file is copied into the build folder and passed to the macro with an absolute path
     calls = cmake_calls(ROOT / ENGINE_MODULE / "CMakeLists.txt")
     loop = [args for name, args in calls if name == "foreach"]
+    relative = [args for name, args in calls if name == "file" and args[:1] == ["RELATIVE_PATH"]]
+    assert relative == [["RELATIVE_PATH", "_name", "${CMAKE_CURRENT_SOURCE_DIR}/../sarseg",
+                         "${CMAKE_CURRENT_SOURCE_DIR}/${_script}"]]
     assert ["_script", "IN", "LISTS", "SAR_ENGINE_PYTHON_SCRIPTS"] in loop
     copies = [args for name, args in calls if name == "configure_file"]
     assert copies == [["${CMAKE_CURRENT_SOURCE_DIR}/${_script}", "${CMAKE_CURRENT_BINARY_DIR}/sarseg/${_name}",

@@ -79,7 +79,7 @@ def test_tampered_weights_are_refused(real_run: Path, tmp_path: Path) -> None:
     data = bytearray((copy / "weights.safetensors").read_bytes())
     data[-1] ^= 0xFF
     (copy / "weights.safetensors").write_bytes(bytes(data))
-    from sarseg.errors import BadInput
+    from sarseg.core.errors import BadInput
 
     with pytest.raises(BadInput, match="SHA-256"):
         load_model(copy)

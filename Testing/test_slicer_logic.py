@@ -3,7 +3,7 @@
 
 The logic is written against small protocols (job runner, model store, scene adapter). Its state
 handling is tested with an in-memory job runner (a test double of the ``JobRunner`` protocol, not of
-Slicer); the end-to-end tests run real ``sarseg`` jobs through ``sarseg.jobs.JobManager`` with models
+Slicer); the end-to-end tests run real ``sarseg`` jobs through ``sarseg.core.jobs.JobManager`` with models
 trained here for a few steps (their quality does not matter).
 """
 
@@ -39,7 +39,7 @@ from SARSegmentationLib import dependencies  # noqa: E402
 from SARSegmentationLib.models import fill_model_combo, selected_model  # noqa: E402
 from sarseg import io as sario  # noqa: E402
 from sarseg import mrml, phantom  # noqa: E402
-from sarseg.jobs import JobManager  # noqa: E402
+from sarseg.core.jobs import JobManager  # noqa: E402
 
 SMALL = (24, 48, 48)  # z, y, x: larger than the tiny preset's patch (16, 32, 32)
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -603,7 +603,7 @@ class InProcessRunner(FakeRunner):
 
 
 def engine_segment_runs_as_a_job() -> bool:
-    """``sarseg.jobs`` adds ``--progress json`` to every command; ``sarseg segment`` must accept it."""
+    """``sarseg.core.jobs`` adds ``--progress json`` to every command; ``sarseg segment`` must accept it."""
     from sarseg.cli import parser
 
     try:
@@ -620,7 +620,7 @@ def test_end_to_end_segment_twice(trained, jobs, tmp_path, scene, adapter):
     keeps one set of segments in the same node."""
     if jobs == "job-manager":
         if not engine_segment_runs_as_a_job():
-            pytest.xfail("engine: `sarseg segment` rejects the `--progress json` that sarseg.jobs adds to every job")
+            pytest.xfail("engine: `sarseg segment` rejects the `--progress json` that sarseg.core.jobs adds to every job")
         runner = JobManager(tmp_path / "jobs", env=ENV)
     else:
         runner = InProcessRunner(tmp_path / "jobs")
@@ -669,7 +669,7 @@ def test_end_to_end_add_case_and_finetune_a_new_version(trained, manager, scene,
 
 
 def test_subprocess_canceller_stops_a_real_job(manager, tmp_path):
-    """What the GUI's Cancel does: a detached `sarseg.jobs cancel` process; the job checkpoints and ends
+    """What the GUI's Cancel does: a detached `sarseg.core.jobs cancel` process; the job checkpoints and ends
     cancelled while the caller never waits."""
     job = manager.submit("pretrain", ["pretrain", "--preset", "tiny", "--steps", "100000", "--workers", "0",
                                       "--out", str(tmp_path / "long")], "cpu")
@@ -678,7 +678,7 @@ def test_subprocess_canceller_stops_a_real_job(manager, tmp_path):
         assert not manager.poll(job.id).finished, manager.log(job.id)
         time.sleep(0.1)
     canceller = SubprocessCanceller(manager.root, manager.python, timeout=30)
-    assert canceller.command(job.id)[1:] == ["-m", "sarseg.jobs", "--root", str(manager.root), "cancel", job.id,
+    assert canceller.command(job.id)[1:] == ["-m", "sarseg.core.jobs", "--root", str(manager.root), "cancel", job.id,
                                              "--timeout", "30.0"]
     started = time.monotonic()
     assert canceller.cancel(job.id)

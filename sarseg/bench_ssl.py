@@ -19,7 +19,7 @@ import torch
 
 from .config import LABEL_SCHEMES, LabelScheme, PretrainConfig, finetune_config, merge, pretrain_config, to_dict
 from .data import Source, parse_sources
-from .errors import BadInput
+from .core.errors import BadInput
 from .finetune import Case, auto_scheme, cases_from_dataset, finetune
 from .infer import Segmenter
 from .io import Geometry, read_image, read_label, write_image

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import jobs
-from .errors import BadInput, Cancelled
+from .core import jobs
+from .core.errors import BadInput, Cancelled
 from .runtime import tune_malloc
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import BadInput
+from .core.errors import BadInput
 from .io import DEFAULT_NORMALISATION
 
 

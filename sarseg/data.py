@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from . import proxy
 from .config import PretrainConfig, ProxyConfig
-from .errors import BadInput
+from .core.errors import BadInput
 from .io import normalisation_for, read_image
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")

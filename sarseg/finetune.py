@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
 from .config import FinetuneConfig, LabelScheme, from_dict, to_dict
-from .errors import BadInput
+from .core.errors import BadInput
 from .infer import normalise_channels, outputs_for, predict, to_label_map
 from .io import read_image, read_label
 from .metrics import evaluate_maps, region_masks

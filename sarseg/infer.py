@@ -15,7 +15,7 @@ from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
 from .config import FinetuneConfig, InferenceConfig, LabelScheme, from_dict
-from .errors import BadInput
+from .core.errors import BadInput
 from .io import Geometry, Image, normalisation_for
 from .model import load_model
 from .nets import UNet3D

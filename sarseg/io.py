@@ -19,8 +19,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import BadInput
-from .files import atomic_path
+from .core.errors import BadInput
+from .core.files import atomic_path
 
 PathLike = str | os.PathLike
 

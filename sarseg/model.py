@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import BadInput
-from .files import atomic_path
+from .core.errors import BadInput
+from .core.files import atomic_path
 
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.safetensors"

@@ -26,7 +26,7 @@ import numpy as np
 import slicer
 import vtk
 
-from .errors import BadInput
+from .core.errors import BadInput
 from .io import Geometry, Image, PathLike, check_intensities, write_image
 
 _LPS = np.array([-1.0, -1.0, 1.0])  # RAS <-> LPS, its own inverse

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import __version__
 from .config import PretrainConfig, from_dict, to_dict
 from .data import Source, VolumePool, check_volumes, items, volume_stream
-from .errors import BadInput
+from .core.errors import BadInput
 from .model import save_model
 from .nets import SARNet
 from .train import CHECKPOINT, Distributed, Progress, check_output, load_checkpoint, make_optimizer, save_checkpoint, train_loop

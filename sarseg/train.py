@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable, TextIO
 import torch
 import torch.distributed as dist
 
-from .errors import BadInput, Cancelled
-from .files import atomic_path
+from .core.errors import BadInput, Cancelled
+from .core.files import atomic_path
 
 CHECKPOINT = "checkpoint.pt"
 

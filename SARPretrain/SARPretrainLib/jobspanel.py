@@ -1,6 +1,6 @@
 """The jobs panel (:class:`JobsPanelLogic`): every SAR job with state, progress and ETA; cancel, resume, log.
 
-Jobs are folders under the jobs root (``sarseg.jobs``), so the panel only lists them: it shows the same
+Jobs are folders under the jobs root (``sarseg.core.jobs``), so the panel only lists them: it shows the same
 jobs after Slicer restarts, including those that went on running meanwhile. Only the standard library
 is imported at module level.
 """

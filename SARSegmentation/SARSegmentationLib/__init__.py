@@ -4,7 +4,7 @@ Pure Python, importable without the Slicer application or Qt: the engine (``sars
 ``torch`` are imported only inside the functions that use them. The logic is written against three
 small protocols (:mod:`.protocols`) and gets their implementations injected:
 
-* job runner: ``sarseg.jobs.JobManager`` (:func:`.jobs.default_runner`),
+* job runner: ``sarseg.core.jobs.JobManager`` (:func:`.jobs.default_runner`),
 * model store: :class:`.models.FolderModelStore`,
 * scene adapter: :class:`.scene.MRMLSceneAdapter` (wraps ``sarseg.mrml``).
 """

@@ -1,6 +1,6 @@
 """Following background jobs from the GUI: status lines, ETA, loss curves, cancelling off the GUI thread.
 
-The jobs themselves are ``sarseg`` commands run by ``sarseg.jobs.JobManager`` (through the
+The jobs themselves are ``sarseg`` commands run by ``sarseg.core.jobs.JobManager`` (through the
 :class:`~SARSegmentationLib.protocols.JobRunner` protocol) in their own processes, so Slicer stays
 responsive and a job goes on when Slicer closes. Only the standard library is imported at module level.
 """
@@ -38,8 +38,8 @@ def slicer_python() -> str:
 
 def default_runner(root: str | Path | None = None, python: str | None = None,
                    env: dict[str, str] | None = None) -> JobRunner:
-    """``sarseg.jobs.JobManager`` on the shared jobs folder, running jobs with :func:`slicer_python`."""
-    from sarseg.jobs import JobManager  # the engine, imported on first use
+    """``sarseg.core.jobs.JobManager`` on the shared jobs folder, running jobs with :func:`slicer_python`."""
+    from sarseg.core.jobs import JobManager  # the engine, imported on first use
 
     return JobManager(Path(root) if root is not None else jobs_root(), python or slicer_python(), env=env)
 
@@ -112,7 +112,7 @@ class JobStatus:
 
 
 def status_of(job: JobLike) -> JobStatus:
-    """A :class:`JobStatus` from a job (``sarseg.jobs.Job`` or anything with the same fields)."""
+    """A :class:`JobStatus` from a job (``sarseg.core.jobs.Job`` or anything with the same fields)."""
     progress = dict(getattr(job, "progress", None) or {})
     step, steps = progress.get("step"), progress.get("steps")
     fraction = None
@@ -232,7 +232,7 @@ class BackgroundCanceller:
 
 
 class SubprocessCanceller:
-    """Cancels jobs from a small detached process (``python -m sarseg.jobs --root ROOT cancel ID``).
+    """Cancels jobs from a small detached process (``python -m sarseg.core.jobs --root ROOT cancel ID``).
 
     What the GUI uses: nothing waits in Slicer's process (not even a thread, which inside Slicer only
     runs while the main thread gives up Python's lock), and the stop completes even if Slicer closes.
@@ -244,7 +244,7 @@ class SubprocessCanceller:
         self._procs: dict[str, Any] = {}
 
     def command(self, job_id: str) -> list[str]:
-        return [self.python, "-m", "sarseg.jobs", "--root", str(self.root), "cancel", job_id,
+        return [self.python, "-m", "sarseg.core.jobs", "--root", str(self.root), "cancel", job_id,
                 "--timeout", repr(float(self.timeout))]
 
     def cancel(self, job_id: str) -> bool:

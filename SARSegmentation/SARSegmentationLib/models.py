@@ -5,7 +5,7 @@ Layout (``sar_home()``: ``$SAR_HOME``, else ``<Slicer user settings folder>/SAR`
 
     models/<name>/model.json, weights.safetensors    one folder per model version, never overwritten
     models/<name>/training/                          that model's training set (nnU-Net v2 layout)
-    jobs/<job id>/                                   background jobs (sarseg.jobs)
+    jobs/<job id>/                                   background jobs (sarseg.core.jobs)
     work/                                            inputs exported for segmentation, pretraining data
 
 A model's versions are sibling folders ``<base>``, ``<base>-v2``, ``<base>-v3``...; fine-tuning a

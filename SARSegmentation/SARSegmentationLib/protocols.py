@@ -3,7 +3,7 @@
 The logic classes take these as constructor arguments (dependency injection), so the widgets, the
 logic and the engine can be tested apart:
 
-* :class:`JobRunner`: background jobs. ``sarseg.jobs.JobManager`` implements it; tests may use an
+* :class:`JobRunner`: background jobs. ``sarseg.core.jobs.JobManager`` implements it; tests may use an
   in-memory double.
 * :class:`ModelStore`: the models folder (list, import, new versions, training sets).
   :class:`SARSegmentationLib.models.FolderModelStore` implements it.
@@ -27,7 +27,7 @@ class SARLogicError(ValueError):
 
 @runtime_checkable
 class JobLike(Protocol):
-    """What the logic reads from a job (``sarseg.jobs.Job`` has all of it)."""
+    """What the logic reads from a job (``sarseg.core.jobs.Job`` has all of it)."""
 
     id: str
     kind: str
@@ -45,7 +45,7 @@ class JobLike(Protocol):
 
 @runtime_checkable
 class JobRunner(Protocol):
-    """Background jobs that outlive the GUI (and Slicer): ``sarseg.jobs.JobManager`` implements this."""
+    """Background jobs that outlive the GUI (and Slicer): ``sarseg.core.jobs.JobManager`` implements this."""
 
     root: Path
 

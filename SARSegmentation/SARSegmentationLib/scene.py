@@ -50,7 +50,7 @@ class MRMLSceneAdapter:
                        prefix: str = "input") -> list[Path]:
         """Write the volumes as one NIfTI per channel (``PREFIX_0000.nii.gz``...) on their common exact
         grid (checked: same grid, no pending transform, finite non-constant voxels)."""
-        from sarseg.errors import BadInput
+        from sarseg.core.errors import BadInput
         from sarseg.io import write_image
 
         try:
@@ -66,7 +66,7 @@ class MRMLSceneAdapter:
                        segmentation_node: Any = None, name: str = "") -> Any:
         """Show a label map file (on the reference volume's grid) as segments named and colored by
         ``labels``; with ``segmentation_node`` its same-named segments are replaced in place."""
-        from sarseg.errors import BadInput
+        from sarseg.core.errors import BadInput
         from sarseg.io import read_label
 
         mrml = _mrml()
@@ -138,7 +138,7 @@ class MRMLSceneAdapter:
     # training cases
     def write_training_case(self, volumes: Sequence[Any], segmentation_node: Any, name_to_value: Mapping[str, int],
                             folder: Path, case_id: str, modalities: Sequence[str] = ()) -> dict:
-        from sarseg.errors import BadInput
+        from sarseg.core.errors import BadInput
 
         try:
             return _mrml().write_training_case(self.scene, list(volumes), segmentation_node, dict(name_to_value),

@@ -42,7 +42,7 @@ class SegmentRun:
 class SegmentationLogic:
     """Segmentation with background jobs; no Qt, no ``slicer.app`` (the scene comes in ``scene``).
 
-    ``runner``: :class:`~SARSegmentationLib.protocols.JobRunner` (``sarseg.jobs.JobManager``);
+    ``runner``: :class:`~SARSegmentationLib.protocols.JobRunner` (``sarseg.core.jobs.JobManager``);
     ``models``: :class:`~SARSegmentationLib.protocols.ModelStore`; ``scene``:
     :class:`~SARSegmentationLib.protocols.SceneAdapter`; ``work_folder``: where inputs are exported;
     ``cuda``: tells whether a GPU is there (for device "auto"); ``canceller``: how cancelling runs

@@ -8,7 +8,7 @@ A job is a folder ``ROOT/ID`` (ROOT: ``$SAR_JOBS`` or ``~/.local/share/sar/jobs`
 * ``progress.jsonl``: the command's stdout, i.e. its ``--progress json`` lines;
 * ``log.txt``: its stderr (and anything the runner itself has to say).
 
-Robust to the parent (Slicer) closing: a job runs under a small runner, ``python -m sarseg.jobs run-child
+Robust to the parent (Slicer) closing: a job runs under a small runner, ``python -m sarseg.core.jobs run-child
 DIR``, started in a new session. The runner starts ``python -m sarseg ARGS --progress json`` in its own
 process group with stdout/stderr going straight to the files above, waits for it, records the exit
 code and final state in ``job.json`` (written atomically, under a lock file in ROOT), then starts
@@ -409,7 +409,7 @@ class JobManager:
         try:
             with open(folder / LOG_FILE, "ab") as log:
                 proc = subprocess.Popen(
-                    [job.python or self.python, "-m", "sarseg.jobs", "run-child", str(folder)],
+                    [job.python or self.python, "-m", "sarseg.core.jobs", "run-child", str(folder)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                     cwd=job.cwd if job.cwd and os.path.isdir(job.cwd) else None,
                     start_new_session=True, close_fds=True)
@@ -629,7 +629,7 @@ def _child_env(job: Job) -> dict[str, str]:
     return env
 
 
-# -- the runner (python -m sarseg.jobs run-child DIR) ----------------------------------------------
+# -- the runner (python -m sarseg.core.jobs run-child DIR) ----------------------------------------------
 
 def run_child(folder: str | os.PathLike) -> int:
     """Run one job's command with its output going to the job's files; record how it ended; start
@@ -686,7 +686,7 @@ def run_child(folder: str | os.PathLike) -> int:
     return 0
 
 
-# -- the command line (``sarseg jobs ...`` and ``python -m sarseg.jobs ...``) -----------------------
+# -- the command line (``sarseg jobs ...`` and ``python -m sarseg.core.jobs ...``) -----------------------
 
 def add_parser(subparsers) -> None:
     """Add ``jobs`` with its sub-commands to the ``sarseg`` parser's sub-parsers."""
@@ -792,10 +792,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run-child"]:
         if len(argv) != 2:
-            print("usage: python -m sarseg.jobs run-child JOB_DIR", file=sys.stderr)
+            print("usage: python -m sarseg.core.jobs run-child JOB_DIR", file=sys.stderr)
             return EXIT_BAD_INPUT
         return run_child(argv[1])
-    p = argparse.ArgumentParser(prog="python -m sarseg.jobs", description="SAR background jobs")
+    p = argparse.ArgumentParser(prog="python -m sarseg.core.jobs", description="SAR background jobs")
     _jobs_arguments(p)
     return run(p.parse_args(argv))
 
