@@ -149,12 +149,39 @@ def _check_geometry(path: Path, image: sitk.Image) -> Geometry:
     return geometry
 
 
-def _check_nifti_complete(path: Path) -> None:
-    """Reject a truncated NIfTI file: ITK's NIfTI reader silently fills the missing voxels with zeros."""
-    name = path.name.lower()
-    if not name.endswith((".nii", ".nii.gz")):
-        return
-    gz = name.endswith(".gz")
+# Limits a header must respect before anything is allocated (the README's reliability section).
+MAX_VOXELS = int(os.environ.get("SARSEG_MAX_VOXELS", 2**29))  # per volume: 512 Mi voxels, 2 GiB as float32
+MAX_COMPRESSION = 1100  # zlib/gzip cannot shrink data by more than about 1032:1
+
+
+def _check_declared_size(path: Path, size: Sequence[int]) -> None:
+    """Refuse a header whose voxel count exceeds :data:`MAX_VOXELS` or what the file could hold even at
+    the best compression ratio (a 1 KB file declaring 1200^3 voxels), before reading its data."""
+    voxels = math.prod(int(s) for s in size)
+    if voxels > MAX_VOXELS:
+        raise BadInput(path, f"declares {voxels:,} voxels (size {tuple(size)}), more than the limit of "
+                             f"{MAX_VOXELS:,} (set SARSEG_MAX_VOXELS to change it)")
+    detached = path.name.lower().endswith((".nhdr", ".mhd"))  # the voxels live in another file
+    if not detached and voxels > path.stat().st_size * MAX_COMPRESSION:
+        raise BadInput(path, f"declares {voxels:,} voxels (size {tuple(size)}) but holds only "
+                             f"{path.stat().st_size:,} bytes: the header is wrong or the file truncated")
+
+
+@dataclass(frozen=True)
+class _NiftiHeader:
+    dims: tuple[int, ...]
+    pixdim: tuple[float, ...]
+    datatype: int
+    bitpix: int
+    offset: int
+    slope: float
+    endian: str
+
+
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _nifti_header(path: Path, gz: bool) -> _NiftiHeader | None:
     try:
         with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
             header = f.read(540)
@@ -162,36 +189,78 @@ def _check_nifti_complete(path: Path) -> None:
         raise BadInput(path, f"cannot read image header ({exc})") from None
     for endian in "<>":
         if len(header) >= 352 and struct.unpack_from(endian + "i", header)[0] == 348:  # NIfTI-1
-            dims, bitpix = struct.unpack_from(endian + "8h", header, 40), struct.unpack_from(endian + "h", header, 72)[0]
-            offset = int(struct.unpack_from(endian + "f", header, 108)[0])
-            break
+            return _NiftiHeader(struct.unpack_from(endian + "8h", header, 40), struct.unpack_from(endian + "8f", header, 76),
+                                struct.unpack_from(endian + "h", header, 70)[0], struct.unpack_from(endian + "h", header, 72)[0],
+                                int(struct.unpack_from(endian + "f", header, 108)[0]),
+                                struct.unpack_from(endian + "f", header, 112)[0], endian)
         if len(header) >= 540 and struct.unpack_from(endian + "i", header)[0] == 540:  # NIfTI-2
-            dims, bitpix = struct.unpack_from(endian + "8q", header, 16), struct.unpack_from(endian + "h", header, 14)[0]
-            offset = int(struct.unpack_from(endian + "q", header, 168)[0])
-            break
-    else:
-        return  # not a header we know; ITK reports it
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or bitpix <= 0 or any(d <= 0 for d in dims[1 : ndim + 1]):
+            return _NiftiHeader(struct.unpack_from(endian + "8q", header, 16), struct.unpack_from(endian + "8d", header, 104),
+                                struct.unpack_from(endian + "h", header, 12)[0], struct.unpack_from(endian + "h", header, 14)[0],
+                                int(struct.unpack_from(endian + "q", header, 168)[0]),
+                                struct.unpack_from(endian + "d", header, 176)[0], endian)
+    return None  # not a header we know; ITK reports it
+
+
+def _check_nifti(path: Path) -> None:
+    """What ITK's NIfTI reader hides: it turns NaN/Inf voxels into 0, a pixdim of 0 into 1 mm, and fills
+    the voxels missing from a truncated file with zeros. Checked on the header and the raw data."""
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
         return
-    expected = offset + math.prod(dims[1 : ndim + 1]) * bitpix // 8
+    gz = name.endswith(".gz")
+    h = _nifti_header(path, gz)
+    if h is None:
+        return
+    ndim = h.dims[0]
+    if not 1 <= ndim <= 7 or h.bitpix <= 0 or any(d <= 0 for d in h.dims[1: ndim + 1]):
+        return
+    spatial = h.pixdim[1: min(ndim, 3) + 1]
+    if any(not math.isfinite(p) or p <= 0 for p in spatial):
+        raise BadInput(path, f"has zero, negative or invalid voxel spacing {tuple(spatial)} in its header (pixdim)")
+    if h.slope != 0 and not math.isfinite(h.slope):
+        raise BadInput(path, f"has an invalid intensity scaling (scl_slope {h.slope})")
+    _check_declared_size(path, h.dims[1: ndim + 1])
+    expected = h.offset + math.prod(h.dims[1: ndim + 1]) * h.bitpix // 8
+    dtype = _NIFTI_FLOATS.get(h.datatype)
     if not gz:
         actual = path.stat().st_size
+        if actual >= expected and dtype:
+            with open(path, "rb") as f:
+                f.seek(h.offset)
+                _check_finite_stream(path, f, h.endian + dtype)
     else:
-        with open(path, "rb") as f:  # the gzip trailer holds the length mod 2**32: a quick check first
-            f.seek(-4, os.SEEK_END)
-            quick = struct.unpack("<I", f.read(4))[0]
-        if quick == expected % 2**32:
-            return
         actual = 0
         try:
             with gzip.open(path, "rb") as f:
-                while chunk := f.read(1 << 22):
-                    actual += len(chunk)
+                if dtype:  # float data: scan every voxel while counting the bytes
+                    f.seek(h.offset)
+                    actual = h.offset + _check_finite_stream(path, f, h.endian + dtype)
+                else:
+                    with open(path, "rb") as raw:  # the gzip trailer holds the length mod 2**32
+                        raw.seek(-4, os.SEEK_END)
+                        if struct.unpack("<I", raw.read(4))[0] == expected % 2**32:
+                            return
+                    while chunk := f.read(1 << 22):
+                        actual += len(chunk)
         except (OSError, EOFError, zlib.error) as exc:
             raise BadInput(path, f"is truncated or corrupt ({exc})") from None
     if actual < expected:
         raise BadInput(path, f"is truncated: {actual} of {expected} bytes")
+
+
+def _check_finite_stream(path: Path, f, dtype: str) -> int:
+    """Read ``f`` to its end as ``dtype`` values; refuse NaN/Inf. Returns the bytes read."""
+    itemsize, count, bad, rest = np.dtype(dtype).itemsize, 0, 0, b""
+    while chunk := f.read(1 << 22):
+        count += len(chunk)
+        data = rest + chunk
+        whole = len(data) - len(data) % itemsize
+        values = np.frombuffer(data[:whole], dtype=dtype)
+        bad += int(values.size - np.isfinite(values).sum())
+        rest = data[whole:]
+    if bad:
+        raise BadInput(path, f"has {bad} NaN or infinite voxels")
+    return count
 
 
 def read_channels(path: PathLike) -> list[sitk.Image]:
@@ -202,8 +271,9 @@ def read_channels(path: PathLike) -> list[sitk.Image]:
         raise BadInput(path, "no such file or folder")
     if not path.is_dir():
         # check the header as stored: a full read silently turns a negative spacing into a flipped direction
-        read_header(path, channels=True)
-        _check_nifti_complete(path)
+        geometry = read_header(path, channels=True)
+        _check_declared_size(path, geometry.size)
+        _check_nifti(path)
     image = _read(path, _reader_for(path))
     images = [image[:, :, :, i] for i in range(image.GetSize()[3])] if image.GetDimension() == 4 else [image]
     for volume in images:
@@ -249,8 +319,8 @@ def read_image(
             if not resample_to_first:
                 raise BadInput(
                     path,
-                    f"is on a different grid than {paths[0]} (size {this.size} vs {geometry.size}, spacing "
-                    f"{_fmt(this.spacing)} vs {_fmt(geometry.spacing)}); resample it or allow resampling",
+                    f"is on a different grid than {paths[0]} ({_grid_difference(this, geometry)}); "
+                    "resample it or allow resampling",
                 )
             image = sitk.Resample(image, first, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
@@ -266,8 +336,7 @@ def read_label(path: PathLike, reference: Geometry | None = None) -> np.ndarray:
     if reference is not None and not geometry.same_grid(reference):
         raise BadInput(
             path,
-            f"label map is on a different grid than its image (size {geometry.size} vs {reference.size}, "
-            f"spacing {_fmt(geometry.spacing)} vs {_fmt(reference.spacing)})",
+            f"label map is on a different grid than its image ({_grid_difference(geometry, reference)})",
         )
     array = sitk.GetArrayFromImage(image)
     if np.issubdtype(array.dtype, np.floating):
@@ -280,6 +349,13 @@ def _fmt(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
+def _grid_difference(this: Geometry, other: Geometry) -> str:
+    """Size, spacing, origin and direction of two grids side by side (``this`` vs ``other``)."""
+    return (f"size {this.size} vs {other.size}, spacing {_fmt(this.spacing)} vs {_fmt(other.spacing)}, "
+            f"origin {_fmt(this.origin)} vs {_fmt(other.origin)}, direction {_fmt(this.direction)} vs "
+            f"{_fmt(other.direction)}")
+
+
 def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     """A (Z, Y, X) array on ``geometry`` as a SimpleITK image."""
     if tuple(array.shape[::-1]) != geometry.size:
@@ -287,12 +363,42 @@ def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     return geometry.apply_to(sitk.GetImageFromArray(array))
 
 
-def _write_atomic(path: PathLike, image: sitk.Image) -> Path:
-    """Write through a temporary file beside ``path``: a killed writer leaves no partial file."""
+WRITABLE = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha")
+
+
+def check_output_path(path: PathLike, what: str = "output") -> Path:
+    """Refuse, before any work, an output that cannot be written: an unknown extension, a folder, or a
+    folder that does not exist or is not writable."""
     path = Path(path)
+    if not path.name.lower().endswith(WRITABLE):
+        raise BadInput(path, f"{what}: unknown file type; use one of {', '.join(WRITABLE)}")
+    if path.is_dir():
+        raise BadInput(path, f"{what}: is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # missing folders are created: the nearest existing one must be writable
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(path, f"{what}: folder {parent} is not writable")
+    return path
+
+
+def _write_atomic(path: PathLike, image: sitk.Image) -> Path:
+    """Write through a temporary file beside ``path``, read it back and compare, then rename: a killed
+    writer or a full disk (ITK's writers do not report short writes) leaves no partial file."""
+    path = check_output_path(path)
     suffix = ".seg.nrrd" if path.name.endswith(".seg.nrrd") else ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    with atomic_path(path, suffix) as tmp:
-        sitk.WriteImage(image, tmp, useCompression=True)
+    try:
+        with atomic_path(path, suffix) as tmp:
+            sitk.WriteImage(image, tmp, useCompression=True)
+            _check_nifti(Path(tmp))
+            back = sitk.ReadImage(tmp)
+            if not np.array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image)):
+                raise OSError("the file read back differs from what was written")
+    except BadInput as exc:  # the temporary file failed a check of _check_nifti
+        raise BadInput(path, f"was not written completely (is the disk full?): {exc.problem}; "
+                             "nothing was kept") from None
+    except (OSError, RuntimeError) as exc:
+        raise BadInput(path, f"cannot be written ({_first_line(exc)}); nothing was kept") from None
     return path
 
 
