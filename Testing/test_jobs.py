@@ -114,6 +114,21 @@ def test_killed_job_is_interrupted_and_resumable(manager: JobManager, tmp_path: 
     assert job.progress["step"] == last + 5 and job.progress["started_step"] <= last
 
 
+def test_a_command_whose_runner_died_is_stopped_and_then_interrupted(manager: JobManager, tmp_path: Path) -> None:
+    job = manager.submit("pretrain", pretrain(tmp_path / "orphan", 100000), "cpu")
+    job = wait_for(manager, job.id, lambda j: j.progress.get("checkpoint_step") or j.finished)
+    assert job.state == "running" and job.child_pid
+    os.kill(job.pid, signal.SIGKILL)  # only the runner: its command goes on, and nobody would record its end
+    job = wait_for(manager, job.id, lambda j: j.state != "running", timeout=30)
+    assert job.state == "interrupted" and job.orphaned
+    assert not jobs.pid_alive(job.child_pid, job.child_start)
+    assert "the runner of this job died" in manager.log(job.id)
+    assert (tmp_path / "orphan" / "checkpoint.pt").is_file()
+    job = manager.resume(job.id, ["--steps", str(job.progress["step"] + 3)])
+    job = wait_for(manager, job.id, finished)
+    assert job.state == "done" and job.orphaned is None, manager.log(job.id)
+
+
 def _fake_launch(self: JobManager, job: Job) -> Job:
     """Mark a job running as this test process (alive and ours) without starting anything."""
     return self._update(job.id, state="running", pid=os.getpid(), pgid=None,

@@ -99,6 +99,7 @@ class Job:
     child_pid: int | None = None  # the sarseg command itself
     child_start: int | None = None
     cancel_requested: bool = False
+    orphaned: str | None = None  # when the runner was found dead and its command told to stop
     runs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     # Not stored in job.json: filled from the files when read.
@@ -156,7 +157,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": str, "kind": str, "argv": list, "device": str, "state": str, "out": str, "cwd": str,
     "python": str, "env": dict, "limits": dict, "created": str, "queued": str, "started": str,
     "ended": str, "exit_code": int, "pid": int, "pgid": int, "pid_start": int, "child_pid": int,
-    "child_start": int, "cancel_requested": bool, "runs": int, "history": list,
+    "child_start": int, "cancel_requested": bool, "orphaned": str, "runs": int, "history": list,
 }
 
 
@@ -241,6 +242,13 @@ def owned_group(job: "Job") -> int | None:
         if stat and start is not None and stat[2] == start and stat[1] == pgid and stat[0] not in ("Z", "X"):
             return pgid
     return None
+
+
+def _signal_pid(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -419,7 +427,7 @@ class JobManager:
             return self._update(job.id, state="failed", started=now(), ended=now(), exit_code=None)
         self._procs[job.id] = proc
         return self._update(job.id, state="running", pid=proc.pid, pgid=proc.pid, pid_start=_start_time(proc.pid),
-                            child_pid=None, child_start=None, started=now(), ended=None, exit_code=None,
+                            child_pid=None, child_start=None, orphaned=None, started=now(), ended=None, exit_code=None,
                             cancel_requested=False, runs=job.runs + 1)
 
     # -- following
@@ -432,8 +440,12 @@ class JobManager:
         return pid_alive(job.pid, job.pid_start) or pid_alive(job.child_pid, job.child_start)
 
     def _refresh(self, job: Job) -> Job:
-        """Mark a running job whose processes are gone (and recorded no exit code) interrupted."""
-        if job.state != "running" or self._runner_alive(job):
+        """Mark a running job whose processes are gone (and recorded no exit code) interrupted. A command
+        whose runner died is stopped (it checkpoints): nobody would record how it ended."""
+        if job.state != "running" or pid_alive(job.pid, job.pid_start):
+            return job
+        if pid_alive(job.child_pid, job.child_start):
+            self._stop_orphan(job)
             return job
         with self._locked():
             job = self._read(job.id)
@@ -442,6 +454,14 @@ class JobManager:
                 self._write(job)
                 self._freed = True
         return job
+
+    def _stop_orphan(self, job: Job) -> None:
+        if job.orphaned is None and owned_group(job) is not None:
+            with open(self.root / job.id / LOG_FILE, "a", encoding="utf-8") as log:
+                print(f"sarseg jobs: the runner of this job died; stopping its command (pid {job.child_pid}), "
+                      "which checkpoints: resume the job to go on", file=log)
+            _signal_pid(job.child_pid, signal.SIGTERM)
+            self._update(job.id, orphaned=now())
 
     def _refresh_all(self) -> list[Job]:
         self._reap()
@@ -571,7 +591,7 @@ class JobManager:
             job.argv = merge_args(job.argv, extra)
             job.state, job.queued = "queued", now()
             job.started = job.ended = job.exit_code = job.pid = job.pgid = job.pid_start = None
-            job.child_pid = job.child_start = None
+            job.child_pid = job.child_start = job.orphaned = None
             job.cancel_requested = False
             self._write(job)
             self.start_next()
