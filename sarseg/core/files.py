@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+TEMP_MARK = ".sarseg-tmp-"  # in every temporary's name, so a stale one is known for what it is
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path, suffix: str = "") -> Iterator[str]:
@@ -15,7 +17,7 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[str]:
     usual permissions (mkstemp makes it owner-only) and is renamed over ``path``, else removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield tmp
@@ -26,3 +28,15 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove what :func:`atomic_path` left behind when its process was killed mid-write (SIGKILL, power
+    loss); called when a job starts in ``folder``, where no other writer runs. Returns what was removed."""
+    removed = []
+    if Path(folder).is_dir():
+        for entry in Path(folder).iterdir():
+            if entry.name.startswith(".") and TEMP_MARK in entry.name and entry.is_file():
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
