@@ -165,7 +165,7 @@ def test_dead_or_reused_pid_is_interrupted(tmp_path: Path, monkeypatch) -> None:
     reused = m.submit("pretrain", ["pretrain"], "cpu")
     m._update(queued.id, state="done", exit_code=0)
     assert m.poll(reused.id).state == "queued" and m.start_next()[0].id == reused.id
-    m._update(reused.id, pid_start=-1)  # our pid, but a process that started at another time
+    m._update(reused.id, pid_start=jobs._start_time(os.getpid()) + 12345)  # our pid, started at another time
     states = {j.id: j.state for j in m.list()}
     if Path("/proc/self/stat").is_file():
         assert states[reused.id] == "interrupted"

@@ -127,10 +127,18 @@ class Job:
         values = {k: v for k, v in data.items() if k in known and k not in cls._TRANSIENT}
         for key, value in values.items():
             expected = _FIELD_TYPES[key]
-            if value is None and key not in _REQUIRED:
+            if value is None and known[key].default is None:
                 continue
             if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
                 raise JobError(where, f"field {key!r} has the wrong type ({type(value).__name__})")
+            if expected is int and not (-256 if key == "exit_code" else 0) <= value < 2**31:
+                raise JobError(where, f"field {key!r} is out of range ({value})")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in values.get("env", {}).items()):
+            raise JobError(where, "env must map names to strings")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1000 for v in values.get("limits", {}).values()):
+            raise JobError(where, "limits must be positive job counts")
+        if not all(isinstance(h, dict) for h in values.get("history", [])):
+            raise JobError(where, "history must be a list of objects")
         if not _ID.match(values["id"]):
             raise JobError(where, f"id {values['id']!r} is not a job id")
         if values.get("state", "queued") not in STATES:
@@ -152,7 +160,6 @@ class Job:
         return min(1.0, step / steps) if isinstance(step, (int, float)) and steps else None
 
 
-_REQUIRED = ("id", "kind", "argv", "device")
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": str, "kind": str, "argv": list, "device": str, "state": str, "out": str, "cwd": str,
     "python": str, "env": dict, "limits": dict, "created": str, "queued": str, "started": str,

@@ -1,0 +1,74 @@
+"""Random mutations of the records a user (or anyone with access to the folder) can edit, fed to every
+command that reads them: exit 0 or 2, never a traceback, never a signal sent or a job started."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sarseg.cli import main
+from sarseg.core import jobs
+from sarseg.core.jobs import Job, JobManager
+
+VALUES: list[Any] = [None, True, False, 0, 1, -1, 2**63, 1.5, float("nan"), "", "x", "running", "queued", "cuda",
+                     "../../etc", [], ["pretrain"], [1, 2], {}, {"a": 1}]
+
+
+def mutate(value: Any, rng: random.Random) -> Any:
+    """The JSON value with one random change somewhere inside it: a replaced, removed or added entry."""
+    if isinstance(value, dict) and value and rng.random() < 0.7:
+        key = rng.choice(sorted(value))
+        out = dict(value)
+        action = rng.random()
+        if action < 0.2:
+            del out[key]
+        elif action < 0.3:
+            out[rng.choice(["extra", "pid", "pgid", "state"])] = rng.choice(VALUES)
+        else:
+            out[key] = mutate(value[key], rng)
+        return out
+    if isinstance(value, list) and value and rng.random() < 0.6:
+        out = list(value)
+        out[rng.randrange(len(out))] = mutate(out[rng.randrange(len(out))], rng)
+        return out
+    return rng.choice(VALUES)
+
+
+def test_fuzz_job_records_through_every_jobs_command(tmp_path: Path, monkeypatch, capsys) -> None:
+    sent: list = []
+    monkeypatch.setattr(jobs.os, "killpg", lambda *a: sent.append(a))
+    monkeypatch.setattr(jobs.os, "kill", lambda *a: sent.append(a))
+    launched: list = []
+
+    def launch(self: JobManager, job: Job) -> Job:  # a mutated record may be queued: never run it
+        launched.append(job.id)
+        return self._update(job.id, state="failed", exit_code=1)
+
+    monkeypatch.setattr(JobManager, "_launch", launch)
+    root = tmp_path / "jobs"
+    job_id = "20260101-000000-pretrain-0a1b"
+    valid = {"id": job_id, "kind": "pretrain", "argv": ["pretrain", "--out", "x"], "device": "cpu",
+             "state": "done", "created": "2026-01-01T00:00:00", "exit_code": 0, "runs": 1, "history": [],
+             "env": {}, "limits": {"cpu": 1, "cuda": 1}, "pid": 12345, "pgid": 12345, "pid_start": 1}
+    rng = random.Random(7)
+    for trial in range(300):
+        folder = root / job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        record = mutate(valid, rng)
+        (folder / "job.json").write_text(json.dumps(record))
+        (folder / "progress.jsonl").write_text(rng.choice(['{"event": "step", "step": "x"}\n', "garbage\n", "",
+                                                           '{"event": "start", "steps": null}\n']))
+        for command in (["list"], ["list", "--json"], ["show", job_id], ["log", job_id], ["cancel", job_id, "--timeout", "0"],
+                        ["resume", job_id]):
+            capsys.readouterr()
+            rc = main(["jobs", "--root", str(root), *command])
+            err = capsys.readouterr().err
+            assert rc in (0, 2), (trial, record, command, err)
+            assert "Traceback" not in err, (trial, record, command, err)
+            if rc == 2:
+                assert err.startswith("sarseg: error: "), err
+    assert sent == []
