@@ -23,10 +23,12 @@ import torch
 
 from sarseg import phantom
 from sarseg.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from sarseg.config import LABEL_SCHEMES, finetune_config, to_dict
+from sarseg.config import finetune_config
+from sarseg.core.card import sha256
+from sarseg.core.labels import SCHEMES
 from sarseg.finetune import segmentation_loss
 from sarseg.io import Geometry, write_image
-from sarseg.model import load_model, sha256
+from sarseg.model import load_model
 from cli_helpers import assert_bad, run_cli
 
 
@@ -212,7 +214,7 @@ def test_region_loss_scores_each_region_and_the_background() -> None:
     """Overlapping regions need a sigmoid and binary cross-entropy per channel. MONAI's DiceCELoss applies
     softmax cross-entropy to any multi-channel input (even with sigmoid=True): background voxels, an
     all-zero target, then add no cross-entropy and a network marking everything is barely penalised."""
-    config = finetune_config("tiny", {"labels": to_dict(LABEL_SCHEMES["brats"])})
+    config = finetune_config("tiny", {"labels": SCHEMES["brats"].to_dict()})
     loss = segmentation_loss(config)
     target = torch.zeros(2, 3, 8, 8, 8)
     target[:, 0, 2:6, 2:6, 2:6] = 1.0  # whole tumor
