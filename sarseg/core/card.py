@@ -116,30 +116,33 @@ class Architecture:
     sources: int | None = None  # sar-resunet3d: classes of the discriminator
 
     @classmethod
-    def from_dict(cls, data: Any, where: object, kind: str, derived_out: int | None, legacy: bool) -> "Architecture":
-        sar = ARCHITECTURES[kind] == "sar-resunet3d"
-        sizes = ("features", "res_units", "norm", "out_channels") + (("head_hidden", "scales", "sources") if sar else ())
-        known = ["name", "in_channels", *sizes]
-        fields.mapping(data, where, "architecture", known, required=("name", "in_channels") if legacy else ["name", "in_channels", *sizes])
-        name = fields.text(data["name"], where, "architecture.name")
+    def from_dict(cls, data: Any, where: object, kind: str, labels: LabelScheme | None, legacy: bool) -> "Architecture":
+        """A legacy card may give only name and input channels (its outputs then follow from ``labels``,
+        or equal its inputs), and its name need not match its kind."""
+        fields.require(isinstance(data, dict), where, f"architecture must be a JSON object (got {fields.show(data)})")
+        name = fields.text(data.get("name"), where, "architecture.name")
         fields.require(name in ARCHITECTURES.values(), where, f"architecture {name!r} is not one this sarseg version builds "
                                                             f"(it builds {', '.join(ARCHITECTURES.values())})")
-        fields.require(name == ARCHITECTURES[kind], where, f"a {kind} model's architecture is {ARCHITECTURES[kind]!r}, not {name!r}")
+        fields.require(legacy or name == ARCHITECTURES[kind], where,
+                       f"a {kind} model's architecture is {ARCHITECTURES[kind]!r}, not {name!r}")
+        sar = name == "sar-resunet3d"
+        sizes = ("features", "res_units", "norm", "out_channels") + (("head_hidden", "scales", "sources") if sar else ())
+        fields.mapping(data, where, "architecture", ["name", "in_channels", *sizes],
+                       required=["in_channels"] + ([] if legacy else list(sizes)))
         get = data.get
-        in_channels = fields.integer(data["in_channels"], where, "architecture.in_channels", 1, MAX_IN_CHANNELS)
-        out_channels = get("out_channels", in_channels if sar else derived_out)
-        fields.require(out_channels is not None, where, "architecture has no 'out_channels'")
         features = get("features")
         if features is not None:
             features = tuple(fields.integer(w, where, f"architecture.features[{i}]", 1, MAX_FEATURE_WIDTH)
                              for i, w in enumerate(fields.array(features, where, "architecture.features", LEVELS, LEVELS)))
-        optional = {"res_units": (1, MAX_RES_UNITS), "head_hidden": (1, MAX_HEAD_HIDDEN), "scales": (2, MAX_SCALES),
-                    "sources": (1, MAX_SOURCES)}
-        sizes_given = {key: fields.integer(get(key), where, f"architecture.{key}", low, high)
-                       for key, (low, high) in optional.items() if get(key) is not None}
+        bounds = {"res_units": (1, MAX_RES_UNITS), "head_hidden": (1, MAX_HEAD_HIDDEN), "scales": (2, MAX_SCALES),
+                  "sources": (1, MAX_SOURCES)}
+        given = {key: fields.integer(get(key), where, f"architecture.{key}", low, high)
+                 for key, (low, high) in bounds.items() if get(key) is not None}
         norm = get("norm")
+        in_channels = fields.integer(data["in_channels"], where, "architecture.in_channels", 1, MAX_IN_CHANNELS)
+        out_channels = get("out_channels", labels.outputs if labels else in_channels)
         return cls(name, in_channels, fields.integer(out_channels, where, "architecture.out_channels", 1, MAX_OUT_CHANNELS),
-                   features, norm=None if norm is None else fields.text(norm, where, "architecture.norm", NORMS), **sizes_given)
+                   features, norm=None if norm is None else fields.text(norm, where, "architecture.norm", NORMS), **given)
 
     def missing(self) -> list[str]:
         """The sizes this card lacks to build its network."""
@@ -221,9 +224,9 @@ class ModelCard:
         own = _SEGMENTATION if segmentation else _PRETRAINED
         needed = ("kind", "architecture", "weights") if legacy else ("kind", "preset", "architecture", "normalisation", "weights",
                                                                      *(k for k in own if k != "label_mode"))
-        fields.mapping(data, where, "model.json", (*_COMMON, *own), required=needed)
+        fields.mapping(data, where, "the card", (*_COMMON, *own), required=needed)
         labels = LabelScheme.from_segments(data.get("labels"), data.get("label_mode"), where) if segmentation else None
-        arch = Architecture.from_dict(data["architecture"], where, kind, labels.outputs if labels else None, legacy)
+        arch = Architecture.from_dict(data["architecture"], where, kind, labels, legacy)
         card = cls(kind, arch, weights=Weights.from_dict(data["weights"], where), labels=labels,
                    preset=_optional(data, "preset", lambda v: fields.text(v, where, "preset", max_len=64)),
                    normalisation=_optional(data, "normalisation", lambda v: _normalisation(v, where)),
@@ -240,7 +243,7 @@ class ModelCard:
     def _check_counts(self, data: dict, where: object) -> None:
         """The counts that appear twice agree: channels, outputs, modalities, sources, scales."""
         arch = self.architecture
-        counts = [("in_channels", data.get("in_channels", arch.in_channels), arch.in_channels)]
+        counts = [("in_channels", fields.integer(data.get("in_channels", arch.in_channels), where, "in_channels"), arch.in_channels)]
         if self.labels is not None:
             counts.append((f"architecture.out_channels for {len(self.labels.names)} {self.labels.mode}",
                            arch.out_channels, self.labels.outputs))
@@ -289,9 +292,13 @@ class ModelCard:
         """``BadInput`` naming model.json when it lacks what ``purpose`` needs (``architecture``: its
         sizes; others: fields a legacy card may leave out)."""
         missing = [n for n in names if n != "architecture" and getattr(self, n) in (None, ())]
+        where = self.path or MODEL_JSON
         if "architecture" in names:
             missing += [f"architecture.{key}" for key in self.architecture.missing()]
-        fields.require(not missing, self.path or MODEL_JSON, f"has no {', '.join(missing)}: this sarseg cannot {purpose}")
+            expected = ARCHITECTURES[self.kind]
+            fields.require(self.architecture.name == expected, where, f"a {self.kind} model's architecture is {expected!r}, "
+                                                                    f"not {self.architecture.name!r}: this sarseg cannot {purpose}")
+        fields.require(not missing, where, f"has no {', '.join(missing)}: this sarseg cannot {purpose}")
 
     def require_kind(self, kind: str, purpose: str) -> None:
         """``BadInput`` naming model.json when this is not a ``kind`` model (e.g. segmenting with a pretrained one)."""
