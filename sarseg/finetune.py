@@ -141,14 +141,15 @@ def check_init(config: FinetuneConfig, init: str, card: ModelCard, state: dict[s
     report = fill_state(own, state, init_prefix(card))
     encoder = [k for k in own if k.startswith("encoder.")]
     left = [k for k in report["initialised"] if k.startswith("encoder.")]
-    if main:
-        print(f"sarseg: --init {init}: copied {len(report['copied'])} tensors, adapted {len(report['adapted'])}, "
-              f"initialised {len(report['initialised'])} (encoder: {len(encoder) - len(left)} of {len(encoder)} taken)",
-              file=sys.stderr, flush=True)
+    counts = (f"copied {len(report['copied'])} tensors, adapted {len(report['adapted'])}, initialised "
+              f"{len(report['initialised'])} (encoder: {len(encoder) - len(left)} of {len(encoder)} taken)")
     if left and not allow_partial:
         taken = "none" if len(left) == len(encoder) else f"only {len(encoder) - len(left)}"
-        raise BadInput(init, f"{taken} of the {len(encoder)} encoder tensors fit this fine-tuning (e.g. {left[0]!r} would "
-                             "start at random: other channels or widths); give --allow-partial-init to fine-tune anyway")
+        raise BadInput(init, f"{taken} of the {len(encoder)} encoder tensors fit this fine-tuning ({counts}; e.g. "
+                             f"{left[0]!r} would start at random: other channels or widths); give --allow-partial-init "
+                             "to fine-tune anyway")
+    if main:
+        print(f"sarseg: --init {init}: {counts}", file=sys.stderr, flush=True)
 
 
 def load_init(init: str, config: FinetuneConfig) -> tuple[FinetuneConfig, ModelCard | None, dict | None]:
