@@ -23,10 +23,12 @@ import torch
 
 from sarseg import phantom
 from sarseg.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from sarseg.config import LABEL_SCHEMES, finetune_config, to_dict
+from sarseg.config import finetune_config
+from sarseg.core.card import Architecture, InferenceConfig, ModelCard, sha256
+from sarseg.core.labels import SCHEMES, LabelScheme
 from sarseg.finetune import segmentation_loss
 from sarseg.io import Geometry, write_image
-from sarseg.model import load_model, sha256
+from sarseg.model import build_net, load_model, save_model
 from cli_helpers import assert_bad, run_cli
 
 
@@ -212,7 +214,7 @@ def test_region_loss_scores_each_region_and_the_background() -> None:
     """Overlapping regions need a sigmoid and binary cross-entropy per channel. MONAI's DiceCELoss applies
     softmax cross-entropy to any multi-channel input (even with sigmoid=True): background voxels, an
     all-zero target, then add no cross-entropy and a network marking everything is barely penalised."""
-    config = finetune_config("tiny", {"labels": to_dict(LABEL_SCHEMES["brats"])})
+    config = finetune_config("tiny", {"labels": SCHEMES["brats"].to_dict()})
     loss = segmentation_loss(config)
     target = torch.zeros(2, 3, 8, 8, 8)
     target[:, 0, 2:6, 2:6, 2:6] = 1.0  # whole tumor
@@ -420,6 +422,23 @@ def test_init_from_an_architecture_this_version_does_not_build(pretrained: Path,
     (old / "model.json").write_text(json.dumps(meta), encoding="utf-8")
     err = _finetune_bad(capsys, tmp_path, [cases[0]["mr"]], [cases[0]["label"]], "--init", old)
     assert_bad(EXIT_BAD_INPUT, err, str(old / "model.json"), "'sar-unet3d'", "is not one this sarseg version builds")
+
+
+def test_init_whose_encoder_does_not_fit(cases, tmp_path: Path, capsys) -> None:
+    """A two-channel model's first convolution cannot start a one-channel fine-tuning: refused (exit 2,
+    nothing written) unless --allow-partial-init; what was taken is reported on stderr either way."""
+    card = ModelCard(kind="segmentation", architecture=Architecture("resunet3d", 2, 3, (8, 16, 32, 64, 128), 1, "instance"),
+                     preset="tiny", normalisation={}, modalities=("mr", "ct"), patch_size=(32, 32, 16),
+                     labels=LabelScheme.classes(["rim", "core"], [1, 2]), inference=InferenceConfig())
+    two = save_model(tmp_path / "two", build_net(card).state_dict(), card)
+    err = _finetune_bad(capsys, tmp_path, [cases[0]["mr"]], [cases[0]["label"]], "--init", two)
+    assert_bad(EXIT_BAD_INPUT, err, str(two), "only 28 of the 30 encoder tensors fit", "--allow-partial-init")
+    assert "copied 58 tensors, adapted 0, initialised 2 (encoder: 28 of 30 taken)" in err
+    rc, err = run_cli(capsys, ["finetune", "--init", two, "--images", cases[0]["mr"], "--labels", cases[0]["label"],
+                               "--out", tmp_path / "model", "--preset", "tiny", "--steps", "2", "--modalities", "mr",
+                               "--allow-partial-init"])
+    assert rc == EXIT_OK, err
+    assert "initialised 2 (encoder: 28 of 30 taken)" in err
 
 
 def test_malformed_model_json(model: Path, case, tmp_path: Path, capsys) -> None:

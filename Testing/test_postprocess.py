@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from sarseg.config import LABEL_SCHEMES, InferenceConfig
+from sarseg.core.card import InferenceConfig
+from sarseg.core.labels import SCHEMES
 from sarseg.infer import postprocess
 
-BINARY = LABEL_SCHEMES["binary"]
+BINARY = SCHEMES["binary"]
 
 
 def two_blobs() -> np.ndarray:

@@ -58,7 +58,8 @@ def test_scale_accuracy_beats_chance_on_fresh_cubes(real_run: Path) -> None:
 
 
 def test_model_folder_describes_itself_and_loads_without_pickle(real_run: Path) -> None:
-    meta, state = load_model(real_run)
+    card, state = load_model(real_run)
+    meta = card.to_dict()
     assert meta["kind"] == "pretrained" and meta["preset"] == "tiny"
     assert meta["sources"] == ["mr", "ct", "pet"]
     assert meta["provenance"]["steps"] == 200
@@ -97,15 +98,15 @@ def test_sigterm_checkpoints_exits_130_and_resume_finishes(tmp_path: Path) -> No
     assert proc.returncode == 130, err
     stopped = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
     assert stopped >= 10
-    meta, _ = load_model(out)  # the model at the checkpoint is whole
-    assert meta["provenance"]["steps"] == stopped
+    card, _ = load_model(out)  # the model at the checkpoint is whole
+    assert card.provenance["steps"] == stopped
     resumed = subprocess.run(sar_cmd("pretrain", "--out", str(out), "--preset", "tiny", "--resume",
                                      "--steps", str(stopped + 10), "--progress", "json"),
                              capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     events = [json.loads(line) for line in resumed.stdout.splitlines()]
     assert events[0]["event"] == "start" and events[0]["step"] == stopped
-    assert load_model(out)[0]["provenance"]["steps"] == stopped + 10
+    assert load_model(out)[0].provenance["steps"] == stopped + 10
     steps = [int(r["step"]) for r in log_rows(out)]
     assert steps == sorted(steps) and steps[-1] == stopped + 10
 
@@ -121,5 +122,5 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
     events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     start = next(e for e in events if e["event"] == "start")
     assert start["world"] == 2  # one process reports; both trained
-    meta, _ = load_model(out)
-    assert meta["provenance"]["steps"] == 6
+    card, _ = load_model(out)
+    assert card.provenance["steps"] == 6

@@ -662,7 +662,7 @@ def test_end_to_end_add_case_and_finetune_a_new_version(trained, manager, scene,
     assert [m.name for m in store.list()] == ["tumor", "tumor-v2"]  # the new version; the old one kept
     new = store.get("tumor-v2")
     assert new.labels == store.get("tumor").labels and new.modalities == ["mr"]
-    assert new.meta["provenance"]["init"]["path"] == str(trained / "tumor")
+    assert new.card.provenance["init"]["path"] == str(trained / "tumor")
     row = {r.id: r for r in panel.rows()}[job.id]
     assert (row.state, row.percent, row.can_cancel) == ("done", 100, False)
     assert panel.loss_history(job.id)["loss"]

@@ -76,8 +76,9 @@ def measure(preset: str, method: str, device_name: str, repeats: int, threads: i
     import torch
     from monai.inferers import sliding_window_inference
 
-    from sarseg.config import LABEL_SCHEMES, finetune_config, to_dict
-    from sarseg.infer import outputs_for, predict
+    from sarseg.config import finetune_config
+    from sarseg.core.labels import SCHEMES
+    from sarseg.infer import predict
     from sarseg.nets import UNet3D
     from sarseg.runtime import tune_malloc
     from sarseg.train import resolve_device
@@ -87,11 +88,11 @@ def measure(preset: str, method: str, device_name: str, repeats: int, threads: i
         torch.set_num_threads(threads)
     device = resolve_device(device_name)
     cuda = device.type == "cuda"
-    config = finetune_config(preset, {"labels": to_dict(LABEL_SCHEMES["brats"])})
+    config = finetune_config(preset, {"labels": SCHEMES["brats"].to_dict()})
     labels, patch, inference = config.labels, config.patch_zyx, config.inference
 
     torch.manual_seed(0)
-    net = UNet3D(CHANNELS, outputs_for(labels), config.net).to(device).eval()
+    net = UNet3D(CHANNELS, labels.outputs, config.net).to(device).eval()
     volume = torch.from_numpy(np.load(data_path))  # (C, Z, Y, X), float32, on the CPU
     crop = volume[:, : patch[0], : patch[1], : patch[2]].contiguous()
 

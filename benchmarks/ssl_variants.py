@@ -9,13 +9,13 @@ Prints the Markdown table and each pretrained model's proxy evaluation (scale ac
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from sarseg import bench_ssl
+from sarseg.core.card import read_card
 from sarseg.runtime import tune_malloc
 
 VARIANTS = {
@@ -47,9 +47,9 @@ def main() -> None:
     (args.out / "summary.md").write_text(bench_ssl.markdown(summary), encoding="utf-8")
     print(bench_ssl.markdown(summary))
     for name in args.variants:
-        meta = args.out / "pretrained" / name / "model.json"
-        if meta.is_file():
-            print(name, json.loads(meta.read_text(encoding="utf-8"))["provenance"]["proxy_evaluation"])
+        folder = args.out / "pretrained" / name
+        if (folder / "model.json").is_file():
+            print(name, read_card(folder).provenance["proxy_evaluation"])
 
 
 if __name__ == "__main__":

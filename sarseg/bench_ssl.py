@@ -17,9 +17,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .config import LABEL_SCHEMES, LabelScheme, PretrainConfig, finetune_config, merge, pretrain_config, to_dict
-from .data import Source, parse_sources
+from .config import PretrainConfig, finetune_config, merge, pretrain_config, to_dict
+from .core.card import read_card
 from .core.errors import BadInput
+from .core.labels import SCHEMES, LabelScheme
+from .data import Source, parse_sources
 from .finetune import Case, auto_scheme, cases_from_dataset, finetune
 from .infer import Segmenter
 from .io import Geometry, read_image, read_label, write_image
@@ -106,8 +108,8 @@ def shared_tasks(data: Path, work: Path, folds: int = 2) -> tuple[list[str], lis
     tcga = [Case((str(data / f"tcga_gbm/brain{i}_image.nrrd"),), str(data / f"tcga_gbm/brain{i}_label.nrrd")) for i in (1, 2)]
     tasks = []
     for fold in range(folds):
-        tasks.append(Task(f"brats_fold{fold}", "brats", (brats[fold],), (brats[1 - fold],), ("mr", "mr"), LABEL_SCHEMES["brats"], (64, 64, 64)))
-        tasks.append(Task(f"tcga_fold{fold}", "tcga", (tcga[fold],), (tcga[1 - fold],), ("mr",), LABEL_SCHEMES["binary"], (96, 96, 16)))
+        tasks.append(Task(f"brats_fold{fold}", "brats", (brats[fold],), (brats[1 - fold],), ("mr", "mr"), SCHEMES["brats"], (64, 64, 64)))
+        tasks.append(Task(f"tcga_fold{fold}", "tcga", (tcga[fold],), (tcga[1 - fold],), ("mr",), SCHEMES["binary"], (96, 96, 16)))
     return sources, tasks
 
 
@@ -143,7 +145,7 @@ def run(sources: Sequence[str], tasks: Sequence[Task], out: Path, profile: Profi
             cfg = pretrain_config(profile.preset, merge(profile.pretrain, {"steps": profile.pretrain_steps, "workers": 0,
                                                                            "checkpoint_every": profile.pretrain_steps, **overrides}))
             if (Path(init_path) / "model.json").exists():
-                check_reusable(Path(init_path) / "model.json", cfg, parsed)
+                check_reusable(Path(init_path), cfg, parsed)
             else:
                 pretrain(cfg, parsed, Path(init_path), device, progress_mode="none")
             log(f"[{time.monotonic() - started:.0f}s] pretrained {init}")
@@ -156,11 +158,12 @@ def run(sources: Sequence[str], tasks: Sequence[Task], out: Path, profile: Profi
     return rows
 
 
-def check_reusable(meta_path: Path, cfg: PretrainConfig, sources: Sequence[Source]) -> None:
+def check_reusable(folder: Path, cfg: PretrainConfig, sources: Sequence[Source]) -> None:
     """A pretrained model left by an earlier run is reused only if it came from the same settings and data."""
-    provenance = json.loads(meta_path.read_text(encoding="utf-8"))["provenance"]
-    if provenance["config"] != to_dict(cfg) or provenance["data"] != {s.name: list(s.paths) for s in sources}:
-        raise BadInput(meta_path, "was pretrained with other settings or data than this run asks for; "
+    card = read_card(folder)
+    provenance = card.provenance
+    if provenance.get("config") != to_dict(cfg) or provenance.get("data") != {s.name: list(s.paths) for s in sources}:
+        raise BadInput(card.path, "was pretrained with other settings or data than this run asks for; "
                                   "use another --out, or delete that folder to pretrain again")
 
 
@@ -172,7 +175,7 @@ def fine_tune_and_score(init: str, init_path: str, task: Task, labeled: int, see
     for i, steps in enumerate(profile.finetune_checkpoints):
         cfg = finetune_config(profile.preset, {**profile.finetune, "steps": steps, "seed": seed, "val_fraction": 0.0,
                                                "patch_size": task.patch_size, "modalities": list(task.modalities),
-                                               "labels": to_dict(task.labels), "checkpoint_every": steps, "workers": 0,
+                                               "labels": task.labels.to_dict(), "checkpoint_every": steps, "workers": 0,
                                                "inference": {"overlap": 0.25, "sw_batch_size": 8}})
         finetune(cfg, list(task.train[:labeled]), init_path, folder, device, resume=i > 0, progress_mode="none", steps=steps)
         segmenter = Segmenter.load(folder, device)

@@ -41,6 +41,8 @@ def _pretrain_args(sub) -> None:
 def _finetune_args(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune for tumor segmentation from a SAR model or from scratch")
     p.add_argument("--init", required=True, help="pretrained (or fine-tuned) model folder, or 'scratch'")
+    p.add_argument("--allow-partial-init", action="store_true",
+                   help="fine-tune even when only part of the --init model's encoder fits (other channels or widths)")
     p.add_argument("--images", nargs="+", metavar="CASE", default=None,
                    help="one entry per case; a case's channels joined by commas (flair.nii.gz,t1c.nii.gz)")
     p.add_argument("--labels", nargs="+", metavar="PATH", default=None, help="label maps, in the order of --images")
@@ -175,7 +177,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .config import LABEL_SCHEMES, finetune_config, to_dict
+    from .config import finetune_config
+    from .core.labels import builtin
     from .finetune import auto_scheme, cases_from_dataset, finetune, parse_cases
 
     if args.dataset is not None:
@@ -194,16 +197,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if modalities and "modalities" not in overrides:
         overrides["modalities"] = list(modalities)
     if "labels" not in overrides and cases:
-        if args.label_scheme in LABEL_SCHEMES:
-            overrides["labels"] = to_dict(LABEL_SCHEMES[args.label_scheme])
-        elif args.label_scheme == "auto":
-            overrides["labels"] = to_dict(auto_scheme(cases))
-        else:
-            raise BadInput("--label-scheme", f"unknown scheme {args.label_scheme!r}; choose auto, {', '.join(LABEL_SCHEMES)}")
+        scheme = auto_scheme(cases) if args.label_scheme == "auto" else builtin(args.label_scheme, "--label-scheme", ("auto",))
+        overrides["labels"] = scheme.to_dict()
     config = finetune_config(args.preset, overrides, where=str(args.config or "config"))
     return _train_job(args, lambda device, dist_info: finetune(
         config, cases, args.init, args.out, device, dist_info, args.resume, args.progress,
-        steps=args.steps if args.resume else None, max_cases=args.max_cases))
+        steps=args.steps if args.resume else None, max_cases=args.max_cases, allow_partial_init=args.allow_partial_init))
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -224,7 +223,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.progress == "json":
         print(json.dumps({"event": "start", "step": 0, "steps": 1, "device": str(segmenter.device)}), flush=True)
     label, probs = segmenter(image, args.roi, inference)
-    write_segmentation(args.output, label, image.geometry, segmenter.meta["labels"])
+    write_segmentation(args.output, label, image.geometry, segmenter.labels.segments())
     if args.probabilities is not None:
         write_image(args.probabilities, probs, image.geometry)
     if args.progress == "json":
@@ -237,24 +236,26 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import csv
 
-    from .config import LABEL_SCHEMES, FinetuneConfig, from_dict
+    import numpy as np
+
+    from .core.card import read_card
+    from .core.labels import LabelScheme, builtin
     from .io import read_label, read_sitk, Geometry
-    from .metrics import evaluate_maps, scheme_for_values
-    from .model import read_meta
+    from .metrics import evaluate_maps
 
     reference_geometry = Geometry.of(read_sitk(args.ref))
     ref = read_label(args.ref)
     pred = read_label(args.pred, reference_geometry)
     if args.model is not None:
-        scheme = from_dict(read_meta(args.model)["provenance"]["config"], str(args.model), FinetuneConfig).labels
+        card = read_card(args.model)
+        card.require_kind("segmentation", "evaluating its labels")
+        scheme = card.labels
     elif args.label_scheme is not None:
-        if args.label_scheme not in LABEL_SCHEMES:
-            raise BadInput("--label-scheme", f"unknown scheme {args.label_scheme!r}; choose {', '.join(LABEL_SCHEMES)}")
-        scheme = LABEL_SCHEMES[args.label_scheme]
+        scheme = builtin(args.label_scheme, "--label-scheme")
     else:
-        import numpy as np
-
-        scheme = scheme_for_values(np.union1d(np.unique(ref), np.unique(pred)).tolist())
+        scheme = LabelScheme.auto(np.union1d(np.unique(ref), np.unique(pred)).tolist(), "--pred and --ref")
+    scheme.check_values(ref, args.ref)
+    scheme.check_values(pred, args.pred)
     rows = evaluate_maps(pred, ref, reference_geometry.spacing[::-1], scheme, args.tolerance)
     report = {"pred": str(args.pred), "ref": str(args.ref), "tolerance_mm": args.tolerance, "labels": rows}
     if args.json_out:

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .core.card import MAX_FEATURE_WIDTH, MAX_RES_UNITS, InferenceConfig, patch_problem
 from .core.errors import BadInput
+from .core.labels import LabelScheme
 from .io import DEFAULT_NORMALISATION
 
 
@@ -84,47 +86,6 @@ class PretrainConfig(TrainConfig):
 
 
 @dataclass
-class LabelScheme:
-    """What the network predicts: ``classes`` (softmax over label values) or ``regions`` (sigmoid per
-    region, each a set of label values, e.g. BraTS whole tumor / tumor core / enhancing tumor).
-
-    ``paint`` is the label value a voxel gets in the output label map; regions are painted in order,
-    so nested regions (whole tumor > core > enhancing) give back the most specific label. An empty
-    value set means "any non-zero label".
-    """
-
-    mode: str = "classes"
-    names: tuple[str, ...] = ("tumor",)
-    values: tuple[tuple[int, ...], ...] = ((1,),)
-    paint: tuple[int, ...] = (1,)
-    colors: tuple[tuple[float, float, float], ...] = ((0.9, 0.3, 0.2),)
-
-
-LABEL_SCHEMES: dict[str, LabelScheme] = {
-    "binary": LabelScheme("regions", ("tumor",), ((),), (1,), ((0.9, 0.3, 0.2),)),
-    "brats": LabelScheme(
-        "regions",
-        ("whole tumor", "tumor core", "enhancing tumor"),
-        ((1, 2, 3, 4), (1, 3, 4), (4,)),
-        (2, 1, 4),
-        ((0.35, 0.75, 0.35), (0.9, 0.8, 0.3), (0.85, 0.25, 0.2)),
-    ),
-}
-
-
-@dataclass
-class InferenceConfig:
-    """How ``sarseg segment`` runs a model (saved in its model.json, overridable per call)."""
-
-    overlap: float = 0.5
-    sw_batch_size: int = 4
-    tta: bool = False  # average over flips along each axis
-    largest_component: bool = False  # default chosen here: off, tumors can be multifocal
-    min_size_mm3: float = 0.0
-    fill_holes: bool = False
-
-
-@dataclass
 class FinetuneConfig(TrainConfig):
     """Everything ``sarseg finetune`` needs besides data, initial model and output folder."""
 
@@ -190,7 +151,9 @@ def _build(cls: type, data: Mapping, where: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         default = getattr(defaults, key)
-        if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
+        if isinstance(default, (LabelScheme, InferenceConfig)):  # they check their own fields
+            kwargs[key] = type(default).from_dict(value, where, key)
+        elif dataclasses.is_dataclass(default) and isinstance(value, Mapping):
             kwargs[key] = _build(type(default), value, f"{where}.{key}")
         elif isinstance(value, list) and isinstance(default, tuple):
             kwargs[key] = _tuples(value)
@@ -234,7 +197,8 @@ def finetune_config(preset: str = "small", overrides: Mapping | None = None, whe
 def validate(config: TrainConfig, where: str = "config") -> None:
     checks = [
         (len(config.net.features) == 5, "net.features needs 5 widths (4 strided levels + bottleneck)"),
-        (config.net.res_units >= 1, "net.res_units must be at least 1"),
+        (all(1 <= w <= MAX_FEATURE_WIDTH for w in config.net.features), f"net.features must lie in 1..{MAX_FEATURE_WIDTH}"),
+        (1 <= config.net.res_units <= MAX_RES_UNITS, f"net.res_units must lie in 1..{MAX_RES_UNITS}"),
         (config.steps > 0 and config.batch_size > 0, "steps and batch_size must be positive"),
         (config.optimizer in ("adamw", "sgd"), "optimizer is 'adamw' or 'sgd'"),
         (config.checkpoint_every > 0 and config.log_every > 0, "checkpoint_every and log_every must be positive"),
@@ -242,7 +206,7 @@ def validate(config: TrainConfig, where: str = "config") -> None:
     if isinstance(config, PretrainConfig):
         p = config.proxy
         checks += [
-            (_valid_size(p.input_size), "proxy.input_size needs 3 sides, multiples of 16 (4 poolings)"),
+            (patch_problem(p.input_size) is None, f"proxy.input_size: {patch_problem(p.input_size)}"),
             (len(p.scales) >= 2 and list(p.scales) == sorted(p.scales), "proxy.scales: at least 2, increasing"),
             (p.scale_unit in ("mm", "fraction"), "proxy.scale_unit is 'mm' or 'fraction'"),
             (p.scale_unit == "mm" or max(p.scales) <= 1.0, "proxy.scales as fractions must be <= 1"),
@@ -252,26 +216,14 @@ def validate(config: TrainConfig, where: str = "config") -> None:
         for rate in ("flip_rate", "local_rate", "nonlinear_rate", "paint_rate", "inpaint_rate", "shuffle_coverage"):
             checks.append((0.0 <= getattr(p, rate) <= 1.0, f"proxy.{rate} must lie in [0, 1]"))
     if isinstance(config, FinetuneConfig):
-        labels = config.labels
         checks += [
-            (_valid_size(config.patch_size), "patch_size needs 3 sides, multiples of 16 (4 poolings)"),
-            (labels.mode in ("classes", "regions"), "labels.mode is 'classes' or 'regions'"),
-            (len(labels.names) == len(labels.values) == len(labels.paint) == len(labels.colors) > 0,
-             "labels: names, values, paint and colors need one entry per label"),
-            (all(v > 0 for group in labels.values for v in group), "labels.values must be positive (0 is background)"),
-            (all(not v or p in v for v, p in zip(labels.values, labels.paint)),
-             "labels.paint: each label's painted value must be one of its values"),
+            (patch_problem(config.patch_size) is None, f"patch_size: {patch_problem(config.patch_size)}"),
             (0.0 <= config.pos_fraction <= 1.0 and 0.0 <= config.val_fraction < 1.0, "pos_fraction, val_fraction in [0, 1)"),
-            (0.0 <= config.inference.overlap < 1.0, "inference.overlap must lie in [0, 1)"),
             (config.loss in ("dice_ce", "dice", "ce"), "loss is dice_ce, dice or ce"),
         ]
     for ok, message in checks:
         if not ok:
             raise BadInput(where, message)
-
-
-def _valid_size(size: tuple[int, ...]) -> bool:
-    return len(size) == 3 and all(s >= 16 and s % 16 == 0 for s in size)
 
 
 def to_dict(config: Any) -> dict:

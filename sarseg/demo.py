@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from . import phantom
-from .config import LABEL_SCHEMES, finetune_config, pretrain_config, to_dict
+from .config import finetune_config, pretrain_config
+from .core.labels import SCHEMES
 from .data import Source
 from .figures import overlay_png
 from .finetune import Case, finetune
@@ -32,18 +33,18 @@ def run_demo(out: Path, device: torch.device, pretrain_steps: int = 150, finetun
     pre_cfg = pretrain_config("tiny", {"steps": pretrain_steps, "checkpoint_every": pretrain_steps})
     pretrain(pre_cfg, sources, out / "pretrained", device, progress_mode=progress)
     ft_cfg = finetune_config("tiny", {"steps": finetune_steps, "modalities": ["mr"], "val_every": 100,
-                                      "labels": to_dict(LABEL_SCHEMES["binary"]), "checkpoint_every": finetune_steps,
+                                      "labels": SCHEMES["binary"].to_dict(), "checkpoint_every": finetune_steps,
                                       "inference": {"min_size_mm3": 200.0}})
     finetune(ft_cfg, [Case((c["mr"],), c["label"]) for c in labeled], str(out / "pretrained"), out / "segmenter", device,
              progress_mode=progress)
     segmenter = Segmenter.load(out / "segmenter", device)
     image = read_image([unseen["mr"]], ("mr",))
     label, _ = segmenter(image)
-    seg = write_segmentation(out / "unseen_segmentation.seg.nrrd", label, image.geometry, segmenter.meta["labels"])
+    seg = write_segmentation(out / "unseen_segmentation.seg.nrrd", label, image.geometry, segmenter.labels.segments())
     reference = read_label(unseen["label"], image.geometry)
     metrics = evaluate_maps(label, reference, image.geometry.spacing[::-1], segmenter.labels)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    colors = {entry["value"]: entry["color"] for entry in segmenter.meta["labels"]}
+    colors = {entry["value"]: entry["color"] for entry in segmenter.labels.segments()}
     png = overlay_png(out / "unseen_overlay.png", image.array[0], label, image.geometry.spacing[::-1], colors)
     return {"pretrained_model": str(out / "pretrained"), "segmentation_model": str(out / "segmenter"),
             "segmentation": str(seg), "overlay_png": str(png), "metrics": str(out / "metrics.json"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,12 +23,14 @@ from monai.transforms import Compose, DeleteItemsd, RandCropByPosNegLabeld, Rand
 from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
-from .config import FinetuneConfig, LabelScheme, from_dict, to_dict
+from .config import FinetuneConfig, from_dict, to_dict
+from .core.card import Architecture, ModelCard, read_card
 from .core.errors import BadInput
-from .infer import normalise_channels, outputs_for, predict, to_label_map
+from .core.labels import LabelScheme
+from .infer import normalise_channels, predict
 from .io import read_image, read_label
-from .metrics import evaluate_maps, region_masks
-from .model import load_model, save_model, sha256
+from .metrics import evaluate_maps
+from .model import load_model, net_config, save_model
 from .nets import UNet3D
 from .train import (CHECKPOINT, Distributed, Progress, check_output, load_checkpoint, make_optimizer,
                     save_checkpoint, train_loop)
@@ -72,12 +75,7 @@ def cases_from_dataset(path: Path) -> tuple[list[Case], tuple[str, ...]]:
 
 def auto_scheme(cases: Sequence[Case]) -> LabelScheme:
     """Plain classes, one per label value found in the training labels."""
-    values = sorted({int(v) for c in cases for v in np.unique(read_label(c.label)) if v != 0})
-    if not values:
-        raise BadInput(cases[0].label, "no label values found in any training label map (all background)")
-    palette = [(0.9, 0.3, 0.2), (0.3, 0.75, 0.35), (0.95, 0.8, 0.25), (0.3, 0.5, 0.9), (0.8, 0.4, 0.85)]
-    return LabelScheme("classes", tuple(f"label {v}" for v in values), tuple((v,) for v in values), tuple(values),
-                       tuple(palette[i % len(palette)] for i in range(len(values))))
+    return LabelScheme.auto((v for c in cases for v in np.unique(read_label(c.label)).tolist()), cases[0].label)
 
 
 class LoadCase(Transform):
@@ -90,24 +88,20 @@ class LoadCase(Transform):
         image = read_image(case["images"])
         volume = normalise_channels(image, self.config.modalities, self.config.normalisation)
         label = read_label(case["label"], image.geometry)
-        labels = self.config.labels
-        known = set().union(*map(set, labels.values))
-        if all(labels.values):  # an empty value set accepts any non-zero label
-            unknown = sorted(set(np.unique(label).tolist()) - known - {0})
-            if unknown:
-                raise BadInput(case["label"], f"holds label value(s) {unknown} the model does not know (it knows {sorted(known)})")
-        masks = np.stack(region_masks(label, labels))
-        if labels.mode == "classes":
-            target = (masks * np.arange(1, len(masks) + 1)[:, None, None, None]).max(0)[None].astype(np.int64)
-        else:
-            target = masks.astype(np.float32)
+        self.config.labels.check_values(label, case["label"])
+        target, foreground = self.config.labels.training_target(label)
         return {"image": torch.from_numpy(volume), "target": torch.from_numpy(target),
-                "fg": torch.from_numpy(masks.any(0)[None].astype(np.uint8)), "label": label,
+                "fg": torch.from_numpy(foreground), "label": label,
                 "spacing": image.geometry.spacing[::-1], "name": case["label"]}
 
 
-def transfer_weights(net: UNet3D, state: dict[str, torch.Tensor], prefix: str) -> dict[str, list[str]]:
-    """Copy matching weights from a model folder's state (pretrained: ``backbone.`` keys).
+def init_prefix(card: ModelCard | None) -> str:
+    """Where the U-Net's weights sit in the initial model's state: a pretrained SAR model keeps them in ``backbone.``."""
+    return "backbone." if card is not None and card.kind == "pretrained" else ""
+
+
+def fill_state(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], prefix: str) -> dict[str, list[str]]:
+    """Fill the state dict ``own`` from a model folder's ``state`` where names and shapes match.
 
     The first convolution is widened to the new channel count by repeating its weights divided by the
     count (a one-channel SAR model then sees, e.g., FLAIR + T1c); the output head is kept only when it
@@ -115,7 +109,6 @@ def transfer_weights(net: UNet3D, state: dict[str, torch.Tensor], prefix: str) -
     as logits would mark the whole body). Returns which keys were copied, adapted and left at
     initialisation.
     """
-    own = net.state_dict()
     report: dict[str, list[str]] = {"copied": [], "adapted": [], "initialised": []}
     for key, value in own.items():
         source = None if prefix and key.startswith("head.") else state.get(prefix + key)
@@ -128,47 +121,64 @@ def transfer_weights(net: UNet3D, state: dict[str, torch.Tensor], prefix: str) -
             report["adapted"].append(key)
         else:
             report["initialised"].append(key)
+    return report
+
+
+def transfer_weights(net: UNet3D, state: dict[str, torch.Tensor], prefix: str) -> dict[str, list[str]]:
+    """Copy what :func:`fill_state` can from ``state`` into ``net``; returns its report."""
+    own = net.state_dict()
+    report = fill_state(own, state, prefix)
     net.load_state_dict(own)
     return report
 
 
-def load_init(init: str, config: FinetuneConfig) -> tuple[FinetuneConfig, dict | None, dict | None]:
+def check_init(config: FinetuneConfig, init: str, card: ModelCard, state: dict[str, torch.Tensor],
+               allow_partial: bool, main: bool) -> None:
+    """Say on stderr what fine-tuning takes from ``init``; refuse an encoder that is not wholly copied
+    (or adapted) unless ``allow_partial``: a random encoder is not fine-tuning a pretrained model."""
+    with torch.device("meta"):  # names and shapes only
+        own = UNet3D(len(config.modalities), config.labels.outputs, config.net).state_dict()
+    report = fill_state(own, state, init_prefix(card))
+    encoder = [k for k in own if k.startswith("encoder.")]
+    left = [k for k in report["initialised"] if k.startswith("encoder.")]
+    counts = (f"copied {len(report['copied'])} tensors, adapted {len(report['adapted'])}, initialised "
+              f"{len(report['initialised'])} (encoder: {len(encoder) - len(left)} of {len(encoder)} taken)")
+    if left and not allow_partial:
+        taken = "none" if len(left) == len(encoder) else f"only {len(encoder) - len(left)}"
+        raise BadInput(init, f"{taken} of the {len(encoder)} encoder tensors fit this fine-tuning ({counts}; e.g. "
+                             f"{left[0]!r} would start at random: other channels or widths); give --allow-partial-init "
+                             "to fine-tune anyway")
+    if main:
+        print(f"sarseg: --init {init}: {counts}", file=sys.stderr, flush=True)
+
+
+def load_init(init: str, config: FinetuneConfig) -> tuple[FinetuneConfig, ModelCard | None, dict | None]:
     """The starting point: the pretrained (or earlier fine-tuned) model's architecture and normalisation."""
     if init == "scratch":
         return config, None, None
-    meta, state = load_model(Path(init))
-    architecture = meta["architecture"]
-    if architecture.get("name") not in ("sar-resunet3d", "resunet3d") or not architecture.get("features"):
-        raise BadInput(Path(init) / "model.json", f"architecture {architecture.get('name')!r} with features "
-                                                  f"{architecture.get('features')} is not one this sarseg version builds")
-    config.net.features = tuple(architecture["features"])
-    config.net.res_units = int(architecture.get("res_units", config.net.res_units))
-    config.net.norm = architecture.get("norm", config.net.norm)
-    config.normalisation = meta.get("normalisation", config.normalisation)
-    return config, meta, state
+    card, state = load_model(Path(init))
+    config.net = net_config(card, config.net)
+    config.normalisation = card.normalisation or config.normalisation
+    return config, card, state
 
 
-def model_meta(config: FinetuneConfig, init: str, init_meta: dict | None, train: Sequence[Case], val: Sequence[Case],
-               step: int, best: dict, started: str) -> dict:
-    """Everything ``model.json`` says about a segmentation model."""
-    labels = config.labels
-    return {
-        "kind": "segmentation",
-        "preset": config.preset,
-        "architecture": {"name": "resunet3d", "features": list(config.net.features), "res_units": config.net.res_units,
-                         "norm": config.net.norm,
-                         "in_channels": len(config.modalities), "out_channels": outputs_for(labels)},
-        "in_channels": len(config.modalities),
-        "modalities": list(config.modalities),
-        "patch_size": list(config.patch_size),
-        "normalisation": config.normalisation,
-        "labels": [{"name": n, "value": p, "color": list(c), "values": list(v)}
-                   for n, p, c, v in zip(labels.names, labels.paint, labels.colors, labels.values)],
-        "label_mode": labels.mode,
-        "inference": to_dict(config.inference),
-        "provenance": {
-            "init": {"path": init, "kind": init_meta.get("kind") if init_meta else "scratch",
-                     "weights_sha256": init_meta["weights"]["sha256"] if init_meta else None},
+def model_meta(config: FinetuneConfig, init: str, init_meta: ModelCard | None, train: Sequence[Case], val: Sequence[Case],
+               step: int, best: dict, started: str) -> ModelCard:
+    """The card of a segmentation model."""
+    net = config.net
+    return ModelCard(
+        kind="segmentation",
+        architecture=Architecture("resunet3d", len(config.modalities), config.labels.outputs, tuple(net.features),
+                                  net.res_units, net.norm),
+        preset=config.preset,
+        normalisation=config.normalisation,
+        modalities=tuple(config.modalities),
+        patch_size=tuple(config.patch_size),
+        labels=config.labels,
+        inference=config.inference,
+        provenance={
+            "init": {"path": init, "kind": init_meta.kind if init_meta else "scratch",
+                     "weights_sha256": init_meta.weights.sha256 if init_meta else None},
             "data": {"train": [{"images": list(c.images), "label": c.label} for c in train],
                      "validation": [{"images": list(c.images), "label": c.label} for c in val]},
             "steps": step,
@@ -178,7 +188,7 @@ def model_meta(config: FinetuneConfig, init: str, init_meta: dict | None, train:
             "python": platform.python_version(), "started": started,
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
-    }
+    )
 
 
 def split(cases: Sequence[Case], val_fraction: float, max_cases: int | None) -> tuple[list[Case], list[Case]]:
@@ -240,8 +250,10 @@ def finetune(
     progress_mode: str = "bar",
     steps: int | None = None,
     max_cases: int | None = None,
+    allow_partial_init: bool = False,
 ) -> Path:
-    """Fine-tune (or resume) into the model folder ``out``; the folder holds the best model by validation Dice."""
+    """Fine-tune (or resume) into the model folder ``out``; the folder holds the best model by validation Dice.
+    A new run refuses an initial model whose encoder does not fit wholly unless ``allow_partial_init``."""
     out = Path(out)
     check_output(out, resume)
     state = load_checkpoint(out / CHECKPOINT) if resume else None
@@ -257,6 +269,8 @@ def finetune(
     config, init_meta, init_state = load_init(init, config)
     if not config.modalities:
         config.modalities = ("default",) * len((cases or train_cases)[0].images)
+    if init_state is not None and state is None:
+        check_init(config, init, init_meta, init_state, allow_partial_init, dist_info.main)
     train, val = (train_cases, val_cases) if state is not None else split(cases, config.val_fraction, max_cases)
     loader = LoadCase(config)
     loaded = {c: loader({"images": c.images, "label": c.label}) for c in [*train, *val]}  # all checked first
@@ -272,8 +286,8 @@ def finetune(
 
 def _train(config, train, val, loaded, init, init_meta, init_state, out, device, dist_info, state, progress_mode) -> Path:
     torch.manual_seed(config.seed + dist_info.rank)
-    net = UNet3D(len(config.modalities), outputs_for(config.labels), config.net)
-    transfer = transfer_weights(net, init_state, "backbone." if init_meta and init_meta["kind"] == "pretrained" else "") if init_state else None
+    net = UNet3D(len(config.modalities), config.labels.outputs, config.net)
+    transfer = transfer_weights(net, init_state, init_prefix(init_meta)) if init_state else None
     net = net.to(device)
     optimizer = make_optimizer(net.parameters(), config)
     start, started, best = 0, datetime.now(timezone.utc).isoformat(timespec="seconds"), {"dice": -1.0, "step": 0}
@@ -282,7 +296,7 @@ def _train(config, train, val, loaded, init, init_meta, init_state, out, device,
         optimizer.load_state_dict(state["optimizer"])
         start, started, best = int(state["step"]), state["started"], json.loads(state["best"])
         if (out / "model.json").is_file():  # the folder may hold a better model saved after the checkpoint
-            saved_best = json.loads((out / "model.json").read_text())["provenance"].get("best", {})
+            saved_best = read_card(out).provenance.get("best", {})
             best = saved_best if saved_best.get("dice", -1.0) > best["dice"] else best
     model = DistributedDataParallel(net) if dist_info.world > 1 else net
     patch = config.patch_zyx
@@ -314,7 +328,7 @@ def _train(config, train, val, loaded, init, init_meta, init_state, out, device,
         for case in val:
             item = loaded[case]
             probs = predict(net, item["image"], patch, config.labels, config.inference, device)
-            scores.append(evaluate_maps(to_label_map(probs, config.labels), item["label"], item["spacing"], config.labels))
+            scores.append(evaluate_maps(config.labels.to_label_map(probs), item["label"], item["spacing"], config.labels))
         per_label = {name: float(np.mean([s[i]["dice"] for s in scores])) for i, name in enumerate(config.labels.names)}
         mean = float(np.mean(list(per_label.values())))
         improved = mean > best["dice"]

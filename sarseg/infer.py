@@ -14,11 +14,12 @@ import torch
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
-from .config import FinetuneConfig, InferenceConfig, LabelScheme, from_dict
+from .config import FinetuneConfig
+from .core.card import InferenceConfig, ModelCard, read_card
 from .core.errors import BadInput
+from .core.labels import LabelScheme
 from .io import Geometry, Image, normalisation_for
-from .model import load_model
-from .nets import UNet3D
+from .model import build_net, load_weights, net_config
 
 
 def normalise_channels(image: Image, modalities: Sequence[str], table: dict) -> np.ndarray:
@@ -27,27 +28,6 @@ def normalise_channels(image: Image, modalities: Sequence[str], table: dict) -> 
         raise BadInput(image.paths[0] if image.paths else "input",
                        f"has {image.channels} channel(s) but the model expects {len(modalities)} ({', '.join(modalities)})")
     return np.stack([normalisation_for(m, table)(c) for m, c in zip(modalities, image.array)])
-
-
-def activate(logits: torch.Tensor, labels: LabelScheme) -> torch.Tensor:
-    """Probabilities: softmax over background + classes, or one sigmoid per region."""
-    return torch.softmax(logits, dim=1) if labels.mode == "classes" else torch.sigmoid(logits)
-
-
-def outputs_for(labels: LabelScheme) -> int:
-    return len(labels.names) + (1 if labels.mode == "classes" else 0)
-
-
-def to_label_map(probs: torch.Tensor, labels: LabelScheme) -> np.ndarray:
-    """(K, Z, Y, X) probabilities to a label map of the scheme's paint values."""
-    if labels.mode == "classes":
-        index = probs.argmax(0).numpy()
-        lut = np.array([0, *labels.paint], dtype=np.int16)
-        return lut[index]
-    out = np.zeros(probs.shape[1:], dtype=np.int16)
-    for channel, value in enumerate(labels.paint):  # nested regions: the most specific wins
-        out[(probs[channel] > 0.5).numpy()] = value
-    return out
 
 
 @torch.no_grad()
@@ -78,7 +58,7 @@ def predict(
                 x, tuple(patch_zyx), cfg.sw_batch_size, lambda p: net(p).float(), overlap=cfg.overlap,
                 mode="gaussian", sw_device=device, device=torch.device("cpu"),
             )
-        return activate(logits.float(), labels)
+        return labels.activate(logits.float())
 
     probs = run(inputs)
     if cfg.tta:
@@ -129,10 +109,10 @@ def roi_box(geometry: Geometry, roi: Sequence[float]) -> tuple[slice, slice, sli
 
 @dataclass
 class Segmenter:
-    """A loaded segmentation model."""
+    """A loaded segmentation model: the network its card describes, with its weights."""
 
-    net: UNet3D
-    meta: dict
+    net: torch.nn.Module
+    card: ModelCard
     config: FinetuneConfig
     device: torch.device
 
@@ -142,19 +122,16 @@ class Segmenter:
 
     @classmethod
     def load(cls, folder: Path, device: torch.device) -> "Segmenter":
-        meta, state = load_model(folder)
-        if meta.get("kind") != "segmentation":
-            raise BadInput(Path(folder) / "model.json", f"is a {meta.get('kind')!r} model; segmentation needs a fine-tuned one")
-        try:
-            config = from_dict(meta["provenance"]["config"], str(Path(folder) / "model.json"), FinetuneConfig)
-        except KeyError:
-            raise BadInput(Path(folder) / "model.json", "malformed: no provenance.config") from None
-        net = UNet3D(len(config.modalities), outputs_for(config.labels), config.net)
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise BadInput(Path(folder) / "weights.safetensors", f"weights do not fit the architecture ({exc})") from None
-        return cls(net.to(device).eval(), meta, config, device)
+        card = read_card(folder)
+        card.require_kind("segmentation", "segmentation")
+        card.need("architecture", "patch_size", "normalisation", purpose="segment with it")
+        state = load_weights(card)  # checked against the card's architecture
+        net = build_net(card)
+        net.load_state_dict(state)
+        config = FinetuneConfig(net=net_config(card), patch_size=card.patch_size, labels=card.labels,
+                                modalities=card.modalities, normalisation=card.normalisation,
+                                inference=card.inference or InferenceConfig())
+        return cls(net.to(device).eval(), card, config, device)
 
     def __call__(self, image: Image, roi: Sequence[float] | None = None, inference: InferenceConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Label map (Z, Y, X) and probabilities (K, Z, Y, X) on the input's grid (zero outside the ROI)."""
@@ -164,7 +141,7 @@ class Segmenter:
         probs = predict(self.net, torch.from_numpy(np.ascontiguousarray(volume[(slice(None), *region)])),
                         self.config.patch_zyx, self.labels, cfg, self.device)
         label = np.zeros(image.array.shape[1:], dtype=np.int16)
-        label[region] = postprocess(to_label_map(probs, self.labels), self.labels, cfg, image.geometry.spacing)
+        label[region] = postprocess(self.labels.to_label_map(probs), self.labels, cfg, image.geometry.spacing)
         full = np.zeros((probs.shape[0], *image.array.shape[1:]), dtype=np.float32)
         full[(slice(None), *region)] = probs.numpy()
         return label, full

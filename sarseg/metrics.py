@@ -13,19 +13,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
-from .config import LabelScheme
-
-
-def region_masks(label: np.ndarray, labels: LabelScheme) -> list[np.ndarray]:
-    """One boolean mask per label or region of the scheme (empty value set: any non-zero label)."""
-    return [label > 0 if not values else np.isin(label, values) for values in labels.values]
-
-
-def scheme_for_values(values: Sequence[int]) -> LabelScheme:
-    """Plain classes, one per label value, for evaluating label maps without a model."""
-    values = sorted(int(v) for v in values if v != 0)
-    return LabelScheme("classes", tuple(f"label {v}" for v in values), tuple((v,) for v in values), tuple(values),
-                       tuple((0.5, 0.5, 0.5) for _ in values))
+from .core.labels import LabelScheme
 
 
 def compare(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float], tolerance_mm: float = 2.0) -> dict:
@@ -52,4 +40,4 @@ def evaluate_maps(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float
                   tolerance_mm: float = 2.0) -> list[dict]:
     """Per label or region of ``labels``: name plus :func:`compare`'s metrics."""
     return [{"name": name, **compare(p, r, spacing_zyx, tolerance_mm)}
-            for name, p, r in zip(labels.names, region_masks(pred, labels), region_masks(ref, labels))]
+            for name, p, r in zip(labels.names, labels.masks(pred), labels.masks(ref))]

@@ -1,36 +1,45 @@
-"""The model folder: ``model.json`` (what the network is and where it came from) and the weights as
-safetensors, verified by SHA-256 on load. Nothing here unpickles.
+"""The model folder's torch side: the weights as safetensors, written and read through the model card
+(:mod:`sarseg.core.card`, which owns ``model.json``), and the network the card describes. The weights
+are bound to that network: tensors whose names or shapes differ from it are refused before they are
+loaded. Nothing here unpickles.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 from pathlib import Path
-from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from .config import NetConfig
+from .core.card import WEIGHTS, ModelCard, Weights, read_card, sha256
 from .core.errors import BadInput
 from .core.files import atomic_path
-
-MODEL_JSON = "model.json"
-WEIGHTS = "weights.safetensors"
-FORMAT = "sar-model"
-FORMAT_VERSION = 1
+from .nets import SARNet, UNet3D
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def net_config(card: ModelCard, base: NetConfig | None = None) -> NetConfig:
+    """``base`` (default settings when None) with the widths, depth and norm of the card's architecture."""
+    card.need("architecture", purpose="build its network")
+    arch = card.architecture
+    sizes = {"features": arch.features, "res_units": arch.res_units, "norm": arch.norm}
+    if arch.head_hidden is not None:
+        sizes["head_hidden"] = arch.head_hidden
+    return dataclasses.replace(base or NetConfig(), **sizes)
 
 
-def save_model(folder: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """Write weights, then ``model.json`` naming their SHA-256, each atomically (write, then rename).
+def build_net(card: ModelCard) -> torch.nn.Module:
+    """The untrained network of the card's architecture (built on the current default device)."""
+    arch = card.architecture
+    if arch.name == "sar-resunet3d":
+        return SARNet(arch.in_channels, net_config(card), arch.scales, arch.sources)
+    return UNet3D(arch.in_channels, arch.out_channels, net_config(card))
+
+
+def save_model(folder: Path, state: dict[str, torch.Tensor], card: ModelCard) -> Path:
+    """Write the weights, then ``model.json`` naming their SHA-256, each atomically (write, then rename).
 
     A kill between the two renames leaves a model whose hash check fails loudly, never a silently
     wrong one; the training checkpoint beside it is unaffected.
@@ -40,41 +49,44 @@ def save_model(folder: Path, state: dict[str, torch.Tensor], meta: dict[str, Any
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     with atomic_path(folder / WEIGHTS) as tmp:
         save_file(tensors, tmp)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
-    meta["weights"] = {"file": WEIGHTS, "sha256": sha256(folder / WEIGHTS)}
-    text = json.dumps(meta, indent=2)
-    with atomic_path(folder / MODEL_JSON) as tmp:
-        Path(tmp).write_text(text)
+    card.weights = Weights(WEIGHTS, sha256(folder / WEIGHTS))
+    card.write(folder)
     return folder
 
 
-def read_meta(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / MODEL_JSON
-    if not path.is_file():
-        raise BadInput(path, "missing: not a SAR model folder")
+def load_weights(card: ModelCard) -> dict[str, torch.Tensor]:
+    """The weights of a card read from its folder: SHA-256 checked, then every tensor's name and shape
+    against the card's architecture (from the file's header, before any tensor is read)."""
+    weights = card.verify()
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        expected = {k: tuple(v.shape) for k, v in build_net(card).state_dict().items()}
     try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInput(path, f"malformed JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise BadInput(path, f"not a SAR model description (format is not {FORMAT!r})")
-    for key in ("architecture", "weights"):
-        if key not in meta:
-            raise BadInput(path, f"malformed: no {key!r} entry")
-    return meta
-
-
-def load_model(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``model.json`` and the weights, after checking the weights' SHA-256 against it."""
-    folder = Path(folder)
-    meta = read_meta(folder)
-    weights = folder / meta["weights"].get("file", WEIGHTS)
-    if not weights.is_file():
-        raise BadInput(weights, "missing weights file")
-    if sha256(weights) != meta["weights"].get("sha256"):
-        raise BadInput(weights, "SHA-256 does not match model.json: truncated, tampered or half-written weights")
-    try:
-        state = load_file(str(weights))
+        with safe_open(str(weights), "pt") as handle:
+            found = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+        state = None
+        problem = _mismatch(expected, found)
+        if problem is None:
+            state = load_file(str(weights))
     except Exception as exc:  # safetensors raises its own error types
         raise BadInput(weights, f"unreadable safetensors file ({exc})") from None
-    return meta, state
+    if problem is not None:
+        raise BadInput(weights, f"does not fit the architecture in model.json ({problem})")
+    return state
+
+
+def _mismatch(expected: dict[str, tuple], found: dict[str, tuple]) -> str | None:
+    missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    if missing:
+        return f"{len(missing)} tensor(s) missing, first {missing[0]!r}"
+    if extra:
+        return f"{len(extra)} tensor(s) it does not have, first {extra[0]!r}"
+    for key, shape in expected.items():
+        if found[key] != shape:
+            return f"tensor {key!r} has shape {list(found[key])}, the architecture needs {list(shape)}"
+    return None
+
+
+def load_model(folder: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
+    """A model folder's card and weights, both checked."""
+    card = read_card(folder)
+    return card, load_weights(card)

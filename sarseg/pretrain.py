@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
 from .config import PretrainConfig, from_dict, to_dict
+from .core.card import Architecture, ModelCard
 from .data import Source, VolumePool, check_volumes, items, volume_stream
 from .core.errors import BadInput
 from .model import save_model
@@ -65,21 +66,19 @@ def evaluate(net: SARNet, pool: VolumePool, cubes: int, batch_size: int, generat
     return {**result, "cubes": seen, "scale_chance": 1.0 / net.scale_head.mlp[-1].out_features}
 
 
-def model_meta(config: PretrainConfig, sources: Sequence[Source], step: int, started: str, evaluation: dict | None = None) -> dict:
-    """Everything ``model.json`` says about a pretrained model."""
-    return {
-        "kind": "pretrained",
-        "preset": config.preset,
-        "architecture": {"name": "sar-resunet3d", "features": list(config.net.features), "res_units": config.net.res_units,
-                         "norm": config.net.norm,
-                         "head_hidden": config.net.head_hidden, "in_channels": 1,
-                         "scales": len(config.proxy.scales), "sources": len(sources)},
-        "in_channels": 1,
-        "input_size": list(config.proxy.input_size),
-        "scales": {"sizes": list(config.proxy.scales), "unit": config.proxy.scale_unit},
-        "sources": [s.name for s in sources],
-        "normalisation": config.normalisation,
-        "provenance": {
+def model_meta(config: PretrainConfig, sources: Sequence[Source], step: int, started: str, evaluation: dict | None = None) -> ModelCard:
+    """The card of a pretrained model."""
+    net = config.net
+    return ModelCard(
+        kind="pretrained",
+        architecture=Architecture("sar-resunet3d", 1, 1, tuple(net.features), net.res_units, net.norm, net.head_hidden,
+                                  len(config.proxy.scales), len(sources)),
+        preset=config.preset,
+        normalisation=config.normalisation,
+        sources=tuple(s.name for s in sources),
+        input_size=tuple(config.proxy.input_size),
+        scales={"sizes": list(config.proxy.scales), "unit": config.proxy.scale_unit},
+        provenance={
             "data": {s.name: list(s.paths) for s in sources},
             "steps": step,
             "config": to_dict(config),
@@ -91,7 +90,7 @@ def model_meta(config: PretrainConfig, sources: Sequence[Source], step: int, sta
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "proxy_evaluation": evaluation,
         },
-    }
+    )
 
 
 def pretrain(

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from SARSegmentationLib.models import ModelInfo, cuda_available, resolve_device, safe_name
+from SARSegmentationLib.models import ModelInfo, core_call, cuda_available, resolve_device, safe_name
 from SARSegmentationLib.protocols import JobRunner, ModelStore, SARLogicError, SceneAdapter
 
 DATASET_JSON = "dataset.json"
@@ -39,35 +39,26 @@ def _atomic_write_json(path: Path, data: Any) -> None:
 
 def scheme_from_segments(segments: Sequence[tuple[str, Sequence[float]]]) -> dict:
     """One class per segment, valued 1, 2, ... in the segments' order (their names and colors kept)."""
+    from sarseg.core.labels import LabelScheme
+
     if not segments:
         raise SARLogicError("the segmentation has no segments; paint the tumor first")
     names = [name for name, _ in segments]
-    if len(set(names)) != len(names):
-        raise SARLogicError(f"segment names must differ (got {', '.join(names)})")
-    return {"mode": "classes", "names": names, "values": [[i + 1] for i in range(len(names))],
-            "paint": [i + 1 for i in range(len(names))],
-            "colors": [[round(float(c), 4) for c in color] for _, color in segments]}
+    colors = [[round(float(c), 4) for c in color] for _, color in segments]
+    return core_call(LabelScheme.classes, names, range(1, len(names) + 1), colors, "the segments").to_dict()
 
 
 def scheme_for(model: ModelInfo, segments: Sequence[tuple[str, Sequence[float]]] = ()) -> dict:
     """The label scheme of a training set: a segmentation model's own (names, values and colors stay as
     they are); for a pretrained model, one class per segment of the first annotated case."""
-    if model.kind == "segmentation":
-        scheme = model.label_scheme
-        if scheme:
-            return scheme
-        labels = model.labels
-        if not labels:
-            raise SARLogicError(f"model {model.name!r}: model.json lists no labels")
-        return {"mode": "classes", "names": [e["name"] for e in labels], "values": [[e["value"]] for e in labels],
-                "paint": [e["value"] for e in labels],
-                "colors": [e.get("color", [0.9, 0.3, 0.2]) for e in labels]}
-    return scheme_from_segments(segments)
+    return model.label_scheme if model.kind == "segmentation" else scheme_from_segments(segments)
 
 
 def name_to_value(scheme: dict) -> dict[str, int]:
     """Segment name -> the label value written for it (the scheme's paint value)."""
-    return {str(n): int(v) for n, v in zip(scheme["names"], scheme["paint"])}
+    from sarseg.core.labels import LabelScheme
+
+    return core_call(LabelScheme.from_dict, scheme, "sar_label_scheme").value_of()
 
 
 class TrainingSetLogic:

@@ -15,8 +15,6 @@ torch needed in Slicer's own process). Only the standard library is imported at 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -24,14 +22,12 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .protocols import SARLogicError
 
 MODEL_JSON = "model.json"
-FORMAT = "sar-model"
 TRAINING = "training"
-KINDS = ("segmentation", "pretrained")
 _VERSIONED = re.compile(r"^(?P<base>.+?)-v(?P<version>[0-9]+)$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -91,15 +87,29 @@ def split_version(name: str) -> tuple[str, int]:
 
 # -- models --------------------------------------------------------------------------------------
 
+def core_call(function: Callable[..., Any], *args: Any) -> Any:
+    """Call a ``sarseg.core`` function; its ``BadInput`` becomes the :class:`SARLogicError` the modules show."""
+    from sarseg.core.errors import BadInput
+
+    try:
+        return function(*args)
+    except BadInput as exc:
+        raise SARLogicError(str(exc)) from None
+
+
 @dataclass
 class ModelInfo:
-    """One model folder as ``model.json`` describes it."""
+    """One model folder: a view of its model card (``sarseg.core.card.ModelCard``, which reads and
+    checks ``model.json``) under the folder's name."""
 
     name: str
     path: Path
-    kind: str
-    meta: dict = field(repr=False, default_factory=dict)
+    card: Any = field(repr=False)  # sarseg.core.card.ModelCard (the engine is imported on first use)
     builtin: bool = False
+
+    @property
+    def kind(self) -> str:
+        return self.card.kind
 
     @property
     def base(self) -> str:
@@ -111,46 +121,35 @@ class ModelInfo:
 
     @property
     def in_channels(self) -> int:
-        return int(self.meta.get("in_channels") or self.meta.get("architecture", {}).get("in_channels") or 1)
+        return self.card.architecture.in_channels
 
     @property
     def modalities(self) -> list[str]:
         """One name per input channel (model.json ``modalities``; ``channel N`` when unnamed)."""
-        names = [str(m) for m in self.meta.get("modalities") or []]
-        if len(names) != self.in_channels:
-            names = [f"channel {i + 1}" for i in range(self.in_channels)]
-        return names
+        return list(self.card.modalities) or [f"channel {i + 1}" for i in range(self.in_channels)]
 
     @property
     def labels(self) -> list[dict]:
         """Segments this model paints: [{"name", "value", "color"}], from model.json."""
-        out = []
-        for entry in self.meta.get("labels") or []:
-            if isinstance(entry, dict) and "name" in entry and "value" in entry:
-                item = {"name": str(entry["name"]), "value": int(entry["value"])}
-                if entry.get("color") is not None:
-                    item["color"] = [float(c) for c in entry["color"]]
-                out.append(item)
-        return out
+        return self.card.labels.segments() if self.card.labels else []
 
     @property
     def label_scheme(self) -> dict | None:
-        """The engine's label scheme (mode, names, values, paint, colors) the model was trained with."""
-        scheme = self.meta.get("provenance", {}).get("config", {}).get("labels")
-        return dict(scheme) if isinstance(scheme, dict) else None
+        """The label scheme (mode, names, values, paint, colors) the model predicts."""
+        return self.card.labels.to_dict() if self.card.labels else None
 
     @property
     def preset(self) -> str:
-        return str(self.meta.get("preset") or "small")
+        return self.card.preset or "small"
 
     @property
     def steps(self) -> int | None:
-        steps = self.meta.get("provenance", {}).get("steps")
+        steps = self.card.provenance.get("steps")
         return int(steps) if isinstance(steps, (int, float)) else None
 
     @property
     def sources(self) -> list[str]:
-        return [str(s) for s in self.meta.get("sources") or []]
+        return list(self.card.sources)
 
     @property
     def display_name(self) -> str:
@@ -166,38 +165,11 @@ class ModelInfo:
 
 
 def read_model(folder: str | Path, builtin: bool = False) -> ModelInfo:
-    """A model folder's ``model.json`` (format checked); raises :class:`SARLogicError` otherwise."""
+    """A model folder's checked ``model.json``; raises :class:`SARLogicError` otherwise."""
+    from sarseg.core.card import read_card
+
     folder = Path(folder)
-    path = folder / MODEL_JSON
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SARLogicError(f"{folder}: no {MODEL_JSON}, not a SAR model folder") from None
-    except (OSError, ValueError) as exc:
-        raise SARLogicError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise SARLogicError(f"{path}: not a SAR model description (format is not {FORMAT!r})")
-    kind = meta.get("kind")
-    if kind not in KINDS:
-        raise SARLogicError(f"{path}: unknown model kind {kind!r}")
-    return ModelInfo(folder.name, folder, kind, meta, builtin)
-
-
-def check_weights(model: ModelInfo) -> None:
-    """The weights file exists and matches the SHA-256 that model.json names (as the engine checks)."""
-    weights = model.meta.get("weights") or {}
-    file_name = str(weights.get("file") or "weights.safetensors")
-    if PurePosixPath(file_name).name != file_name or "\\" in file_name:
-        raise SARLogicError(f"{model.path / MODEL_JSON}: the weights file must lie in the model folder")
-    path = model.path / file_name
-    if not path.is_file():
-        raise SARLogicError(f"{path}: missing weights file")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != weights.get("sha256"):
-        raise SARLogicError(f"{path}: SHA-256 does not match model.json (truncated or tampered weights)")
+    return ModelInfo(folder.name, folder, core_call(read_card, folder), builtin)
 
 
 class FolderModelStore:
@@ -314,8 +286,7 @@ class FolderModelStore:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with archive.open(member) as source, open(target, "wb") as sink:
                         shutil.copyfileobj(source, sink)
-                model = read_model(staging)
-                check_weights(model)
+                core_call(read_model(staging).card.verify)
                 target = self.reserve(name, new_version=False)
                 target.rmdir()  # reserved, now replaced by the checked folder
                 os.replace(staging, target)
