@@ -238,7 +238,8 @@ def test_wrong_nnunet_fields_are_named(tmp_path: Path, changes: dict, problems: 
 def test_missing_files_are_named(tmp_path: Path) -> None:
     path = decathlon_json(tmp_path / "dec")
     (tmp_path / "dec" / "labelsTr" / "BRATS_001.nii.gz").unlink()
-    read_bad(path, "training[1].label: label file", str(tmp_path / "dec" / "./labelsTr/BRATS_001.nii.gz"), "does not exist")
+    missing = str(tmp_path / "dec" / "./labelsTr/BRATS_001.nii.gz")
+    read_bad(path, "training[1].label: label file", missing, "does not exist")
     path = nnunet_json(tmp_path / "nn")
     (tmp_path / "nn" / "labelsTr" / "c0.nii.gz").unlink()
     read_bad(path, "case 'c0': label file", str((tmp_path / "nn").resolve() / "labelsTr" / "c0.nii.gz"))

@@ -156,7 +156,8 @@ class TrainingSetLogic:
         from sarseg.core import datasets
 
         folder = self.folder(model.name)
-        cases = tuple(datasets.nnunet_case(folder, case, len(channels), ending=FILE_ENDING) for case in self.cases(model.name))
+        cases = tuple(datasets.nnunet_case(folder, case, len(channels), ending=FILE_ENDING)
+                      for case in self.cases(model.name))
         dataset = datasets.Dataset(datasets.NNUNET, tuple(channels), cases, {"background": 0, **name_to_value(scheme)},
                                    scheme, name=model.name, file_ending=FILE_ENDING,
                                    description=f"Cases annotated in 3D Slicer for fine-tuning SAR model {model.name}")

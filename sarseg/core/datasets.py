@@ -147,7 +147,7 @@ class _Reader:
 
     def typed(self, value: Any, kind: type, name: str) -> Any:
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            expected = next(name for k, name in _TYPE_NAMES if k is kind)
+            expected = next(label for k, label in _TYPE_NAMES if k is kind)
             raise self.bad(f"{name} must be {expected} (got {_json_type(value)})")
         return value
 
@@ -165,7 +165,8 @@ class _Reader:
         if not table:
             raise self.bad(f"field {key!r} names no channel")
         if not all(_INDEX.fullmatch(k) for k in table) or sorted(map(int, table)) != list(range(len(table))):
-            raise self.bad(f"field {key!r} must be keyed by channel numbers 0..{len(table) - 1} (got {[k[:20] for k in sorted(table)[:8]]})")
+            keys = [k[:20] for k in sorted(table)[:8]]
+            raise self.bad(f"field {key!r} must be keyed by channel numbers 0..{len(table) - 1} (got {keys})")
         names = [self.typed(table[str(i)], str, f"{key}[{str(i)!r}]") for i in range(len(table))]
         if not all(n.strip() for n in names):
             raise self.bad(f"field {key!r} holds an empty channel name")
@@ -210,6 +211,10 @@ class _Reader:
             raise self.bad(f"{name}: {what} {target} does not exist")
         return str(resolved)
 
+    def listed(self, value: Any, name: str, what: str = "image file") -> str:
+        """The file a JSON entry names: relative, inside the dataset's folder, existing."""
+        return self.existing(self.entry(value, name), name, what)
+
     def decathlon(self, meta: dict) -> Dataset:
         channels = self.indexed(meta, "modality")
         labels: dict[str, int | tuple[int, ...]] = {}
@@ -224,13 +229,13 @@ class _Reader:
         for i, item in enumerate(self.get(meta, "training", list)):
             where = f"training[{i}]"
             self.typed(item, dict, where)
-            image = self.existing(self.entry(self.get(item, "image", str, where), f"{where}.image"), f"{where}.image", "image file")
-            label = self.existing(self.entry(self.get(item, "label", str, where), f"{where}.label"), f"{where}.label", "label file")
+            image = self.listed(self.get(item, "image", str, where), f"{where}.image")
+            label = self.listed(self.get(item, "label", str, where), f"{where}.label", "label file")
             cases.append(self.decathlon_case(image, len(channels), label))
         for i, item in enumerate(self.get(meta, "test", list, default=[])):
             where = f"test[{i}]"
             value = self.get(item, "image", str, where) if isinstance(item, dict) else item
-            cases.append(self.decathlon_case(self.existing(self.entry(value, where), where, "image file"), len(channels)))
+            cases.append(self.decathlon_case(self.listed(value, where), len(channels)))
         return Dataset(DECATHLON, channels, tuple(cases), labels, **self.optional_fields(meta))
 
     @staticmethod
@@ -270,7 +275,8 @@ class _Reader:
         for name in names:
             where = f"case {name!r}"
             layout = nnunet_case(self.root, name, channels, labeled, ending)
-            refs = tuple(ImageRef(self.existing(Path(ref.path), where, f"channel {k} file")) for k, ref in enumerate(layout.images))
+            refs = tuple(ImageRef(self.existing(Path(ref.path), where, f"channel {k} file"))
+                         for k, ref in enumerate(layout.images))
             label = self.existing(Path(layout.label), where, "label file") if layout.label else None
             cases.append(Case(name, refs, label))
         return cases
