@@ -13,6 +13,7 @@ import torch
 from sarseg import phantom
 from sarseg.bench_ssl import Profile, dataset_tasks, markdown, plot, run, summarise
 from sarseg.core.errors import BadInput
+from sarseg.data import parse_sources
 from cli_helpers import assert_bad, run_cli
 
 
@@ -58,7 +59,7 @@ def test_own_dataset_gives_dice_against_labeled_cases(tmp_path: Path) -> None:
     1 and 2 cases, scoring on the held-out last case, both plots."""
     dataset = nnunet_dataset(tmp_path / "data", phantom.write_cases(tmp_path / "phantoms", 4))
     sources, tasks = dataset_tasks(dataset, test_cases=1, patch_size=(32, 32, 16))
-    assert len(sources) == 4 and all(s.startswith("mr=") for s in sources)
+    assert [(s.name, len(s.paths)) for s in parse_sources(sources)] == [("mr", 4)]  # every case's channel, unlabeled
     (task,) = tasks
     assert len(task.train) == 3 and task.test[0].label.endswith("case003.nii.gz")
     assert task.labels.names == ("label 1", "label 2")

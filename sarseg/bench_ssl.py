@@ -115,15 +115,15 @@ def shared_tasks(data: Path, work: Path, folds: int = 2) -> tuple[list[str], lis
 
 def dataset_tasks(path: Path, test_cases: int = 1, patch_size: tuple[int, int, int] = (64, 64, 64)) -> tuple[list[str], list[Task]]:
     """Pretraining sources and one fine-tuning task from your own labeled cases (a Decathlon or nnU-Net v2
-    dataset.json with one file per channel, as SARPretrain's training folders): the last ``test_cases``
-    cases are the test set, the others the training pool in order; every channel file of every case is
-    an unlabeled pretraining volume named by its channel."""
+    dataset.json, e.g. a SARPretrain training folder's): the last ``test_cases`` labeled cases are the test
+    set, the others the training pool in order; the dataset.json itself is the pretraining source, so every
+    channel of every case is an unlabeled volume named by its channel."""
     cases, names = cases_from_dataset(path)
     if len(cases) <= test_cases or test_cases < 1:
         raise BadInput(path, f"holds {len(cases)} labeled case(s); the benchmark needs at least one to train on "
                              f"and {test_cases} to test on")
-    names = tuple(n.lower() for n in names) or ("default",) * len(cases[0].images)
-    sources = [f"{name}={image}" for case in cases for name, image in zip(names, case.images)]
+    names = tuple(n.lower() for n in names)
+    sources = [str(path)]
     train, test = tuple(cases[:-test_cases]), tuple(cases[-test_cases:])
     name = Path(path).resolve().parent.name or "dataset"
     return sources, [Task(name, name, train, test, names, auto_scheme(train), patch_size)]

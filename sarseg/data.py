@@ -1,15 +1,15 @@
 """Where pretraining volumes come from and how they reach the proxy task.
 
 Sources are ``[NAME=]PATH`` specs (a file, a DICOM series folder, a folder of images, a glob, or a
-dataset.json in the Medical Segmentation Decathlon / nnU-Net v2 layout); the name feeds the modality
-discriminator and picks the normalisation. Volumes are read lazily by DataLoader workers (MONAI's
+dataset.json in the Medical Segmentation Decathlon / nnU-Net v2 layout, read by ``core/datasets.py``:
+every channel of every case, a 4D Decathlon file giving one volume per channel); the name feeds the
+modality discriminator and picks the normalisation. Volumes are read lazily by DataLoader workers (MONAI's
 ``Dataset``) into a bounded :class:`VolumePool`, so thousands of scans need a few scans' memory.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from . import proxy
 from .config import PretrainConfig, ProxyConfig
+from .core import datasets
 from .core.errors import BadInput
 from .io import normalisation_for, read_image
 
@@ -30,10 +31,16 @@ IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 @dataclass(frozen=True)
 class Source:
-    """Named group of volumes (e.g. ``ct``), each one single-channel volume."""
+    """Named group of volumes (e.g. ``ct``): files holding one 3D volume each, or where ``channels`` gives
+    an index, that channel of a 4D file (a Decathlon dataset's modality)."""
 
     name: str
     paths: tuple[str, ...]
+    channels: tuple[int | None, ...] = ()
+
+    def volumes(self) -> list[tuple[str, int | None]]:
+        """(path, channel) per volume; channel None: the whole file."""
+        return list(zip(self.paths, self.channels or (None,) * len(self.paths)))
 
 
 def _is_image(path: Path) -> bool:
@@ -44,62 +51,43 @@ def _looks_like_dicom_folder(path: Path) -> bool:
     return any(p.suffix.lower() in (".dcm", "") and p.is_file() for p in path.iterdir())
 
 
-def _from_dataset_json(path: Path) -> list[tuple[str | None, list[str]]]:
-    """(channel name, paths) per channel of a Decathlon or nnU-Net v2 dataset.json; images only."""
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadInput(path, f"cannot read dataset.json ({exc})") from None
-    root = path.parent
-    if "training" in meta:  # Decathlon: one file per case, channels listed under "modality"
-        names = meta.get("modality", {}).get("0")
-        entries = list(meta.get("training", [])) + list(meta.get("test", []))
-        files = [root / (e["image"] if isinstance(e, dict) else e) for e in entries]
-        return [(names, [str(f) for f in files])]
-    if "channel_names" in meta:  # nnU-Net v2: imagesTr/CASE_XXXX.ending, one file per channel
-        ending = meta.get("file_ending", ".nii.gz")
-        out = []
-        for index, name in sorted(meta["channel_names"].items(), key=lambda kv: int(kv[0])):
-            files = sorted(glob.glob(str(root / "imagesTr" / f"*_{int(index):04d}{ending}")))
-            files += sorted(glob.glob(str(root / "imagesTs" / f"*_{int(index):04d}{ending}")))
-            out.append((name, files))
-        return out
-    raise BadInput(path, "is neither a Decathlon dataset.json (no 'training') nor an nnU-Net v2 one (no 'channel_names')")
-
-
 def parse_sources(specs: Sequence[str]) -> list[Source]:
-    """Turn ``[NAME=]PATH`` specs into sources; the same name in several specs joins one source."""
-    groups: dict[str, list[str]] = {}
+    """Turn ``[NAME=]PATH`` specs into sources; the same name in several specs joins one source. A
+    dataset.json gives every channel of every case, named by its channel unless NAME is given."""
+    groups: dict[str, list[tuple[str, int | None]]] = {}
     for spec in specs:
         name, sep, target = spec.partition("=")
         if not sep or os.path.exists(spec):
             name, target = "", spec
         path = Path(target)
-        found: list[tuple[str | None, list[str]]]
+        found: list[tuple[str | None, str, int | None]]
         if any(ch in target for ch in "*?["):
-            found = [(None, sorted(p for p in glob.glob(target, recursive=True) if _is_image(Path(p)) or Path(p).is_dir()))]
+            found = [(None, p, None) for p in sorted(glob.glob(target, recursive=True)) if _is_image(Path(p)) or Path(p).is_dir()]
         elif path.name.endswith(".json") and path.is_file():
-            found = _from_dataset_json(path)
+            found = [(channel, ref.path, ref.channel) for channel, ref in datasets.read(path).volumes()]
         elif path.is_dir():
             images = sorted(str(p) for p in path.iterdir() if _is_image(p))
-            found = [(None, images or ([str(path)] if _looks_like_dicom_folder(path) else []))]
+            found = [(None, p, None) for p in images or ([str(path)] if _looks_like_dicom_folder(path) else [])]
         elif path.exists():
-            found = [(None, [str(path)])]
+            found = [(None, str(path), None)]
         else:
             raise BadInput(target, "no such file or folder")
-        for channel, paths in found:
-            if not paths:
-                raise BadInput(target, "matches no image files")
-            key = (name or channel or "default").lower()
-            groups.setdefault(key, []).extend(paths)
+        if not found:
+            raise BadInput(target, "matches no image files")
+        for channel, file, index in found:
+            groups.setdefault((name or channel or "default").lower(), []).append((file, index))
     if not groups:
         raise BadInput("--data", "no data given")
-    return [Source(name, tuple(dict.fromkeys(paths))) for name, paths in groups.items()]
+    sources = []
+    for name, volumes in groups.items():
+        paths, channels = zip(*dict.fromkeys(volumes))
+        sources.append(Source(name, paths, channels if any(c is not None for c in channels) else ()))
+    return sources
 
 
 def items(sources: Sequence[Source]) -> list[dict]:
-    """One dict per volume for MONAI's ``Dataset``: path, source index and name."""
-    return [{"path": p, "source": i, "name": s.name} for i, s in enumerate(sources) for p in s.paths]
+    """One dict per volume for MONAI's ``Dataset``: path, channel (None: the whole file), source index and name."""
+    return [{"path": p, "channel": c, "source": i, "name": s.name} for i, s in enumerate(sources) for p, c in s.volumes()]
 
 
 class LoadVolume:
@@ -110,10 +98,14 @@ class LoadVolume:
 
     def __call__(self, item: dict) -> dict:
         image = read_image([item["path"]])
-        if image.channels != 1:
+        channel = item.get("channel")
+        if channel is None and image.channels != 1:
             raise BadInput(item["path"], f"holds {image.channels} channels along a 4th axis; pretraining reads one "
-                           "3D volume per file (split the channels into files, each named by its modality)")
-        array = normalisation_for(item["name"], self.normalisation)(image.array[0])
+                           "3D volume per file (list it in a Decathlon dataset.json, or split the channels into files)")
+        if channel is not None and channel >= image.channels:
+            raise BadInput(item["path"], f"holds {image.channels} channel(s); its dataset.json names channel {channel} "
+                           f"({item['name']})")
+        array = normalisation_for(item["name"], self.normalisation)(image.array[channel or 0])
         spacing_zyx = torch.tensor(image.geometry.spacing[::-1], dtype=torch.float64)
         return {**item, "volume": torch.from_numpy(array)[None], "spacing": spacing_zyx}
 

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
 from .config import FinetuneConfig, from_dict, to_dict
+from .core import datasets
 from .core.card import Architecture, ModelCard, read_card
 from .core.errors import BadInput
 from .core.labels import LabelScheme
@@ -52,25 +53,10 @@ def parse_cases(images: Sequence[str], labels: Sequence[str]) -> list[Case]:
 
 
 def cases_from_dataset(path: Path) -> tuple[list[Case], tuple[str, ...]]:
-    """Labeled cases and channel names from a Decathlon or nnU-Net v2 dataset.json."""
-    try:
-        meta = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadInput(path, f"cannot read dataset.json ({exc})") from None
-    root = Path(path).parent
-    if "training" in meta:
-        names = tuple(v for _, v in sorted(meta.get("modality", {}).items(), key=lambda kv: int(kv[0])))
-        cases = [Case((str(root / e["image"]),), str(root / e["label"])) for e in meta["training"]]
-        return cases, names
-    if "channel_names" in meta:
-        ending = meta.get("file_ending", ".nii.gz")
-        channels = sorted(meta["channel_names"].items(), key=lambda kv: int(kv[0]))
-        cases = []
-        for label in sorted((root / "labelsTr").glob(f"*{ending}")):
-            case = label.name[: -len(ending)]
-            cases.append(Case(tuple(str(root / "imagesTr" / f"{case}_{int(i):04d}{ending}") for i, _ in channels), str(label)))
-        return cases, tuple(name for _, name in channels)
-    raise BadInput(path, "is neither a Decathlon dataset.json (no 'training') nor an nnU-Net v2 one (no 'channel_names')")
+    """The labeled cases and channel names of a Decathlon or nnU-Net v2 dataset.json (``core/datasets.py``);
+    a case's files hold its channels in order (a Decathlon 4D file: all of them)."""
+    dataset = datasets.read(path)
+    return [Case(c.files(), c.label) for c in dataset.labeled], dataset.channels
 
 
 def auto_scheme(cases: Sequence[Case]) -> LabelScheme:

@@ -7,12 +7,12 @@ inside an enhancing rim), seen as CT (HU), MR (arbitrary units) and PET (SUV) on
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from .core import paths
 from .io import Geometry, write_image
 
 MODALITIES = ("ct", "mr", "pet")
@@ -73,7 +73,7 @@ def geometry(shape: tuple[int, int, int] = SHAPE_ZYX) -> Geometry:
 
 
 def cache_folder() -> Path:
-    return Path(os.environ.get("SAR_CACHE", Path.home() / ".cache" / "sar")) / "phantoms-v2"
+    return paths.cache() / "phantoms-v2"
 
 
 def write_cases(folder: Path, cases: int, first_seed: int = 0) -> list[dict[str, str]]:

@@ -72,14 +72,18 @@ class TrainingSetLogic:
     def folder(self, model_name: str) -> Path:
         return self.models.training_folder(model_name)
 
-    def dataset(self, model_name: str) -> dict | None:
+    def dataset(self, model_name: str) -> Any:
+        """The training set's ``sarseg.core.datasets.Dataset`` (None before its first case)."""
+        from sarseg.core import datasets
+        from sarseg.core.errors import BadInput
+
         path = self.folder(model_name) / DATASET_JSON
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise SARLogicError(f"{path}: unreadable ({exc})") from None
+            return datasets.read(path)
+        except BadInput as exc:
+            raise SARLogicError(str(exc)) from None
 
     def cases(self, model_name: str) -> list[str]:
         labels = self.folder(model_name) / "labelsTr"
@@ -100,9 +104,7 @@ class TrainingSetLogic:
                     raise SARLogicError(f"channel name {name!r}: use letters, digits, '_', '-' or '.'")
             return typed
         dataset = self.dataset(model_name)
-        if dataset and dataset.get("channel_names"):
-            return [v for _, v in sorted(dataset["channel_names"].items(), key=lambda kv: int(kv[0]))]
-        return ["default"]
+        return list(dataset.channels) if dataset else ["default"]
 
     def next_case_id(self, model_name: str, hint: str = "case") -> str:
         base = safe_name(hint, "case")
@@ -129,12 +131,10 @@ class TrainingSetLogic:
             raise SARLogicError(f"a case of model {model.name!r} has {len(names)} channel(s) ({', '.join(names)}); "
                                 "select one volume for each")
         existing = self.dataset(model_name)
-        if existing:
-            had = [v for _, v in sorted(existing.get("channel_names", {}).items(), key=lambda kv: int(kv[0]))]
-            if had and had != names:
-                raise SARLogicError(f"the training set of {model.name!r} has channels {', '.join(had)}, "
-                                    f"not {', '.join(names)}")
-        scheme = (existing or {}).get("sar_label_scheme") or scheme_for(model, self.scene.segments(segmentation_node))
+        if existing and list(existing.channels) != names:
+            raise SARLogicError(f"the training set of {model.name!r} has channels {', '.join(existing.channels)}, "
+                                f"not {', '.join(names)}")
+        scheme = (existing and existing.label_scheme) or scheme_for(model, self.scene.segments(segmentation_node))
         case_id = case_id.strip() if case_id and case_id.strip() else self.next_case_id(
             model_name, self.scene.node_name(volumes[0]) or "case")
         entry = self.scene.write_training_case(volumes, segmentation_node, name_to_value(scheme),
@@ -143,22 +143,16 @@ class TrainingSetLogic:
         return entry
 
     def write_dataset_json(self, model: ModelInfo, channels: Sequence[str], scheme: dict) -> Path:
+        """The training set's dataset.json (nnU-Net v2, through the engine's one writer) listing its cases."""
+        from sarseg.core import datasets
+
         folder = self.folder(model.name)
-        path = folder / DATASET_JSON
-        labels = {"background": 0}
-        labels.update(name_to_value(scheme))
-        data = {
-            "name": model.name,
-            "description": f"Cases annotated in 3D Slicer for fine-tuning SAR model {model.name}",
-            "channel_names": {str(i): name for i, name in enumerate(channels)},
-            "labels": labels,
-            "numTraining": len(self.cases(model.name)),
-            "file_ending": FILE_ENDING,
-            "sar_label_scheme": scheme,
-            "sar_init_model": model.name,
-        }
-        _atomic_write_json(path, data)
-        return path
+        cases = tuple(datasets.nnunet_case(folder, case, len(channels), ending=FILE_ENDING)
+                      for case in self.cases(model.name))
+        dataset = datasets.Dataset(datasets.NNUNET, tuple(channels), cases, {"background": 0, **name_to_value(scheme)},
+                                   scheme, name=model.name, file_ending=FILE_ENDING,
+                                   description=f"Cases annotated in 3D Slicer for fine-tuning SAR model {model.name}")
+        return datasets.write(folder / DATASET_JSON, dataset, extra={"sar_init_model": model.name})
 
     # fine-tuning
     def finetune_args(self, model: ModelInfo, dataset: Path, out: Path, config: Path, preset: str, device: str,
@@ -177,8 +171,11 @@ class TrainingSetLogic:
         Returns (job, new model folder)."""
         model = self.models.get(model_name)
         dataset = self.dataset(model_name)
-        if not dataset or not self.cases(model_name):
+        if not dataset or not dataset.labeled:
             raise SARLogicError(f"the training set of {model.name!r} is empty; add annotated cases first")
+        if dataset.label_scheme is None:
+            raise SARLogicError(f"{self.folder(model_name) / DATASET_JSON}: no 'sar_label_scheme' (the segments' "
+                                "names, values and colors); add a case in this module to write it")
         preset = preset or model.preset
         if preset not in PRESETS:
             raise SARLogicError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)}")
@@ -186,11 +183,10 @@ class TrainingSetLogic:
             if value is not None and int(value) < 0:
                 raise SARLogicError(f"{label} must be positive")
         device_arg, job_device = resolve_device(device, self.cuda)
-        channels = [v for _, v in sorted(dataset["channel_names"].items(), key=lambda kv: int(kv[0]))]
         out = self.models.reserve(model.name, new_version=True)
         folder = self.folder(model_name)
         config = folder / f"finetune-{out.name}.json"
-        _atomic_write_json(config, {"labels": dataset["sar_label_scheme"], "modalities": channels})
+        _atomic_write_json(config, {"labels": dataset.label_scheme, "modalities": list(dataset.channels)})
         args = self.finetune_args(model, folder / DATASET_JSON, out, config, preset, device_arg, steps, batch_size)
         try:
             job = self.runner.submit("finetune", args, job_device)

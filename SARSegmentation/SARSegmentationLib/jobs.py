@@ -38,10 +38,14 @@ def slicer_python() -> str:
 
 def default_runner(root: str | Path | None = None, python: str | None = None,
                    env: dict[str, str] | None = None) -> JobRunner:
-    """``sarseg.core.jobs.JobManager`` on the shared jobs folder, running jobs with :func:`slicer_python`."""
+    """``sarseg.core.jobs.JobManager`` on the shared jobs folder (or ``root``), running jobs with
+    :func:`slicer_python`; the jobs get this process's folders in their environment, so the engine (and
+    ``sarseg jobs`` in a terminal given the same variables) uses the folders Slicer was given."""
+    from sarseg.core import paths
     from sarseg.core.jobs import JobManager  # the engine, imported on first use
 
-    return JobManager(Path(root) if root is not None else jobs_root(), python or slicer_python(), env=env)
+    root = Path(root) if root is not None else jobs_root()
+    return JobManager(root, python or slicer_python(), env={**paths.environment(root), **(env or {})})
 
 
 def format_eta(seconds: Any) -> str:

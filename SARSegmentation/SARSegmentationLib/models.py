@@ -1,7 +1,7 @@
 """Where SAR keeps its files, and the models folder (:class:`FolderModelStore`).
 
-Layout (``sar_home()``: ``$SAR_HOME``, else ``<Slicer user settings folder>/SAR`` inside Slicer, else
-``~/.local/share/sar``)::
+Layout (``sar_home()``: ``$SARSEG_HOME``, else ``sarseg`` in the per-user data folder, the same for
+Slicer and the ``sarseg`` command; see ``sarseg/core/paths.py``)::
 
     models/<name>/model.json, weights.safetensors    one folder per model version, never overwritten
     models/<name>/training/                          that model's training set (nnU-Net v2 layout)
@@ -32,40 +32,27 @@ _VERSIONED = re.compile(r"^(?P<base>.+?)-v(?P<version>[0-9]+)$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-# -- folders -------------------------------------------------------------------------------------
-
-def _slicer_settings_dir() -> Path | None:
-    """Slicer's user settings folder, when running inside the Slicer application."""
-    try:
-        import slicer  # only inside Slicer (or with slicer-core, which has no application)
-    except ImportError:
-        return None
-    app = getattr(slicer, "app", None)
-    path = getattr(app, "slicerUserSettingsFilePath", None) if app is not None else None
-    return Path(path).parent if path else None
-
+# -- folders (defined once in sarseg.core.paths, so Slicer and a terminal use the same ones) ----------
 
 def sar_home() -> Path:
-    """``$SAR_HOME``, else ``<Slicer user settings folder>/SAR`` in Slicer, else ``~/.local/share/sar``."""
-    env = os.environ.get("SAR_HOME")
-    if env:
-        return Path(env).expanduser()
-    settings = _slicer_settings_dir()
-    if settings is not None:
-        return settings / "SAR"
-    return Path.home() / ".local" / "share" / "sar"
+    """``$SARSEG_HOME``, else ``sarseg`` in the per-user data folder (not under Slicer's settings)."""
+    from sarseg.core import paths
+
+    return paths.home()
 
 
 def models_root() -> Path:
-    """The user's models folder: ``$SAR_MODELS``, else ``sar_home()/models``."""
-    env = os.environ.get("SAR_MODELS")
-    return Path(env).expanduser() if env else sar_home() / "models"
+    """The user's models folder: ``$SARSEG_MODELS``, else ``sar_home()/models``."""
+    from sarseg.core import paths
+
+    return paths.models()
 
 
 def jobs_root() -> Path:
-    """The jobs folder shared by both modules: ``$SAR_JOBS``, else ``sar_home()/jobs``."""
-    env = os.environ.get("SAR_JOBS")
-    return Path(env).expanduser() if env else sar_home() / "jobs"
+    """The jobs folder shared by both modules and ``sarseg jobs``: ``$SARSEG_JOBS``, else ``sar_home()/jobs``."""
+    from sarseg.core import paths
+
+    return paths.jobs()
 
 
 def work_root() -> Path:

@@ -1,6 +1,6 @@
 """Background jobs: ``sarseg`` commands run in their own process group so the GUI never blocks.
 
-A job is a folder ``ROOT/ID`` (ROOT: ``$SAR_JOBS`` or ``~/.local/share/sar/jobs``) holding
+A job is a folder ``ROOT/ID`` (ROOT: ``$SARSEG_JOBS``, else ``jobs`` in the engine's home, see ``core/paths.py``) holding
 
 * ``job.json``: id, kind, argv (the ``sarseg`` arguments), state (queued | running | done | failed |
   cancelled | interrupted), device (cpu | cuda), pid/pgid of the runner, times (ISO UTC), exit code,
@@ -48,6 +48,7 @@ from typing import Any, Iterator, Sequence
 
 from .errors import BadInput
 from .files import atomic_path
+from .paths import jobs as jobs_folder
 
 try:
     import fcntl
@@ -60,12 +61,6 @@ DEVICES = ("cpu", "cuda")
 JOB_FILE, PROGRESS_FILE, LOG_FILE, LOCK_FILE = "job.json", "progress.jsonl", "log.txt", ".lock"
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def default_root() -> Path:
-    """``$SAR_JOBS`` when set, else ``~/.local/share/sar/jobs``."""
-    env = os.environ.get("SAR_JOBS")
-    return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "sarseg" / "jobs"
 
 
 def now() -> str:
@@ -314,7 +309,7 @@ class JobManager:
 
     def __init__(self, root: str | os.PathLike | None = None, python: str | None = None,
                  max_cpu_jobs: int = 1, max_cuda_jobs: int = 1, env: dict[str, str] | None = None) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.root = Path(root).expanduser() if root is not None else jobs_folder()
         self.python = python or sys.executable
         self.max_cpu_jobs, self.max_cuda_jobs = max_cpu_jobs, max_cuda_jobs
         self.env = dict(env or {})
@@ -722,7 +717,7 @@ def add_parser(subparsers) -> None:
 
 
 def _jobs_arguments(p: argparse.ArgumentParser) -> None:
-    root_help = "jobs folder (default $SAR_JOBS or ~/.local/share/sar/jobs)"
+    root_help = "jobs folder (default $SARSEG_JOBS, else jobs/ in the per-user data folder's sarseg/)"
     p.add_argument("--root", type=Path, default=None, help=root_help)
     sub = p.add_subparsers(dest="jobs_command", required=True, parser_class=type(p))
 
