@@ -180,7 +180,8 @@ def model_meta(config: FinetuneConfig, init: str, init_meta: dict | None, train:
     }
 
 
-def split(cases: Sequence[Case], val_fraction: float, min_train: int, max_cases: int | None) -> tuple[list[Case], list[Case]]:
+def split(cases: Sequence[Case], val_fraction: float, min_train: int,
+          max_cases: int | None) -> tuple[list[Case], list[Case]]:
     """Validation cases are the last ones: ``val_fraction`` of them, at least one, but only as many as
     leave ``min_train`` cases (or ``max_cases``, if fewer) to train on; training takes the first
     ``max_cases`` of the rest. Two cases thus train on both rather than on one."""
@@ -215,7 +216,8 @@ def validation_crop(item: dict, margin_zyx: Sequence[int]) -> tuple[torch.Tensor
     side (the whole case when it has no label): a fraction of the volume, so validation stays cheap
     next to training. The Dice misses only false positives farther than the margin from the tumor."""
     start, end = generate_spatial_bounding_box(item["fg"], margin=list(margin_zyx), allow_smaller=True)
-    box = tuple(slice(a, b) for a, b in zip(start, end)) if any(b > a for a, b in zip(start, end)) else (slice(None),) * 3
+    labeled = any(b > a for a, b in zip(start, end))
+    box = tuple(slice(a, b) for a, b in zip(start, end)) if labeled else (slice(None),) * 3
     return item["image"][(slice(None), *box)].contiguous(), item["label"][box]
 
 
@@ -286,7 +288,8 @@ def finetune(
                   else split(cases, config.val_fraction, config.min_train_cases, max_cases))
     loader = LoadCase(config)
     loaded = {c: loader({"images": c.images, "label": c.label}) for c in [*train, *val]}  # all checked first
-    return Finetuning(config, train, val, loaded, init, init_meta, init_state, out, device, dist_info, progress_mode).fit(state)
+    job = Finetuning(config, train, val, loaded, init, init_meta, init_state, out, device, dist_info, progress_mode)
+    return job.fit(state)
 
 
 class Finetuning(Trainer):
@@ -298,7 +301,7 @@ class Finetuning(Trainer):
                  init_meta: dict | None, init_state: dict | None, out: Path, device: torch.device,
                  dist_info: Distributed, progress_mode: str) -> None:
         super().__init__(config, out, device, dist_info, progress_mode)
-        self.train, self.val, self.loaded = train, val, loaded
+        self.train_cases, self.val_cases, self.loaded = train, val, loaded
         self.init, self.init_meta, self.init_state = init, init_meta, init_state
         self.transfer: dict[str, list[str]] | None = None
         self.best = {"dice": -1.0, "step": 0}
@@ -328,17 +331,18 @@ class Finetuning(Trainer):
             DeleteItemsd(["fg", "label", "spacing", "name"]),
         ])
         transforms.set_random_state(seed=config.seed + dist_info.rank + self.start)
-        shard = self.train[dist_info.rank::dist_info.world] or self.train
+        shard = self.train_cases[dist_info.rank::dist_info.world] or self.train_cases
         dataset = CacheDataset([self.loaded[c] for c in shard], transforms, cache_rate=1.0, num_workers=0, progress=False)
         self.stream = patches(dataset, config, config.seed + self.start)
         self.loss_fn = segmentation_loss(config)
-        self.crops = {case: validation_crop(self.loaded[case], patch) for case in self.val} if dist_info.main else {}
-        self.progress.note(f"sarseg: {describe_split(self.train, self.val, config)}")
+        self.crops = {c: validation_crop(self.loaded[c], patch) for c in self.val_cases} if dist_info.main else {}
+        self.progress.note(f"sarseg: {describe_split(self.train_cases, self.val_cases, config)}")
 
     def start_fields(self) -> dict:
-        return {"init": self.init, "train_cases": len(self.train), "validation_cases": len(self.val),
+        train, val = self.train_cases, self.val_cases
+        return {"init": self.init, "train_cases": len(train), "validation_cases": len(val),
                 "transfer": {k: len(v) for k, v in (self.transfer or {}).items()},
-                "split": {"train": [c.label for c in self.train], "validation": [c.label for c in self.val]}}
+                "split": {"train": [c.label for c in train], "validation": [c.label for c in val]}}
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         batch = next(self.stream)
@@ -347,19 +351,21 @@ class Finetuning(Trainer):
     def forward(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> torch.Tensor:
         return model(batch[0])
 
-    def loss(self, outputs: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, outputs: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor],
+             step: int) -> tuple[torch.Tensor, dict[str, float]]:
         loss = self.loss_fn(outputs.float(), batch[1])
         return loss, {"loss": loss.item()}
 
     def validate(self, step: int) -> None:
         config = self.config
-        if not self.val or not (step % config.val_every == 0 or step == config.steps):
+        if not self.val_cases or not (step % config.val_every == 0 or step == config.steps):
             return
         scores = []
-        for case in self.val:
+        for case in self.val_cases:
             image, label = self.crops[case]
             probs = predict(self.net, image, config.patch_zyx, config.labels, config.inference, self.device)
-            scores.append(evaluate_maps(to_label_map(probs, config.labels), label, self.loaded[case]["spacing"], config.labels))
+            spacing = self.loaded[case]["spacing"]
+            scores.append(evaluate_maps(to_label_map(probs, config.labels), label, spacing, config.labels))
         per_label = {name: float(np.mean([s[i]["dice"] for s in scores])) for i, name in enumerate(config.labels.names)}
         mean = float(np.mean(list(per_label.values())))
         if mean > self.best["dice"]:
@@ -372,15 +378,16 @@ class Finetuning(Trainer):
     def checkpoint_state(self) -> dict:
         return {"init": self.init, "best": json.dumps(self.best),
                 "cases": json.dumps({k: [{"images": list(c.images), "label": c.label} for c in v]
-                                     for k, v in (("train", self.train), ("validation", self.val))})}
+                                     for k, v in (("train", self.train_cases), ("validation", self.val_cases))})}
 
     def save(self, step: int) -> None:
-        if not self.val:
+        if not self.val_cases:
             self.write_model(step)
 
     def write_model(self, step: int) -> None:
-        save_model(self.out, self.net.state_dict(),
-                   model_meta(self.config, self.init, self.init_meta, self.train, self.val, step, self.best, self.started))
+        meta = model_meta(self.config, self.init, self.init_meta, self.train_cases, self.val_cases, step, self.best,
+                          self.started)
+        save_model(self.out, self.net.state_dict(), meta)
 
     def done_fields(self) -> dict:
-        return {"best_dice": self.best["dice"] if self.val else None}
+        return {"best_dice": self.best["dice"] if self.val_cases else None}

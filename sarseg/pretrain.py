@@ -138,7 +138,8 @@ class Pretraining(Trainer):
         if state is not None:
             self.planned_steps = int(state.get("planned_steps", self.planned_steps))
         # each rank its own stream, and a resumed run a fresh one (not a replay of the first steps)
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed * 1_000_003 + rank * 7919 + self.start)
+        seed = config.seed * 1_000_003 + rank * 7919 + self.start
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         stream = volume_stream(self.entries, config, config.seed + self.start, rank, self.dist.world)
         self.pool = VolumePool.from_stream(stream, min(config.pool_size, len(self.entries)), config.proxy, self.device)
 
@@ -153,7 +154,8 @@ class Pretraining(Trainer):
     def forward(self, model: torch.nn.Module, batch: ProxyBatch, step: int) -> dict[str, torch.Tensor]:
         return model(batch.inputs, adversarial_weight(self.config, step, self.planned_steps))
 
-    def loss(self, outputs: dict[str, torch.Tensor], batch: ProxyBatch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, outputs: dict[str, torch.Tensor], batch: ProxyBatch,
+             step: int) -> tuple[torch.Tensor, dict[str, float]]:
         config, weight = self.config, adversarial_weight(self.config, step, self.planned_steps)
         loss_restore = self.restore(outputs["restored"].float(), batch.targets)
         loss_scale = F.cross_entropy(outputs["scale_logits"].float(), batch.scales)

@@ -197,8 +197,13 @@ class Trainer:
     its checkpoint and model folder hold.
     """
 
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    progress: Progress
+
     def __init__(self, config: Any, out: Path, device: torch.device, dist_info: Distributed, progress_mode: str) -> None:
-        self.config, self.out, self.device, self.dist, self.progress_mode = config, Path(out), device, dist_info, progress_mode
+        self.config, self.out, self.device, self.dist = config, Path(out), device, dist_info
+        self.progress_mode = progress_mode
         self.start, self.started = 0, datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     # ---- what a job supplies
@@ -272,7 +277,8 @@ class Trainer:
         """Steps from ``start`` to ``config.steps``: metrics averaged and reported every ``log_every``
         steps, validation, then a checkpoint every ``checkpoint_every`` steps and at the end. On
         SIGINT/SIGTERM: checkpoint, then raise Cancelled (exit 130)."""
-        config, window, step = self.config, {}, self.start
+        config, step = self.config, self.start
+        window: dict[str, list[float]] = {}
         amp = config.amp and self.device.type == "cuda"
         with StopRequest() as stop:
             while step < config.steps:
