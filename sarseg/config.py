@@ -95,8 +95,9 @@ class FinetuneConfig(TrainConfig):
     loss: str = "dice_ce"
     pos_fraction: float = 0.33  # as nnU-Net: a third of the patches centred on a labeled voxel
     samples_per_case: int = 2
-    val_fraction: float = 0.2  # share of cases held out for model selection (none with one case)
-    val_every: int = 50
+    val_fraction: float = 0.2  # share of cases held out for model selection (at least one, when any)
+    min_train_cases: int = 3  # default chosen here: hold cases out only while this many remain to train on
+    val_every: int = 200  # default chosen here: steps between validations (on crops around the labels)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     lr: float = 3e-4  # default chosen here: gentler than pretraining, the encoder is already trained
 
@@ -171,7 +172,7 @@ FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
              "val_every": 25, "checkpoint_every": 25, "log_every": 5, "workers": 0, "lr": 3e-3},
     "small": {"net": PRESETS["small"]["net"], "batch_size": 2, "steps": 1000},
     "genesis": {"net": PRESETS["genesis"]["net"], "batch_size": 2, "steps": 5000, "checkpoint_every": 250,
-                "val_every": 250},
+                "val_every": 500},
 }
 
 
@@ -219,6 +220,7 @@ def validate(config: TrainConfig, where: str = "config") -> None:
         checks += [
             (patch_problem(config.patch_size) is None, f"patch_size: {patch_problem(config.patch_size)}"),
             (0.0 <= config.pos_fraction <= 1.0 and 0.0 <= config.val_fraction < 1.0, "pos_fraction, val_fraction in [0, 1)"),
+            (config.min_train_cases >= 1 and config.val_every >= 1, "min_train_cases and val_every must be at least 1"),
             (config.loss in ("dice_ce", "dice", "ce"), "loss is dice_ce, dice or ce"),
         ]
     for ok, message in checks:

@@ -6,8 +6,8 @@ cross-entropy on patches that oversample the tumor.
 from __future__ import annotations
 
 import json
+import os
 import platform
-import shutil
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,7 +20,7 @@ import torch
 from monai.data import CacheDataset, DataLoader
 from monai.losses import DiceCELoss, DiceLoss
 from monai.transforms import Compose, DeleteItemsd, RandCropByPosNegLabeld, RandFlipd, SpatialPadd, Transform
-from torch.nn.parallel import DistributedDataParallel
+from monai.transforms.utils import generate_spatial_bounding_box
 
 from . import __version__
 from .config import FinetuneConfig, from_dict, to_dict
@@ -33,8 +33,7 @@ from .io import read_image, read_label
 from .metrics import evaluate_maps
 from .model import load_model, net_config, save_model
 from .nets import UNet3D
-from .train import (CHECKPOINT, Distributed, Progress, check_output, load_checkpoint, make_optimizer,
-                    save_checkpoint, train_loop)
+from .train import CHECKPOINT, Distributed, Trainer, resume_state
 
 
 @dataclass(frozen=True)
@@ -177,16 +176,45 @@ def model_meta(config: FinetuneConfig, init: str, init_meta: ModelCard | None, t
     )
 
 
-def split(cases: Sequence[Case], val_fraction: float, max_cases: int | None) -> tuple[list[Case], list[Case]]:
-    """Validation cases are the last ones; training takes the first ``max_cases`` of the rest."""
-    n_val = int(round(val_fraction * len(cases))) if len(cases) > 1 else 0
-    n_val = max(n_val, 1) if val_fraction > 0 and len(cases) > 1 else n_val
+def split(cases: Sequence[Case], val_fraction: float, min_train: int,
+          max_cases: int | None) -> tuple[list[Case], list[Case]]:
+    """Validation cases are the last ones: ``val_fraction`` of them, at least one, but only as many as
+    leave ``min_train`` cases (or ``max_cases``, if fewer) to train on; training takes the first
+    ``max_cases`` of the rest. Two cases thus train on both rather than on one."""
+    if max_cases is not None and max_cases < 1:
+        raise BadInput("--max-cases", f"must be at least 1 (got {max_cases})")
+    n_val = max(1, round(val_fraction * len(cases))) if val_fraction > 0 else 0
+    n_val = max(0, min(n_val, len(cases) - min(min_train, max_cases or min_train)))
     train, val = list(cases[: len(cases) - n_val]), list(cases[len(cases) - n_val:])
-    if max_cases is not None:
-        if max_cases < 1:
-            raise BadInput("--max-cases", f"must be at least 1 (got {max_cases})")
-        train = train[:max_cases]
-    return train, val
+    return (train[:max_cases] if max_cases is not None else train), val
+
+
+def describe_split(train: Sequence[Case], val: Sequence[Case], config: FinetuneConfig) -> str:
+    """The split in one line, cases named by their label files (relative to the folder they share)."""
+    labels = [Path(c.label).resolve() for c in [*train, *val]]
+    root = Path(os.path.commonpath([p.parent for p in labels]))
+    names = [str(p.relative_to(root)) for p in labels]
+
+    def listing(part: list[str], limit: int = 8) -> str:
+        return ", ".join(part[:limit]) + (f", ... ({len(part) - limit} more)" if len(part) > limit else "")
+
+    text = f"fine-tuning on {len(train)} case(s): {listing(names[:len(train)])}; "
+    if val:
+        return text + (f"validating on {len(val)}: {listing(names[len(train):])} every {config.val_every} steps "
+                       "(crops around their labels)")
+    why = ("val_fraction is 0" if config.val_fraction == 0 else
+           f"holding cases out would leave fewer than min_train_cases={config.min_train_cases} to train on")
+    return text + f"no validation ({why}); the model folder keeps the latest weights"
+
+
+def validation_crop(item: dict, margin_zyx: Sequence[int]) -> tuple[torch.Tensor, np.ndarray]:
+    """A case's image and label map cut to its labels' bounding box widened by ``margin_zyx`` voxels a
+    side (the whole case when it has no label): a fraction of the volume, so validation stays cheap
+    next to training. The Dice misses only false positives farther than the margin from the tumor."""
+    start, end = generate_spatial_bounding_box(item["fg"], margin=list(margin_zyx), allow_smaller=True)
+    labeled = any(b > a for a, b in zip(start, end))
+    box = tuple(slice(a, b) for a, b in zip(start, end)) if labeled else (slice(None),) * 3
+    return item["image"][(slice(None), *box)].contiguous(), item["label"][box]
 
 
 def segmentation_loss(config: FinetuneConfig) -> torch.nn.Module:
@@ -241,8 +269,7 @@ def finetune(
     """Fine-tune (or resume) into the model folder ``out``; the folder holds the best model by validation Dice.
     A new run refuses an initial model whose encoder does not fit wholly unless ``allow_partial_init``."""
     out = Path(out)
-    check_output(out, resume)
-    state = load_checkpoint(out / CHECKPOINT) if resume else None
+    state = resume_state(out, resume)
     if state is not None:
         config = from_dict(state["config"], str(out / CHECKPOINT), FinetuneConfig)
         init = state["init"]
@@ -257,96 +284,109 @@ def finetune(
         config.modalities = ("default",) * len((cases or train_cases)[0].images)
     if init_state is not None and state is None:
         check_init(config, init, init_meta, init_state, allow_partial_init, dist_info.main)
-    train, val = (train_cases, val_cases) if state is not None else split(cases, config.val_fraction, max_cases)
+    train, val = ((train_cases, val_cases) if state is not None
+                  else split(cases, config.val_fraction, config.min_train_cases, max_cases))
     loader = LoadCase(config)
     loaded = {c: loader({"images": c.images, "label": c.label}) for c in [*train, *val]}  # all checked first
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        return _train(config, train, val, loaded, init, init_meta, init_state, out, device, dist_info, state, progress_mode)
-    except BadInput:
-        if created and dist_info.main:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    job = Finetuning(config, train, val, loaded, init, init_meta, init_state, out, device, dist_info, progress_mode)
+    return job.fit(state)
 
 
-def _train(config, train, val, loaded, init, init_meta, init_state, out, device, dist_info, state, progress_mode) -> Path:
-    torch.manual_seed(config.seed + dist_info.rank)
-    net = UNet3D(len(config.modalities), config.labels.outputs, config.net)
-    transfer = transfer_weights(net, init_state, init_prefix(init_meta)) if init_state else None
-    net = net.to(device)
-    optimizer = make_optimizer(net.parameters(), config)
-    start, started, best = 0, datetime.now(timezone.utc).isoformat(timespec="seconds"), {"dice": -1.0, "step": 0}
-    if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, started, best = int(state["step"]), state["started"], json.loads(state["best"])
-        if (out / "model.json").is_file():  # the folder may hold a better model saved after the checkpoint
-            saved_best = read_card(out).provenance.get("best", {})
-            best = saved_best if saved_best.get("dice", -1.0) > best["dice"] else best
-    model = DistributedDataParallel(net) if dist_info.world > 1 else net
-    patch = config.patch_zyx
-    keys = ["image", "target", "fg"]
-    transforms = Compose([
-        SpatialPadd(keys, spatial_size=patch),
-        RandCropByPosNegLabeld(["image", "target"], "fg", patch, pos=config.pos_fraction, neg=1 - config.pos_fraction,
-                               num_samples=config.samples_per_case),
-        *[RandFlipd(["image", "target"], prob=0.5, spatial_axis=a) for a in range(3)],
-        DeleteItemsd(["fg", "label", "spacing", "name"]),
-    ])
-    transforms.set_random_state(seed=config.seed + dist_info.rank + start)
-    shard = train[dist_info.rank::dist_info.world] or train
-    dataset = CacheDataset([loaded[c] for c in shard], transforms, cache_rate=1.0, num_workers=0, progress=False)
-    stream = patches(dataset, config, config.seed + start)
-    loss_fn = segmentation_loss(config)
-    amp = config.amp and device.type == "cuda"
-    progress = Progress(progress_mode, out, config.steps, start, enabled=dist_info.main)
-    progress.event("start", step=start, steps=config.steps, device=str(device), world=dist_info.world, init=init,
-                   train_cases=len(train), validation_cases=len(val), transfer={k: len(v) for k, v in (transfer or {}).items()})
+class Finetuning(Trainer):
+    """What fine-tuning adds to the run: weights transferred from the initial model, patch batches from
+    cached cases, Dice + cross-entropy, and validation every ``val_every`` steps that keeps the best
+    model in the folder (without validation cases, the latest at each checkpoint)."""
 
-    def save(step: int) -> None:
-        save_model(out, net.state_dict(), model_meta(config, init, init_meta, train, val, step, best, started))
+    def __init__(self, config: FinetuneConfig, train: list[Case], val: list[Case], loaded: dict[Case, dict], init: str,
+                 init_meta: dict | None, init_state: dict | None, out: Path, device: torch.device,
+                 dist_info: Distributed, progress_mode: str) -> None:
+        super().__init__(config, out, device, dist_info, progress_mode)
+        self.train_cases, self.val_cases, self.loaded = train, val, loaded
+        self.init, self.init_meta, self.init_state = init, init_meta, init_state
+        self.transfer: dict[str, list[str]] | None = None
+        self.best = {"dice": -1.0, "step": 0}
 
-    def validate(step: int) -> None:
-        if not val or not dist_info.main or not (step % config.val_every == 0 or step == config.steps):
+    def build(self) -> UNet3D:
+        config = self.config
+        net = UNet3D(len(config.modalities), config.labels.outputs, config.net)
+        if self.init_state:
+            self.transfer = transfer_weights(net, self.init_state, init_prefix(self.init_meta))
+        return net
+
+    def setup(self, state: dict | None) -> None:
+        config, dist_info = self.config, self.dist
+        if state is not None:
+            self.best = json.loads(state["best"])
+            if (self.out / "model.json").is_file():  # the folder may hold a better model saved after the checkpoint
+                saved_best = read_card(self.out).provenance.get("best", {})
+                self.best = saved_best if saved_best.get("dice", -1.0) > self.best["dice"] else self.best
+        patch = config.patch_zyx
+        keys = ["image", "target", "fg"]
+        transforms = Compose([
+            SpatialPadd(keys, spatial_size=patch),
+            RandCropByPosNegLabeld(["image", "target"], "fg", patch, pos=config.pos_fraction, neg=1 - config.pos_fraction,
+                                   num_samples=config.samples_per_case),
+            *[RandFlipd(["image", "target"], prob=0.5, spatial_axis=a) for a in range(3)],
+            DeleteItemsd(["fg", "label", "spacing", "name"]),
+        ])
+        transforms.set_random_state(seed=config.seed + dist_info.rank + self.start)
+        shard = self.train_cases[dist_info.rank::dist_info.world] or self.train_cases
+        dataset = CacheDataset([self.loaded[c] for c in shard], transforms, cache_rate=1.0, num_workers=0, progress=False)
+        self.stream = patches(dataset, config, config.seed + self.start)
+        self.loss_fn = segmentation_loss(config)
+        self.crops = {c: validation_crop(self.loaded[c], patch) for c in self.val_cases} if dist_info.main else {}
+        self.progress.note(f"sarseg: {describe_split(self.train_cases, self.val_cases, config)}")
+
+    def start_fields(self) -> dict:
+        train, val = self.train_cases, self.val_cases
+        return {"init": self.init, "train_cases": len(train), "validation_cases": len(val),
+                "transfer": {k: len(v) for k, v in (self.transfer or {}).items()},
+                "split": {"train": [c.label for c in train], "validation": [c.label for c in val]}}
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = next(self.stream)
+        return batch["image"].as_tensor().to(self.device), batch["target"].as_tensor().to(self.device)
+
+    def forward(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> torch.Tensor:
+        return model(batch[0])
+
+    def loss(self, outputs: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor],
+             step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        loss = self.loss_fn(outputs.float(), batch[1])
+        return loss, {"loss": loss.item()}
+
+    def validate(self, step: int) -> None:
+        config = self.config
+        if not self.val_cases or not (step % config.val_every == 0 or step == config.steps):
             return
         scores = []
-        for case in val:
-            item = loaded[case]
-            probs = predict(net, item["image"], patch, config.labels, config.inference, device)
-            scores.append(evaluate_maps(config.labels.to_label_map(probs), item["label"], item["spacing"], config.labels))
+        for case in self.val_cases:
+            image, label = self.crops[case]
+            probs = predict(self.net, image, config.patch_zyx, config.labels, config.inference, self.device)
+            spacing = self.loaded[case]["spacing"]
+            scores.append(evaluate_maps(config.labels.to_label_map(probs), label, spacing, config.labels))
         per_label = {name: float(np.mean([s[i]["dice"] for s in scores])) for i, name in enumerate(config.labels.names)}
         mean = float(np.mean(list(per_label.values())))
-        improved = mean > best["dice"]
-        if improved:
-            best.update(dice=mean, step=step, per_label=per_label)
-            save(step)
-        net.train()
-        progress.event("validation", step=step, dice=mean, per_label=per_label, best_dice=best["dice"], best_step=best["step"])
+        if mean > self.best["dice"]:
+            self.best.update(dice=mean, step=step, per_label=per_label)
+            self.write_model(step)
+        self.net.train()
+        self.progress.event("validation", step=step, dice=mean, per_label=per_label, best_dice=self.best["dice"],
+                            best_step=self.best["step"])
 
-    def checkpoint(step: int) -> None:
-        if not dist_info.main:
-            return
-        save_checkpoint(out / CHECKPOINT, {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                           "config": to_dict(config), "init": init, "started": started,
-                                           "best": json.dumps(best),
-                                           "cases": json.dumps({k: [{"images": list(c.images), "label": c.label} for c in v]
-                                                                for k, v in (("train", train), ("validation", val))})})
-        if not val:
-            save(step)
-        progress.event("checkpoint", step=step, path=str(out))
+    def checkpoint_state(self) -> dict:
+        return {"init": self.init, "best": json.dumps(self.best),
+                "cases": json.dumps({k: [{"images": list(c.images), "label": c.label} for c in v]
+                                     for k, v in (("train", self.train_cases), ("validation", self.val_cases))})}
 
-    def train_step(step: int) -> dict[str, float]:
-        batch = next(stream)
-        images, targets = batch["image"].as_tensor().to(device), batch["target"].as_tensor().to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(images)
-        loss = loss_fn(logits.float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.item()}
+    def save(self, step: int) -> None:
+        if not self.val_cases:
+            self.write_model(step)
 
-    step = train_loop(train_step, start, config, progress, checkpoint, config.batch_size * dist_info.world, validate)
-    progress.event("done", step=step, path=str(out), best_dice=best["dice"] if val else None)
-    return out
+    def write_model(self, step: int) -> None:
+        meta = model_meta(self.config, self.init, self.init_meta, self.train_cases, self.val_cases, step, self.best,
+                          self.started)
+        save_model(self.out, self.net.state_dict(), meta)
+
+    def done_fields(self) -> dict:
+        return {"best_dice": self.best["dice"] if self.val_cases else None}

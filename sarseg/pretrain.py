@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 import platform
-import shutil
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +17,6 @@ from typing import Sequence
 import monai
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from . import __version__
 from .config import PretrainConfig, from_dict, to_dict
@@ -28,7 +25,8 @@ from .data import Source, VolumePool, check_volumes, items, volume_stream
 from .core.errors import BadInput
 from .model import save_model
 from .nets import SARNet
-from .train import CHECKPOINT, Distributed, Progress, check_output, load_checkpoint, make_optimizer, save_checkpoint, train_loop
+from .proxy import ProxyBatch
+from .train import Distributed, Trainer, resume_state
 
 
 def adversarial_weight(config: PretrainConfig, step: int, planned_steps: int) -> float:
@@ -108,8 +106,7 @@ def pretrain(
     On resume the checkpoint's config is used; ``steps`` (when given) extends or shortens the run.
     """
     out = Path(out)
-    check_output(out, resume)
-    state = load_checkpoint(out / CHECKPOINT) if resume else None
+    state = resume_state(out, resume)
     if state is not None:
         config = from_dict(state["config"])
         if [s.name for s in sources] != state["sources"]:
@@ -117,62 +114,49 @@ def pretrain(
     if steps is not None:
         config.steps = steps
     entries = items(sources)
-    created = not out.exists()
     check_volumes(entries, config)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        return _train(config, sources, entries, out, device, dist_info, state, progress_mode)
-    except BadInput:
-        if created and dist_info.main:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    return Pretraining(config, sources, entries, out, device, dist_info, progress_mode).fit(state)
 
 
-def _train(config, sources, entries, out, device, dist_info, state, progress_mode) -> Path:
-    torch.manual_seed(config.seed + dist_info.rank)
-    net = build_net(config, len(sources)).to(device)
-    optimizer = make_optimizer(net.parameters(), config)
-    start, started = 0, datetime.now(timezone.utc).isoformat(timespec="seconds")
-    planned_steps = config.steps
-    if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, started = int(state["step"]), state["started"]
-        planned_steps = int(state.get("planned_steps", planned_steps))
-    # each rank its own stream, and a resumed run a fresh one (not a replay of the first steps)
-    generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + dist_info.rank * 7919 + start)
-    model = DistributedDataParallel(net) if dist_info.world > 1 else net
-    stream = volume_stream(entries, config, config.seed + start, dist_info.rank, dist_info.world)
-    pool = VolumePool.from_stream(stream, min(config.pool_size, len(entries)), config.proxy, device)
-    progress = Progress(progress_mode, out, config.steps, start, enabled=dist_info.main)
-    restore = F.mse_loss if config.restore_loss == "mse" else F.l1_loss
-    amp = config.amp and device.type == "cuda"
-    progress.event("start", step=start, steps=config.steps, device=str(device), world=dist_info.world,
-                   volumes=len(entries), sources=[s.name for s in sources], preset=config.preset)
+class Pretraining(Trainer):
+    """What pretraining adds to the run: the proxy-task pool, SAR's losses, the adversarial ramp and a
+    proxy evaluation at the end; the model folder is rewritten at every checkpoint."""
 
-    def checkpoint(step: int) -> None:
-        if not dist_info.main:
-            return
-        evaluation = None
-        if step == config.steps:
-            evaluation = evaluate(net, pool, config.eval_cubes, config.batch_size, generator)
-            progress.event("evaluation", step=step, **evaluation)
-        save_checkpoint(out / CHECKPOINT, {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "config": to_dict(config), "sources": [s.name for s in sources], "started": started,
-            "planned_steps": planned_steps,
-        })
-        save_model(out, net.state_dict(), model_meta(config, sources, step, started, evaluation))
-        progress.event("checkpoint", step=step, path=str(out))
+    def __init__(self, config: PretrainConfig, sources: Sequence[Source], entries: list[dict], out: Path,
+                 device: torch.device, dist_info: Distributed, progress_mode: str) -> None:
+        super().__init__(config, out, device, dist_info, progress_mode)
+        self.sources, self.entries = sources, entries
+        self.planned_steps = config.steps
+        self.restore = F.mse_loss if config.restore_loss == "mse" else F.l1_loss
 
-    def train_step(step: int) -> dict[str, float]:
-        if step > start and step % config.pool_refresh == 0:
-            pool.refresh()
-        batch = pool.sample(config.batch_size, generator)
-        weight = adversarial_weight(config, step, planned_steps)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            outputs = model(batch.inputs, weight)
-        loss_restore = restore(outputs["restored"].float(), batch.targets)
+    def build(self) -> SARNet:
+        return build_net(self.config, len(self.sources))
+
+    def setup(self, state: dict | None) -> None:
+        config, rank = self.config, self.dist.rank
+        if state is not None:
+            self.planned_steps = int(state.get("planned_steps", self.planned_steps))
+        # each rank its own stream, and a resumed run a fresh one (not a replay of the first steps)
+        seed = config.seed * 1_000_003 + rank * 7919 + self.start
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        stream = volume_stream(self.entries, config, config.seed + self.start, rank, self.dist.world)
+        self.pool = VolumePool.from_stream(stream, min(config.pool_size, len(self.entries)), config.proxy, self.device)
+
+    def start_fields(self) -> dict:
+        return {"volumes": len(self.entries), "sources": [s.name for s in self.sources], "preset": self.config.preset}
+
+    def batch(self, step: int) -> ProxyBatch:
+        if step > self.start and step % self.config.pool_refresh == 0:
+            self.pool.refresh()
+        return self.pool.sample(self.config.batch_size, self.generator)
+
+    def forward(self, model: torch.nn.Module, batch: ProxyBatch, step: int) -> dict[str, torch.Tensor]:
+        return model(batch.inputs, adversarial_weight(self.config, step, self.planned_steps))
+
+    def loss(self, outputs: dict[str, torch.Tensor], batch: ProxyBatch,
+             step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        config, weight = self.config, adversarial_weight(self.config, step, self.planned_steps)
+        loss_restore = self.restore(outputs["restored"].float(), batch.targets)
         loss_scale = F.cross_entropy(outputs["scale_logits"].float(), batch.scales)
         loss = loss_restore + config.lambda_scale * loss_scale
         metrics = {"loss_restore": loss_restore.item(), "loss_scale": loss_scale.item(),
@@ -182,13 +166,16 @@ def _train(config, sources, entries, out, device, dist_info, state, progress_mod
             loss = loss + loss_adv
             metrics.update(loss_adv=loss_adv.item(), adv_weight=weight,
                            disc_acc=(outputs["source_logits"].argmax(1) == batch.sources).float().mean().item())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
         # the encoder's objective: the discriminator term enters with minus the reversal weight
         metrics["loss"] = metrics["loss_restore"] + config.lambda_scale * metrics["loss_scale"] - weight * metrics.get("loss_adv", 0.0)
-        return metrics
+        return loss, metrics
 
-    step = train_loop(train_step, start, config, progress, checkpoint, config.batch_size * dist_info.world)
-    progress.event("done", step=step, path=str(out))
-    return out
+    def checkpoint_state(self) -> dict:
+        return {"sources": [s.name for s in self.sources], "planned_steps": self.planned_steps}
+
+    def save(self, step: int) -> None:
+        evaluation = None
+        if step == self.config.steps:
+            evaluation = evaluate(self.net, self.pool, self.config.eval_cubes, self.config.batch_size, self.generator)
+            self.progress.event("evaluation", step=step, **evaluation)
+        save_model(self.out, self.net.state_dict(), model_meta(self.config, self.sources, step, self.started, evaluation))

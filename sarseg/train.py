@@ -8,17 +8,20 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Iterable, TextIO
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
+from .config import to_dict
 from .core.errors import BadInput, Cancelled
 from .core.files import atomic_path
 
@@ -57,7 +60,7 @@ def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        # generous timeout: other ranks wait while rank 0 validates on whole volumes or writes checkpoints
+        # generous timeout: other ranks wait while rank 0 validates or writes checkpoints
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2))
     return Distributed(int(os.environ.get("RANK", "0")), world, local_rank), device
 
@@ -122,8 +125,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 class Progress:
-    """Reports steps as JSON lines on stdout (``json``), a one-line bar on stderr (``bar``) or not at
-    all (``none``), and appends each report to ``log.csv`` in the job folder."""
+    """Reports steps as JSON lines on stdout (``json``), a bar on stderr (``bar``: redrawn in place on a
+    terminal, one whole line per report otherwise, so logs and pipes stay readable) or not at all
+    (``none``), and appends each report to ``log.csv`` in the job folder."""
 
     def __init__(self, mode: str, folder: Path, total: int, start: int, enabled: bool = True, stream: TextIO | None = None) -> None:
         self.mode, self.total, self.enabled = mode, total, enabled
@@ -135,6 +139,11 @@ class Progress:
     def event(self, name: str, **fields: Any) -> None:
         if self.enabled and self.mode == "json":
             print(json.dumps({"event": name, **fields}), file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        """A line for the person watching (stderr in every mode but ``none``)."""
+        if self.enabled and self.mode != "none":
+            print(text, file=sys.stderr, flush=True)
 
     def step(self, step: int, metrics: dict[str, float], items_per_step: int) -> None:
         if not self.enabled:
@@ -151,9 +160,12 @@ class Progress:
             print(json.dumps({"event": "step", **row}), file=self.stream, flush=True)
         elif self.mode == "bar":
             done = int(30 * step / self.total)
-            loss = f"loss {metrics.get('loss', math.nan):.4f}"
-            print(f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} {loss} {rate:.1f} cubes/s "
-                  f"ETA {row['eta_s']:.0f}s", end="" if step < self.total else "\n", file=self.stream, flush=True)
+            text = (f"[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} loss {metrics.get('loss', math.nan):.4f} "
+                    f"{rate:.1f} cubes/s ETA {row['eta_s']:.0f}s")
+            if self.stream.isatty():
+                print(f"\r{text}", end="" if step < self.total else "\n", file=self.stream, flush=True)
+            else:
+                print(text, file=self.stream, flush=True)
 
     def _write_csv(self, row: dict[str, Any]) -> None:
         new = not self.csv_path.exists()
@@ -170,34 +182,134 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], config: Any) -> torch.o
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def train_loop(
-    step_fn: Callable[[int], dict[str, float]],
-    start: int,
-    config: Any,
-    progress: Progress,
-    checkpoint: Callable[[int], None],
-    items_per_step: int,
-    after_step: Callable[[int], None] | None = None,
-) -> int:
-    """Run ``step_fn`` from ``start`` to ``config.steps``: metrics averaged and reported every
-    ``log_every`` steps, ``after_step`` (validation) then ``checkpoint`` every ``checkpoint_every``
-    steps and at the end. On SIGINT/SIGTERM: checkpoint, then raise Cancelled (exit 130)."""
-    window: dict[str, list[float]] = {}
-    step = start
-    with StopRequest() as stop:
-        while step < config.steps:
-            if stop.requested():
-                checkpoint(step)
-                raise Cancelled(f"stopped at step {step}; resume with --resume")
-            metrics = step_fn(step)
-            step += 1
-            for key, value in metrics.items():
-                window.setdefault(key, []).append(value)
-            if step % config.log_every == 0 or step == config.steps:
-                progress.step(step, {k: sum(v) / len(v) for k, v in window.items()}, items_per_step)
-                window.clear()
-            if after_step is not None:
-                after_step(step)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                checkpoint(step)
-    return step
+def resume_state(out: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to continue from (``--resume``), after checking the output folder either way."""
+    check_output(out, resume)
+    return load_checkpoint(out / CHECKPOINT) if resume else None
+
+
+class Trainer:
+    """One training run, whatever the job (nnU-Net's design: a base class whose hooks a job overrides).
+
+    The run owns seeding, the optimizer, resume, DDP wrapping, bfloat16 autocast on CUDA, the loop with
+    its stop signals, checkpoints and the start/step/checkpoint/done events; a job supplies its network
+    (:meth:`build`), data (:meth:`setup`, :meth:`batch`), forward pass and loss, validation, and what
+    its checkpoint and model folder hold.
+    """
+
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    progress: Progress
+
+    def __init__(self, config: Any, out: Path, device: torch.device, dist_info: Distributed, progress_mode: str) -> None:
+        self.config, self.out, self.device, self.dist = config, Path(out), device, dist_info
+        self.progress_mode = progress_mode
+        self.start, self.started = 0, datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    # ---- what a job supplies
+
+    def build(self) -> torch.nn.Module:
+        """The network with its initial weights (on the CPU; seeded)."""
+        raise NotImplementedError
+
+    def setup(self, state: dict[str, Any] | None) -> None:
+        """Data and whatever else the steps need; ``self.start`` and the weights are already resumed."""
+
+    def batch(self, step: int) -> Any:
+        raise NotImplementedError
+
+    def forward(self, model: torch.nn.Module, batch: Any, step: int) -> Any:
+        """The network's outputs (under autocast); ``model`` is the DDP wrapper when distributed."""
+        raise NotImplementedError
+
+    def loss(self, outputs: Any, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss to minimise and the metrics to report (``loss`` among them)."""
+        raise NotImplementedError
+
+    def validate(self, step: int) -> None:
+        """After every step, on the main process only; a job validates when its schedule says so."""
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What the job adds to the checkpoint (tensors, numbers and strings only: ``weights_only``)."""
+        return {}
+
+    def save(self, step: int) -> None:
+        """At every checkpoint, on the main process: update the model folder if the job keeps it current."""
+
+    def start_fields(self) -> dict[str, Any]:
+        return {}
+
+    def done_fields(self) -> dict[str, Any]:
+        return {}
+
+    # ---- the run
+
+    def fit(self, state: dict[str, Any] | None) -> Path:
+        """Train into ``out`` (resuming ``state`` when given); bad input found while starting removes
+        the folder when this run created it. Raises Cancelled on SIGINT/SIGTERM after checkpointing."""
+        created = not self.out.exists()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._run(state)
+        except BadInput:
+            if created and self.dist.main:
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
+        return self.out
+
+    def _run(self, state: dict[str, Any] | None) -> None:
+        torch.manual_seed(self.config.seed + self.dist.rank)
+        self.net = self.build().to(self.device)
+        self.optimizer = make_optimizer(self.net.parameters(), self.config)
+        if state is not None:
+            self.net.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.start, self.started = int(state["step"]), state["started"]
+        self.progress = Progress(self.progress_mode, self.out, self.config.steps, self.start, enabled=self.dist.main)
+        self.setup(state)
+        model = DistributedDataParallel(self.net) if self.dist.world > 1 else self.net
+        self.progress.event("start", step=self.start, steps=self.config.steps, device=str(self.device),
+                            world=self.dist.world, **self.start_fields())
+        step = self._loop(model)
+        self.progress.event("done", step=step, path=str(self.out), **self.done_fields())
+
+    def _loop(self, model: torch.nn.Module) -> int:
+        """Steps from ``start`` to ``config.steps``: metrics averaged and reported every ``log_every``
+        steps, validation, then a checkpoint every ``checkpoint_every`` steps and at the end. On
+        SIGINT/SIGTERM: checkpoint, then raise Cancelled (exit 130)."""
+        config, step = self.config, self.start
+        window: dict[str, list[float]] = {}
+        amp = config.amp and self.device.type == "cuda"
+        with StopRequest() as stop:
+            while step < config.steps:
+                if stop.requested():
+                    self._checkpoint(step)
+                    raise Cancelled(f"stopped at step {step}; resume with --resume")
+                batch = self.batch(step)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                    outputs = self.forward(model, batch, step)
+                loss, metrics = self.loss(outputs, batch, step)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                step += 1
+                for key, value in metrics.items():
+                    window.setdefault(key, []).append(value)
+                if step % config.log_every == 0 or step == config.steps:
+                    self.progress.step(step, {k: sum(v) / len(v) for k, v in window.items()},
+                                       config.batch_size * self.dist.world)
+                    window.clear()
+                if self.dist.main:
+                    self.validate(step)
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    self._checkpoint(step)
+        return step
+
+    def _checkpoint(self, step: int) -> None:
+        if not self.dist.main:
+            return
+        save_checkpoint(self.out / CHECKPOINT, {
+            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "step": step,
+            "config": to_dict(self.config), "started": self.started, **self.checkpoint_state()})
+        self.save(step)
+        self.progress.event("checkpoint", step=step, path=str(self.out))
