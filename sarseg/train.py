@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from .core.errors import BadInput, Cancelled
 from .core.files import atomic_path
+from .core.progress import format_event
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -134,7 +135,7 @@ class Progress:
 
     def event(self, name: str, **fields: Any) -> None:
         if self.enabled and self.mode == "json":
-            print(json.dumps({"event": name, **fields}), file=self.stream, flush=True)
+            print(format_event(name, **fields), file=self.stream, flush=True)
 
     def step(self, step: int, metrics: dict[str, float], items_per_step: int) -> None:
         if not self.enabled:
