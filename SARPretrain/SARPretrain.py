@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import qt
@@ -39,10 +38,11 @@ except ImportError:  # a source checkout: the SARSegmentation module folder lies
     sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "SARSegmentation"))
 
 from SARSegmentationLib import about, dependencies
-from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, log_tail
-from SARSegmentationLib.models import FolderModelStore, fill_model_combo, models_root, selected_model, work_root
+from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, selftest_workspace
+from SARSegmentationLib.models import FolderModelStore, models_root, work_root
 from SARSegmentationLib.protocols import SARLogicError
 from SARSegmentationLib.scene import MRMLSceneAdapter
+from SARSegmentationLib.widgethelpers import ChannelSelectors, JobView, ModelChooser, new_timer
 
 from SARPretrainLib.jobspanel import JobsPanelLogic
 from SARPretrainLib.pretraining import PRESETS, PretrainLogic, PretrainSource
@@ -117,8 +117,10 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._sources = []
-        self._caseSelectors = []
-        self._updatingModels = False
+        self._models = None
+        self._caseVolumes = None
+        self._jobView = None
+        self._rows = []
         self._selectedJobId = None
         self._shownChartJobId = None
         self._timer = None
@@ -131,10 +133,12 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = SARPretrainLogic()
-
-        self._timer = qt.QTimer()
-        self._timer.setInterval(1000)
-        self._timer.connect("timeout()", self.onTimer)
+        self._models = ModelChooser(self.ui.finetuneModelComboBox, self.logic.trainableModels, self.logic.model,
+                                    "finetuneModelName")
+        self._caseVolumes = ChannelSelectors(self.ui.caseVolumesFrame.layout(), self._updateButtons,
+                                             "Channel {number} of the case: the {name} volume.")
+        self._jobView = JobView(self.ui.jobStatusLabel, self.ui.jobProgressBar, self.ui.jobLogTextEdit)
+        self._timer = new_timer(self.refreshJobs)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -215,13 +219,12 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None) -> None:
-        if not hasattr(self, "ui"):
+        if self._caseVolumes is None:  # not set up yet
             return
         self.ui.removeSourceButton.enabled = bool(self.ui.sourcesTable.selectedItems())
-        model = self._currentModel()
-        volumesReady = bool(self._caseSelectors) and all(s.currentNode() is not None for s in self._caseSelectors)
+        model = self._models.selected()
         annotation = self._parameterNode.annotation if self._parameterNode else None
-        self.ui.addCaseButton.enabled = model is not None and volumesReady and annotation is not None
+        self.ui.addCaseButton.enabled = model is not None and self._caseVolumes.complete and annotation is not None
         self.ui.finetuneButton.enabled = model is not None and self.logic.caseCount(model.name) > 0
         row = self._selectedRow()
         self.ui.cancelJobButton.enabled = bool(row and row.can_cancel and not self.logic.cancelling(row.id))
@@ -234,29 +237,19 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.setRowCount(len(self._sources))
         for index, source in enumerate(self._sources):
             table.setItem(index, 0, qt.QTableWidgetItem(source.name))
-            data = source.path
-            if source.node_id:
-                node = slicer.mrmlScene.GetNodeByID(source.node_id)
-                data = f"volume '{node.GetName()}'" if node is not None else f"(removed volume {source.node_id})"
-            table.setItem(index, 1, qt.QTableWidgetItem(data))
+            table.setItem(index, 1, qt.QTableWidgetItem(self.logic.sourceText(source)))
         self._updateButtons()
 
     def onAddVolumeSource(self) -> None:
         with slicer.util.tryWithErrorDisplay("Cannot add this volume."):
-            node = self.ui.sourceVolumeSelector.currentNode()
-            if node is None:
-                raise SARLogicError("select a volume first")
-            name = PretrainLogic.check_source_name(self.ui.sourceNameLineEdit.text)
-            self._sources.append(PretrainSource(name, node_id=node.GetID()))
+            self._sources.append(self.logic.volumeSource(self.ui.sourceNameLineEdit.text,
+                                                         self.ui.sourceVolumeSelector.currentNode()))
             self.refreshSources()
 
     def onAddFolderSource(self) -> None:
         with slicer.util.tryWithErrorDisplay("Cannot add this folder."):
-            path = self.ui.sourceFolderPathLineEdit.currentPath
-            if not path or not os.path.exists(path):
-                raise SARLogicError("choose an existing folder (or dataset.json) first")
-            name = PretrainLogic.check_source_name(self.ui.sourceNameLineEdit.text)
-            self._sources.append(PretrainSource(name, path=path))
+            self._sources.append(self.logic.folderSource(self.ui.sourceNameLineEdit.text,
+                                                         self.ui.sourceFolderPathLineEdit.currentPath))
             self.refreshSources()
 
     def onRemoveSource(self) -> None:
@@ -271,110 +264,71 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not dependencies.ensure_dependencies():
                 return
             p = self._parameterNode
-            job, out = self.logic.pretraining.start(p.pretrainName, list(self._sources), preset=p.pretrainPreset,
-                                                    steps=p.pretrainSteps or None,
-                                                    batch_size=p.pretrainBatchSize or None, device=p.device)
+            job, out = self.logic.startPretraining(p.pretrainName, list(self._sources), preset=p.pretrainPreset,
+                                                   steps=p.pretrainSteps or None,
+                                                   batchSize=p.pretrainBatchSize or None, device=p.device)
             self._selectedJobId = job.id
-            self.ui.jobStatusLabel.text = f"Pretraining queued: {out.name}."
+            self._jobView.message(f"Pretraining queued: {out.name}.")
             self.refreshJobs()
 
     # (b) annotate and fine-tune
     def refreshModels(self) -> None:
-        current = self._parameterNode.finetuneModelName if self._parameterNode else ""
-        self._updatingModels = True
-        try:
-            fill_model_combo(self.ui.finetuneModelComboBox, self.logic.models.list(("segmentation", "pretrained")), current)
-        finally:
-            self._updatingModels = False
+        self._models.fill(self._parameterNode)
         self.onModelChanged()
 
-    def _currentModel(self):
-        return selected_model(self.ui.finetuneModelComboBox, self.logic.models)
-
     def onModelChanged(self, index=None) -> None:
-        if self._updatingModels:
-            return
-        model = self._currentModel()
-        if self._parameterNode and model is not None and self._parameterNode.finetuneModelName != model.name:
-            self._parameterNode.finetuneModelName = model.name
+        model = self._models.remember(self._parameterNode)
         channels, message = [], "No model yet: start a pretraining first."
         if model is not None:
             try:
-                channels = self.logic.training.channel_names(model.name, self.ui.channelsLineEdit.text)
-                message = (f"Training set of {model.name}: {self.logic.caseCount(model.name)} case(s) in "
-                           f"{self.logic.models.training_folder(model.name)}. "
-                           f"Fine-tuning writes {self.logic.models.next_version(model.name)}.")
+                channels = self.logic.caseChannels(model.name, self.ui.channelsLineEdit.text)
+                message = self.logic.trainingSetText(model.name)
             except Exception as exc:  # a bad channel list, or no engine
                 message = str(exc)
         self.ui.channelsLineEdit.enabled = model is not None and model.kind == "pretrained"
-        self._rebuildCaseSelectors(channels)
+        self._caseVolumes.rebuild(channels)
         self.ui.trainingSetLabel.text = message
         self._updateButtons()
 
-    def _rebuildCaseSelectors(self, names) -> None:
-        previous = [selector.currentNode() for selector in self._caseSelectors]
-        layout = self.ui.caseVolumesFrame.layout()
-        while layout.rowCount() > 0:
-            layout.removeRow(0)
-        self._caseSelectors = []
-        for index, name in enumerate(names):
-            selector = slicer.qMRMLNodeComboBox()
-            selector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
-            selector.showChildNodeTypes = False
-            selector.addEnabled = False
-            selector.removeEnabled = False
-            selector.noneEnabled = True
-            selector.noneDisplay = f"Select the {name} volume"
-            selector.setMRMLScene(slicer.mrmlScene)
-            selector.setToolTip(f"Channel {index + 1} of the case: the {name} volume.")
-            if index < len(previous) and previous[index] is not None:
-                selector.setCurrentNode(previous[index])
-            selector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateButtons)
-            layout.addRow(f"{name} volume:", selector)
-            self._caseSelectors.append(selector)
-
     def onAddCase(self) -> None:
-        model = self._currentModel()
         with slicer.util.tryWithErrorDisplay("Failed to add the case.", waitCursor=True):
-            if model is None:
-                raise SARLogicError("choose a model first")
-            if not dependencies.ensure_engine_on_path():
-                raise SARLogicError("the SAR engine was not found; reinstall the extension")
+            model = self._models.required()
             p = self._parameterNode
-            entry = self.logic.training.add_case(model.name, [s.currentNode() for s in self._caseSelectors],
-                                                 p.annotation, case_id=p.caseId, channels_text=p.channels)
+            entry = self.logic.addCase(model.name, self._caseVolumes.nodes(), p.annotation, caseId=p.caseId,
+                                       channelsText=p.channels)
             p.caseId = ""
             self.ui.trainingSetLabel.text = f"Added case {entry['case_id']} to the training set of {model.name}."
             self.onModelChanged()
 
     def onFinetune(self) -> None:
-        model = self._currentModel()
         with slicer.util.tryWithErrorDisplay("Failed to start fine-tuning.", waitCursor=True):
-            if model is None:
-                raise SARLogicError("choose a model first")
+            model = self._models.required()
             if not dependencies.ensure_dependencies():
                 return
             p = self._parameterNode
-            preset = "" if p.finetunePreset == MODEL_PRESET else p.finetunePreset
-            job, out = self.logic.training.finetune(model.name, preset=preset, steps=p.finetuneSteps or None,
-                                                    batch_size=p.finetuneBatchSize or None, device=p.device)
+            job, out = self.logic.finetune(model.name, preset=p.finetunePreset, steps=p.finetuneSteps or None,
+                                           batchSize=p.finetuneBatchSize or None, device=p.device)
             self._selectedJobId = job.id
-            self.ui.jobStatusLabel.text = f"Fine-tuning queued: {out.name} (appears in SAR Segmentation when done)."
+            self._jobView.message(f"Fine-tuning queued: {out.name} (appears in SAR Segmentation when done).")
             self.refreshJobs()
             self.onModelChanged()
 
     # (c) jobs
     def _selectedRow(self):
-        if self._selectedJobId is None:
-            return None
-        return next((row for row in getattr(self, "_rows", []) if row.id == self._selectedJobId), None)
+        return next((row for row in self._rows if row.id == self._selectedJobId), None)
+
+    def _requiredRow(self):
+        row = self._selectedRow()
+        if row is None:
+            raise SARLogicError("select a job first")
+        return row
 
     def refreshJobs(self) -> None:
         try:
-            self._rows = self.logic.jobs.rows()
+            self._rows = self.logic.jobRows()
         except Exception as exc:  # e.g. the engine is missing
             self._rows = []
-            self.ui.jobStatusLabel.text = f"Cannot list the jobs: {exc}"
+            self._jobView.message(f"Cannot list the jobs: {exc}")
         table = self.ui.jobsTable
         wasBlocked = table.blockSignals(True)
         try:
@@ -398,7 +352,7 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onJobSelected(self) -> None:
         rows = sorted({item.row() for item in self.ui.jobsTable.selectedItems()})
-        if rows and rows[0] < len(getattr(self, "_rows", [])):
+        if rows and rows[0] < len(self._rows):
             self._selectedJobId = self._rows[rows[0]].id
         self.showSelectedJob()
 
@@ -406,52 +360,38 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Progress bar, ETA, log and loss curve of the selected job."""
         row = self._selectedRow()
         if row is None:
-            self.ui.jobProgressBar.setValue(0)
-            self._updateButtons()
-            return
-        try:
-            status = self.logic.jobs.status(row.id)
-            self.ui.jobProgressBar.setValue(status.percent)
-            self.ui.jobStatusLabel.text = status.summary + (f" -> {status.out}" if status.out else "")
-            self.ui.jobLogTextEdit.setPlainText(log_tail(self.logic.jobs.log(row.id), 200))
-            history = self.logic.jobs.loss_history(row.id)
-            chart = self.logic.scene.update_loss_plot(f"SAR {row.kind} {row.id}", history) if history else None
+            self._jobView.idle()
+        elif self._jobView.read(row.id, self.logic.jobStatus, self.logic.jobLog) is not None:
+            try:
+                chart = self.logic.lossChart(row.id, row.kind)
+            except Exception as exc:  # the plot only; the job itself was read
+                self._jobView.message(f"Cannot plot the losses of job {row.id}: {exc}")
+                chart = None
             if chart is not None and self._shownChartJobId != row.id:
                 self._shownChartJobId = row.id
                 slicer.modules.plots.logic().ShowChartInLayout(chart)
-        except Exception as exc:
-            self.ui.jobStatusLabel.text = f"Cannot read job {row.id}: {exc}"
         self._updateButtons()
 
-    def onTimer(self) -> None:
-        self.refreshJobs()
-
     def onCancelJob(self) -> None:
-        row = self._selectedRow()
-        if row is None:
-            return
         with slicer.util.tryWithErrorDisplay("Failed to cancel the job."):
-            self.logic.jobs.cancel(row.id)
-            self.ui.jobStatusLabel.text = f"Cancelling {row.id} (it saves a checkpoint first)..."
+            row = self._requiredRow()
+            self.logic.cancelJob(row.id)
+            self._jobView.message(f"Cancelling {row.id} (it saves a checkpoint first)...")
         self._updateButtons()
 
     def onResumeJob(self) -> None:
-        row = self._selectedRow()
-        if row is None:
-            return
         with slicer.util.tryWithErrorDisplay("Failed to resume the job.", waitCursor=True):
+            row = self._requiredRow()
             if not dependencies.ensure_dependencies():
                 return
-            self.logic.jobs.resume(row.id)
+            self.logic.resumeJob(row.id)
             self.refreshJobs()
 
     def onOpenLog(self) -> None:
-        row = self._selectedRow()
-        if row is None:
-            return
         with slicer.util.tryWithErrorDisplay("Failed to open the log."):
-            self.ui.jobLogTextEdit.setPlainText(self.logic.jobs.log(row.id))
-            path = self.logic.jobs.log_path(row.id)
+            row = self._requiredRow()
+            self.ui.jobLogTextEdit.setPlainText(self.logic.jobLog(row.id))
+            path = self.logic.jobLogPath(row.id)
             if path and os.path.isfile(path):
                 qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(path))
 
@@ -462,7 +402,8 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class SARPretrainLogic(ScriptedLoadableModuleLogic):
-    """Wires ``SARPretrainLib`` to Slicer: the scene, the models folder, the jobs folder.
+    """Wires ``SARPretrainLib`` to Slicer: the scene, the models folder, the jobs folder; what the widget
+    asks for goes through the methods here.
 
     Usable without the widget; ``runner``, ``models`` and ``scene`` may be given (tests), else
     Slicer's defaults are used. The engine is imported on first use.
@@ -485,8 +426,7 @@ class SARPretrainLogic(ScriptedLoadableModuleLogic):
     @property
     def runner(self):
         if self._runner is None:
-            if not dependencies.ensure_engine_on_path():
-                raise SARLogicError("the SAR engine (the 'sarseg' Python package) was not found; reinstall the extension")
+            dependencies.require_engine()
             self._runner = self._runnerArg if self._runnerArg is not None else default_runner()
         return self._runner
 
@@ -515,13 +455,88 @@ class SARPretrainLogic(ScriptedLoadableModuleLogic):
             self._jobs = JobsPanelLogic(runner, SubprocessCanceller(runner.root, getattr(runner, "python", None)))
         return self._jobs
 
+    # (a) pretraining
+    def volumeSource(self, name, volumeNode) -> PretrainSource:
+        """A scene volume as a pretraining source under ``name`` (checked)."""
+        if volumeNode is None:
+            raise SARLogicError("select a volume first")
+        return PretrainSource(PretrainLogic.check_source_name(name), node_id=volumeNode.GetID())
+
+    def folderSource(self, name, path) -> PretrainSource:
+        """A folder (or dataset.json) as a pretraining source under ``name`` (checked)."""
+        if not path or not os.path.exists(path):
+            raise SARLogicError("choose an existing folder (or dataset.json) first")
+        return PretrainSource(PretrainLogic.check_source_name(name), path=path)
+
+    def sourceText(self, source) -> str:
+        """What the sources table shows for a source's data: the volume's name, or the path."""
+        if not source.node_id:
+            return source.path
+        node = self.scene.node(source.node_id)
+        return f"volume '{self.scene.node_name(node)}'" if node is not None else f"(removed volume {source.node_id})"
+
+    def startPretraining(self, name, sources, preset="small", steps=None, batchSize=None, device="auto"):
+        """Submit a background pretraining; returns (job, model folder). See PretrainLogic.start."""
+        return self.pretraining.start(name, sources, preset=preset, steps=steps, batch_size=batchSize, device=device)
+
+    # (b) annotate and fine-tune
+    def trainableModels(self) -> list:
+        return self.models.list(("segmentation", "pretrained"))
+
+    def model(self, name):
+        return self.models.get(name)
+
+    def caseChannels(self, modelName, channelsText="") -> list:
+        """The channel names a case of this model's training set has (see TrainingSetLogic.channel_names)."""
+        return self.training.channel_names(modelName, channelsText)
+
     def caseCount(self, modelName) -> int:
         """Cases in a model's training set (reads the folder only; no engine needed)."""
         labels = self.models.training_folder(modelName) / "labelsTr"
         return len(list(labels.glob("*.nii.gz"))) if labels.is_dir() else 0
 
+    def trainingSetText(self, modelName) -> str:
+        return (f"Training set of {modelName}: {self.caseCount(modelName)} case(s) in "
+                f"{self.models.training_folder(modelName)}. Fine-tuning writes {self.models.next_version(modelName)}.")
+
+    def addCase(self, modelName, volumeNodes, annotationNode, caseId="", channelsText=""):
+        """Write the volumes and the annotation as a case of the model's training set; returns its entry."""
+        return self.training.add_case(modelName, volumeNodes, annotationNode, case_id=caseId,
+                                      channels_text=channelsText)
+
+    def finetune(self, modelName, preset=MODEL_PRESET, steps=None, batchSize=None, device="auto"):
+        """Submit the fine-tuning of the model's next version (with the model's own preset unless another
+        is named); returns (job, model folder)."""
+        preset = "" if preset == MODEL_PRESET else preset
+        return self.training.finetune(modelName, preset=preset, steps=steps, batch_size=batchSize, device=device)
+
+    # (c) jobs
+    def jobRows(self) -> list:
+        return self.jobs.rows()
+
+    def jobStatus(self, jobId):
+        return self.jobs.status(jobId)
+
+    def jobLog(self, jobId) -> str:
+        return self.jobs.log(jobId)
+
+    def jobLogPath(self, jobId):
+        return self.jobs.log_path(jobId)
+
+    def cancelJob(self, jobId) -> bool:
+        """Ask the job to stop (it checkpoints first); returns at once."""
+        return self.jobs.cancel(jobId)
+
     def cancelling(self, jobId) -> bool:
         return self._jobs is not None and bool(self._jobs.canceller.busy(jobId))
+
+    def resumeJob(self, jobId):
+        return self.jobs.resume(jobId)
+
+    def lossChart(self, jobId, kind):
+        """The plot chart of the job's losses so far (None before its first step)."""
+        history = self.jobs.loss_history(jobId)
+        return self.scene.update_loss_plot(f"SAR {kind} {jobId}", history) if history else None
 
     def waitForJob(self, jobId, timeout=900.0):
         """Wait for a job while keeping the GUI alive (scripts and tests); returns its final status."""
@@ -559,38 +574,34 @@ class SARPretrainTest(ScriptedLoadableModuleTest):
         import numpy as np
         from sarseg import mrml, phantom
 
-        root = Path(slicer.app.temporaryPath) / f"SARPretrainTest-{os.getpid()}-{int(time.time())}"
-        models = FolderModelStore(root / "models")
-        runner = default_runner(root / "jobs", env={"OMP_NUM_THREADS": "2"})
+        root, models, runner = selftest_workspace("SARPretrainTest")
         logic = SARPretrainLogic(runner=runner, models=models)
         shape = (24, 48, 48)
         images, label = phantom.make_case(3, shape)
         volume = mrml.add_volume_node(slicer.mrmlScene, images["mr"], "SAR test MR", phantom.geometry(shape))
 
         self.delayDisplay("Pretraining on the scene volume in the background")
-        job, pretrained = logic.pretraining.start("sar-test", [PretrainSource("mr", node_id=volume.GetID())],
-                                                  preset="tiny", steps=10, device="CPU")
+        job, pretrained = logic.startPretraining("sar-test", [logic.volumeSource("mr", volume)], preset="tiny",
+                                                 steps=10, device="CPU")
         status = logic.waitForJob(job.id)
-        self.assertEqual(status.state, "done", logic.jobs.log(job.id))
+        self.assertEqual(status.state, "done", logic.jobLog(job.id))
         self.assertEqual([m.name for m in models.list(("pretrained",))], [pretrained.name])
 
         self.delayDisplay("Annotating a case and fine-tuning the next version")
         segmentation = mrml.labelmap_to_segmentation(
             slicer.mrmlScene, (label > 0).astype(np.int16), phantom.geometry(shape),
             [{"name": "tumor", "value": 1, "color": [0.9, 0.3, 0.2]}], volume)
-        entry = logic.training.add_case(pretrained.name, [volume], segmentation, channels_text="mr")
+        entry = logic.addCase(pretrained.name, [volume], segmentation, channelsText="mr")
         self.assertTrue(os.path.isfile(entry["label"]))
-        job, version = logic.training.finetune(pretrained.name, preset="tiny", steps=10, device="CPU")
+        job, version = logic.finetune(pretrained.name, preset="tiny", steps=10, device="CPU")
         status = logic.waitForJob(job.id)
-        self.assertEqual(status.state, "done", logic.jobs.log(job.id))
+        self.assertEqual(status.state, "done", logic.jobLog(job.id))
         self.assertEqual([m.name for m in models.list(("segmentation",))], [version.name])
         self.assertEqual([label["name"] for label in models.get(version.name).labels], ["tumor"])
 
         self.delayDisplay("The jobs panel lists both jobs")
-        rows = logic.jobs.rows()
+        rows = logic.jobRows()
         self.assertEqual([(r.kind, r.state) for r in rows], [("finetune", "done"), ("pretrain", "done")])
-        self.assertTrue(logic.jobs.loss_history(job.id))
-        chart = logic.scene.update_loss_plot(f"SAR finetune {job.id}", logic.jobs.loss_history(job.id))
-        self.assertIsNotNone(chart)
+        self.assertIsNotNone(logic.lossChart(job.id, "finetune"))
         logging.info(f"SAR Pretrain test folder: {root}")
         self.delayDisplay("Test passed")

@@ -29,11 +29,12 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from SARSegmentationLib import about, dependencies
-from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, log_tail
-from SARSegmentationLib.models import FolderModelStore, fill_model_combo, models_root, selected_model, work_root
+from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, selftest_workspace
+from SARSegmentationLib.models import FolderModelStore, models_root, work_root
 from SARSegmentationLib.protocols import SARLogicError
 from SARSegmentationLib.scene import MRMLSceneAdapter
 from SARSegmentationLib.segmentation import SegmentationLogic
+from SARSegmentationLib.widgethelpers import ChannelSelectors, JobFollower, JobView, ModelChooser
 
 DEVICES = ["auto", "GPU", "CPU"]
 
@@ -98,10 +99,9 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._inputSelectors = []
-        self._updatingModels = False
-        self._jobId = None
-        self._timer = None
+        self._models = None
+        self._inputs = None
+        self._job = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -111,12 +111,13 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = SARSegmentationLogic()
-
-        self._timer = qt.QTimer()
-        self._timer.setInterval(1000)
-        self._timer.connect("timeout()", self.onTimer)
-        self.ui.progressBar.hide()
-        self.ui.modelsFolderLabel.text = str(self.logic.models.root)
+        self._models = ModelChooser(self.ui.modelComboBox, self.logic.segmentationModels, self.logic.model, "modelName")
+        self._inputs = ChannelSelectors(self.ui.inputVolumesFrame.layout(), self._updateButtons,
+                                        "Input channel {number} of the model: the {name} volume.")
+        view = JobView(self.ui.statusLabel, self.ui.progressBar, self.ui.logTextEdit, hide_when_idle=True)
+        self._job = JobFollower(view, self.logic.jobStatus, self.logic.jobLog, self.onJobEnded)
+        view.idle()
+        self.ui.modelsFolderLabel.text = str(self.logic.modelsFolder())
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -132,8 +133,8 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.refreshModels()
 
     def cleanup(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
+        if self._job is not None:
+            self._job.stop()
         self.removeObservers()
         if self._parameterNode and self._parameterNodeGuiTag is not None:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
@@ -144,7 +145,7 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.refreshModels()  # e.g. a fine-tuning job finished meanwhile
 
     def exit(self) -> None:
-        # the timer keeps following a running job: its result is loaded even when another module is shown
+        # the job follower keeps going: the result is loaded even when another module is shown
         if self._parameterNode:
             if self._parameterNodeGuiTag is not None:
                 self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
@@ -178,82 +179,30 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # models and inputs
     def refreshModels(self) -> None:
-        current = self._parameterNode.modelName if self._parameterNode else ""
-        self._updatingModels = True
-        try:
-            fill_model_combo(self.ui.modelComboBox, self.logic.models.list(("segmentation",)), current)
-        finally:
-            self._updatingModels = False
+        self._models.fill(self._parameterNode)
         self.onModelChanged()
 
-    def _currentModel(self):
-        return selected_model(self.ui.modelComboBox, self.logic.models)
-
     def onModelChanged(self, index=None) -> None:
-        if self._updatingModels:
-            return
-        model = self._currentModel()
-        if self._parameterNode and model is not None and self._parameterNode.modelName != model.name:
-            self._parameterNode.modelName = model.name
-        self._rebuildInputSelectors(model.modalities if model else [])
-        if model is None:
-            self.ui.modelInfoLabel.text = ("No segmentation model yet: train one in the SAR Pretrain module or "
-                                           "import a model zip.")
-        else:
-            labels = ", ".join(label["name"] for label in model.labels)
-            steps = f", {model.steps} steps" if model.steps else ""
-            self.ui.modelInfoLabel.text = (f"{model.name}: {model.in_channels} channel(s) "
-                                           f"({', '.join(model.modalities)}); segments: {labels}; "
-                                           f"preset {model.preset}{steps}.")
+        model = self._models.remember(self._parameterNode)
+        self._inputs.rebuild(model.modalities if model else [], self.logic.inputVolumeCandidates())
+        self.ui.modelInfoLabel.text = self.logic.modelText(model)
         self._updateButtons()
 
-    def _rebuildInputSelectors(self, names) -> None:
-        """One volume selector per model channel, labelled with the channel's modality name."""
-        previous = [selector.currentNode() for selector in self._inputSelectors]
-        layout = self.ui.inputVolumesFrame.layout()
-        while layout.rowCount() > 0:
-            layout.removeRow(0)
-        self._inputSelectors = []
-        volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-        volumes = [v for v in volumes if not v.IsA("vtkMRMLLabelMapVolumeNode")]
-        for index, name in enumerate(names):
-            selector = slicer.qMRMLNodeComboBox()
-            selector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
-            selector.showChildNodeTypes = False
-            selector.selectNodeUponCreation = True
-            selector.addEnabled = False
-            selector.removeEnabled = False
-            selector.noneEnabled = True
-            selector.noneDisplay = f"Select the {name} volume"
-            selector.setMRMLScene(slicer.mrmlScene)
-            selector.setToolTip(f"Input channel {index + 1} of the model: the {name} volume.")
-            if index < len(previous) and previous[index] is not None:
-                selector.setCurrentNode(previous[index])
-            elif index < len(volumes):
-                selector.setCurrentNode(volumes[index])
-            selector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateButtons)
-            layout.addRow(f"{name} volume:", selector)
-            self._inputSelectors.append(selector)
-
-    def _inputVolumes(self):
-        return [selector.currentNode() for selector in self._inputSelectors]
-
     def _updateButtons(self, caller=None, event=None) -> None:
-        if not hasattr(self, "ui"):
+        if self._job is None:  # not set up yet
             return
-        running = self._jobId is not None
-        volumes = self._inputVolumes()
-        ready = bool(self._inputSelectors) and all(v is not None for v in volumes)
+        running = self._job.job_id is not None
+        ready = self._inputs.complete
         self.ui.applyButton.enabled = ready and not running and self._parameterNode is not None
         if running:
             self.ui.applyButton.toolTip = "A segmentation is running."
-        elif not self._inputSelectors:
+        elif not self._inputs.selectors:
             self.ui.applyButton.toolTip = "Choose a model first."
         elif not ready:
             self.ui.applyButton.toolTip = "Select one volume for each model channel."
         else:
             self.ui.applyButton.toolTip = "Segment in the background; Slicer stays usable meanwhile."
-        self.ui.cancelButton.enabled = running and not self.logic.segmentationBusyCancelling(self._jobId)
+        self.ui.cancelButton.enabled = running and not self.logic.cancelling(self._job.job_id)
 
     def onImportModel(self) -> None:
         path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Import a SAR model", "",
@@ -261,14 +210,14 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not path:
             return
         with slicer.util.tryWithErrorDisplay("Failed to import the model.", waitCursor=True):
-            model = self.logic.models.import_zip(path)
+            model = self.logic.importModel(path)
             if self._parameterNode:
                 self._parameterNode.modelName = model.name
             self.refreshModels()
-            self.ui.statusLabel.text = f"Imported model {model.name}."
+            self._job.view.message(f"Imported model {model.name}.")
 
     def onOpenModelsFolder(self) -> None:
-        root = self.logic.models.root
+        root = self.logic.modelsFolder()
         root.mkdir(parents=True, exist_ok=True)
         qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(root)))
 
@@ -279,58 +228,33 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             parameters = self._parameterNode
             run = self.logic.startSegmentation(
-                parameters.modelName, self._inputVolumes(), device=parameters.device, roiNode=parameters.roi,
+                parameters.modelName, self._inputs.nodes(), device=parameters.device, roiNode=parameters.roi,
                 segmentationNode=parameters.outputSegmentation, tta=parameters.tta)
-            self._jobId = run.job_id
-            self.ui.logTextEdit.clear()
-            self.ui.progressBar.setRange(0, 0)  # busy until the job reports steps
-            self.ui.progressBar.show()
-            self.ui.statusLabel.text = "Segmentation queued..."
-            self._timer.start()
+            self._job.follow(run.job_id)
         self._updateButtons()
 
     def onCancel(self) -> None:
-        if self._jobId is None:
+        jobId = self._job.job_id
+        if jobId is None:
             return
         with slicer.util.tryWithErrorDisplay("Failed to cancel the segmentation."):
-            self.logic.segmentation.cancel(self._jobId)
-            self.ui.statusLabel.text = "Cancelling..."
+            self.logic.cancelJob(jobId)
+            self._job.view.message("Cancelling...")
         self._updateButtons()
 
-    def onTimer(self) -> None:
-        """Every second while a job runs: progress, ETA and log; the result once it is done."""
-        if self._jobId is None:
-            self._timer.stop()
-            return
-        try:
-            status = self.logic.segmentation.status(self._jobId)
-            self.ui.logTextEdit.setPlainText(log_tail(self.logic.segmentation.runner.log(self._jobId), 200))
-        except Exception as exc:  # e.g. the jobs folder was removed
-            self._timer.stop()
-            self._jobId = None
-            self.ui.progressBar.hide()
-            self.ui.statusLabel.text = f"Lost track of the segmentation job: {exc}"
-            self._updateButtons()
-            return
-        if status.steps:
-            self.ui.progressBar.setRange(0, 100)
-            self.ui.progressBar.setValue(status.percent)
-        self.ui.statusLabel.text = status.summary
-        if not status.finished:
-            return
-        jobId, self._jobId = self._jobId, None
-        self._timer.stop()
-        self.ui.progressBar.hide()
-        try:
-            node = self.logic.segmentation.finish(jobId)
-        except SARLogicError as exc:
-            self.ui.statusLabel.text = str(exc).splitlines()[0]
-            if status.state == "failed":
-                slicer.util.errorDisplay("The segmentation failed.", detailedText=str(exc))
-        else:
-            if self._parameterNode:
-                self._parameterNode.outputSegmentation = node
-            self.ui.statusLabel.text = f"Done: segments written to '{node.GetName()}'."
+    def onJobEnded(self, jobId, status) -> None:
+        """The followed job ended (status None: it could no longer be read): load its result."""
+        if status is not None:
+            try:
+                node = self.logic.finishSegmentation(jobId)
+            except SARLogicError as exc:
+                self._job.view.message(str(exc))
+                if status.state == "failed":
+                    slicer.util.errorDisplay("The segmentation failed.", detailedText=str(exc))
+            else:
+                if self._parameterNode:
+                    self._parameterNode.outputSegmentation = node
+                self._job.view.message(f"Done: segments written to '{node.GetName()}'.")
         self._updateButtons()
 
 
@@ -345,7 +269,8 @@ def builtinModelsFolder() -> Path:
 
 
 class SARSegmentationLogic(ScriptedLoadableModuleLogic):
-    """Wires ``SARSegmentationLib`` to Slicer: the scene, the models folder, the jobs folder.
+    """Wires ``SARSegmentationLib`` to Slicer: the scene, the models folder, the jobs folder; what the
+    widget asks for goes through the methods here.
 
     Usable without the widget (scripts, the self-test); ``runner``, ``models`` and ``scene`` may be
     given (tests), else Slicer's defaults are used. The engine is imported on first use.
@@ -365,8 +290,7 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
     def segmentation(self) -> SegmentationLogic:
         """The Lib's segmentation logic, made on first use (it needs the engine)."""
         if self._segmentation is None:
-            if not dependencies.ensure_engine_on_path():
-                raise SARLogicError("the SAR engine (the 'sarseg' Python package) was not found; reinstall the extension")
+            dependencies.require_engine()
             runner = self._runner if self._runner is not None else default_runner()
             canceller = SubprocessCanceller(runner.root, getattr(runner, "python", None))
             self._segmentation = SegmentationLogic(runner, self.models,
@@ -374,16 +298,60 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
                                                    work_root() / "segment", canceller=canceller)
         return self._segmentation
 
-    def segmentationBusyCancelling(self, jobId) -> bool:
-        if jobId is None or self._segmentation is None:
-            return False
-        return bool(self._segmentation.canceller.busy(jobId))
+    # models
+    def modelsFolder(self) -> Path:
+        return self.models.root
 
+    def segmentationModels(self) -> list:
+        return self.models.list(("segmentation",))
+
+    def model(self, name):
+        return self.models.get(name)
+
+    def importModel(self, path):
+        """Unpack a zipped model into the models folder (checked; a taken name gets the next version)."""
+        return self.models.import_zip(path)
+
+    @staticmethod
+    def modelText(model) -> str:
+        """What the module says about the chosen model (None: that there is none yet)."""
+        if model is None:
+            return "No segmentation model yet: train one in the SAR Pretrain module or import a model zip."
+        labels = ", ".join(label["name"] for label in model.labels)
+        steps = f", {model.steps} steps" if model.steps else ""
+        return (f"{model.name}: {model.in_channels} channel(s) ({', '.join(model.modalities)}); segments: {labels}; "
+                f"preset {model.preset}{steps}.")
+
+    def inputVolumeCandidates(self) -> list:
+        """The scene's scalar volumes (no label maps), offered in order for a model's channels."""
+        volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+        return [volume for volume in volumes if not volume.IsA("vtkMRMLLabelMapVolumeNode")]
+
+    # jobs
     def startSegmentation(self, modelName, volumeNodes, device="auto", roiNode=None, segmentationNode=None,
                           tta=False):
         """Submit a background segmentation; returns the run (``run.job_id``). See SegmentationLogic.start."""
         return self.segmentation.start(modelName, volumeNodes, device=device, roi_node=roiNode,
                                        segmentation_node=segmentationNode, tta=tta)
+
+    def jobStatus(self, jobId):
+        return self.segmentation.status(jobId)
+
+    def jobLog(self, jobId) -> str:
+        return self.segmentation.log(jobId)
+
+    def cancelJob(self, jobId) -> bool:
+        """Ask the job to stop; returns at once (a detached process waits for it)."""
+        return self.segmentation.cancel(jobId)
+
+    def cancelling(self, jobId) -> bool:
+        if jobId is None or self._segmentation is None:
+            return False
+        return bool(self._segmentation.canceller.busy(jobId))
+
+    def finishSegmentation(self, jobId):
+        """The segmentation node with the job's result loaded (see SegmentationLogic.finish)."""
+        return self.segmentation.finish(jobId)
 
     def segmentAndWait(self, modelName, volumeNodes, timeout=600.0, **kwargs):
         """Segment and wait for the result, keeping the GUI alive (scripts and tests)."""
@@ -426,9 +394,7 @@ class SARSegmentationTest(ScriptedLoadableModuleTest):
         from sarseg import io as sario
         from sarseg import mrml, phantom
 
-        root = Path(slicer.app.temporaryPath) / f"SARSegmentationTest-{os.getpid()}-{int(time.time())}"
-        models = FolderModelStore(root / "models")
-        runner = default_runner(root / "jobs", env={"OMP_NUM_THREADS": "2"})
+        root, models, runner = selftest_workspace("SARSegmentationTest")
         shape = (24, 48, 48)
 
         self.delayDisplay("Pretraining a tiny SAR model in the background")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import sys
 import time
 import zipfile
@@ -32,11 +31,10 @@ slicer = pytest.importorskip("slicer", reason="slicer-core (Slicer's MRML for pl
 
 from SARPretrainLib import JobsPanelLogic, PretrainLogic, PretrainSource, TrainingSetLogic  # noqa: E402
 from SARPretrainLib.training import scheme_from_segments  # noqa: E402
-from SARSegmentationLib import (BackgroundCanceller, FolderModelStore, JobRunner, LossHistory,  # noqa: E402
-                                MRMLSceneAdapter, ModelStore, SARLogicError, SceneAdapter, SegmentationLogic,
-                                SubprocessCanceller, format_eta, resolve_device, status_of)
+from SARSegmentationLib import (BackgroundCanceller, FolderModelStore, JobRunner, MRMLSceneAdapter,  # noqa: E402
+                                ModelStore, SARLogicError, SceneAdapter, SegmentationLogic, SubprocessCanceller,
+                                format_eta, resolve_device, status_of)
 from SARSegmentationLib import dependencies  # noqa: E402
-from SARSegmentationLib.models import fill_model_combo, selected_model  # noqa: E402
 from sarseg import io as sario  # noqa: E402
 from sarseg import mrml, phantom  # noqa: E402
 from sarseg.core.jobs import JobManager  # noqa: E402
@@ -203,45 +201,6 @@ def test_model_store_lists_versions_and_never_overwrites(tmp_path):
     assert store.training_folder("demo") == root / "demo" / "training"
 
 
-class ListCombo:
-    """A stand-in for a Qt combo box: the few calls the model helpers make."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, str]] = []
-        self.currentIndex = -1
-
-    def clear(self) -> None:
-        self.items, self.currentIndex = [], -1
-
-    def addItem(self, text: str, data: str) -> None:
-        self.items.append((text, data))
-
-    def findData(self, data: str) -> int:
-        return next((i for i, (_, d) in enumerate(self.items) if d == data), -1)
-
-    def setCurrentIndex(self, index: int) -> None:
-        self.currentIndex = index
-
-    def itemData(self, index: int):
-        return self.items[index][1] if 0 <= index < len(self.items) else None
-
-
-def test_model_combo_keeps_the_selection_and_forgets_removed_models(tmp_path):
-    root = tmp_path / "models"
-    write_model(root / "brain")
-    write_model(root / "brain-v2")
-    store, combo = FolderModelStore(root), ListCombo()
-    fill_model_combo(combo, store.list(), "brain-v2")
-    assert [d for _, d in combo.items] == ["brain", "brain-v2"] and selected_model(combo, store).name == "brain-v2"
-    fill_model_combo(combo, store.list(), "gone")
-    assert selected_model(combo, store).name == "brain"  # first model when the old one is not listed
-    fill_model_combo(combo, [], "brain")
-    assert selected_model(combo, store) is None
-    fill_model_combo(combo, store.list(), "brain")
-    shutil.rmtree(root / "brain")
-    assert selected_model(combo, store) is None  # deleted behind the widget's back
-
-
 def test_model_zip_import_checks_and_versions(tmp_path):
     source = write_model(tmp_path / "src" / "liver")
     good = tmp_path / "liver.zip"
@@ -310,7 +269,7 @@ def test_dependency_checks_without_installing():
 # --------------------------------------------------------------------------------- job helpers
 
 
-def test_status_eta_and_loss_history(tmp_path):
+def test_status_and_eta():
     job = FakeJob("j", "pretrain", [], "cpu", progress={"step": 30, "steps": 120, "eta_s": 125.4, "loss": 0.25})
     status = status_of(job)
     assert (status.percent, status.eta_text, status.progress_text) == (25, "2 min 05 s", "30/120")
@@ -318,17 +277,9 @@ def test_status_eta_and_loss_history(tmp_path):
     assert format_eta(3725) == "1 h 02 min" and format_eta(None) == "" and format_eta(9) == "9 s"
     job.state = "done"
     assert status_of(job).percent == 100 and status_of(job).eta_text == ""
-
-    history = LossHistory(tmp_path)
-    assert history.update() == {}
-    lines = [{"event": "start", "step": 0, "steps": 20}, {"event": "step", "step": 5, "loss": 1.0, "loss_restore": 0.5},
-             {"event": "checkpoint", "step": 5}]
-    (tmp_path / "progress.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + "not json\n"
-                                             + '{"event": "step", "step": 10, "lo')  # half-written line
-    assert history.update() == {"loss": [(5.0, 1.0)], "loss_restore": [(5.0, 0.5)]}
-    with open(tmp_path / "progress.jsonl", "a") as handle:
-        handle.write('ss": 0.5}\n')
-    assert history.update()["loss"] == [(5.0, 1.0), (10.0, 0.5)]
+    job = FakeJob("f", "finetune", [], "cpu", state="running", progress={
+        "step": 50, "steps": 100, "loss": float("nan"), "validation": {"dice": 0.8123, "best_dice": 0.85}})
+    assert status_of(job).summary == "finetune running: step 50/100, validation Dice 0.812 (best 0.850)"
 
 
 def test_canceller_runs_once_per_job(tmp_path):

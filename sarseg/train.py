@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .config import to_dict
 from .core.errors import BadInput, Cancelled
 from .core.files import atomic_path
+from .core.progress import format_event
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -138,7 +139,7 @@ class Progress:
 
     def event(self, name: str, **fields: Any) -> None:
         if self.enabled and self.mode == "json":
-            print(json.dumps({"event": name, **fields}), file=self.stream, flush=True)
+            print(format_event(name, **fields), file=self.stream, flush=True)
 
     def note(self, text: str) -> None:
         """A line for the person watching (stderr in every mode but ``none``)."""

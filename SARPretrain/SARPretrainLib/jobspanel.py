@@ -8,9 +8,10 @@ is imported at module level.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
-from SARSegmentationLib.jobs import BackgroundCanceller, JobStatus, LossHistory, status_of
+from SARSegmentationLib.jobs import BackgroundCanceller, JobStatus, status_of
 from SARSegmentationLib.protocols import JobRunner, SARLogicError
 
 RESUMABLE_KINDS = ("pretrain", "finetune")
@@ -39,7 +40,7 @@ class JobsPanelLogic:
     def __init__(self, runner: JobRunner, canceller: BackgroundCanceller | None = None) -> None:
         self.runner = runner
         self.canceller = canceller or BackgroundCanceller(lambda: runner, start=lambda work: work())
-        self._losses: dict[str, LossHistory] = {}
+        self._losses: dict[str, Any] = {}  # job id -> sarseg.core.progress.ProgressReader
 
     @staticmethod
     def row(job: Any) -> JobRow:
@@ -81,10 +82,14 @@ class JobsPanelLogic:
 
     def loss_history(self, job_id: str) -> dict[str, list[tuple[float, float]]]:
         """The job's losses per step so far (read incrementally from its progress file)."""
-        history = self._losses.get(job_id)
-        if history is None:
+        from sarseg.core.jobs import PROGRESS_FILE
+        from sarseg.core.progress import ProgressReader
+
+        reader = self._losses.get(job_id)
+        if reader is None:
             folder = getattr(self.runner.poll(job_id), "folder", None)
             if not folder:
                 return {}
-            history = self._losses[job_id] = LossHistory(folder)
-        return history.update()
+            reader = self._losses[job_id] = ProgressReader(Path(folder) / PROGRESS_FILE, history=True)
+        reader.update()
+        return reader.history

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .protocols import SARLogicError
+
 TORCH_REQUIREMENT = ">=2.8"  # monai 1.6 needs torch 2.8 or newer
 PIP_REQUIREMENTS = ("monai>=1.6,<1.7", "safetensors>=0.4", "scipy>=1.10")
 SLICER_OWNED = ("SimpleITK", "numpy")  # pinned while installing (VTK is Slicer's own build, not a pip package)
@@ -124,12 +126,19 @@ def ensure_engine_on_path(here: Path | None = None) -> bool:
         return True
     here = (here or Path(__file__)).resolve()
     for candidate in (here.parents[1], here.parents[2]):
-        if (candidate / "sarseg" / "__init__.py").is_file() and (candidate / "sarseg" / "jobs.py").is_file():
+        if (candidate / "sarseg" / "__init__.py").is_file() and (candidate / "sarseg" / "core" / "jobs.py").is_file():
             if str(candidate) not in sys.path:
                 sys.path.append(str(candidate))
             importlib.invalidate_caches()
             return importlib.util.find_spec("sarseg") is not None
     return False
+
+
+def require_engine() -> None:
+    """Raise :class:`SARLogicError` (shown as it is) unless ``import sarseg`` works (see
+    :func:`ensure_engine_on_path`): what the module logic checks before it makes a job runner."""
+    if not ensure_engine_on_path():
+        raise SARLogicError("the SAR engine (the 'sarseg' Python package) was not found; reinstall the extension")
 
 
 def missing(version_of: Callable[[str], str | None] = installed_version,

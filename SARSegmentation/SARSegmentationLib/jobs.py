@@ -7,20 +7,19 @@ responsive and a job goes on when Slicer closes. Only the standard library is im
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .models import jobs_root
+from .models import FolderModelStore, jobs_root
 from .protocols import JobLike, JobRunner
 
 FINISHED = ("done", "failed", "cancelled", "interrupted")
-PROGRESS_FILE = "progress.jsonl"
 
 
 def slicer_python() -> str:
@@ -46,6 +45,15 @@ def default_runner(root: str | Path | None = None, python: str | None = None,
 
     root = Path(root) if root is not None else jobs_root()
     return JobManager(root, python or slicer_python(), env={**paths.environment(root), **(env or {})})
+
+
+def selftest_workspace(name: str) -> tuple[Path, FolderModelStore, JobRunner]:
+    """A new folder under Slicer's temporary folder with a models store and a job runner (two threads
+    per job) of its own, for a module's self-test: it never touches the user's models or jobs."""
+    import slicer
+
+    root = Path(slicer.app.temporaryPath) / f"{name}-{os.getpid()}-{int(time.time())}"
+    return root, FolderModelStore(root / "models"), default_runner(root / "jobs", env={"OMP_NUM_THREADS": "2"})
 
 
 def format_eta(seconds: Any) -> str:
@@ -75,6 +83,8 @@ class JobStatus:
     fraction: float | None = None
     eta_s: float | None = None
     loss: float | None = None
+    dice: float | None = None  # fine-tuning: the latest validation Dice, and the best so far
+    best_dice: float | None = None
     out: str | None = None
     exit_code: int | None = None
     evaluation: dict = field(default_factory=dict)
@@ -107,6 +117,9 @@ class JobStatus:
             details.append(f"step {self.step}/{self.steps}")
         if self.loss is not None:
             details.append(f"loss {self.loss:.4f}")
+        if self.dice is not None:
+            details.append(f"validation Dice {self.dice:.3f}"
+                           + (f" (best {self.best_dice:.3f})" if self.best_dice is not None else ""))
         if self.eta_text:
             details.append(f"about {self.eta_text} left")
         if self.state in ("failed", "interrupted") and self.exit_code is not None:
@@ -117,19 +130,16 @@ class JobStatus:
 
 def status_of(job: JobLike) -> JobStatus:
     """A :class:`JobStatus` from a job (``sarseg.core.jobs.Job`` or anything with the same fields)."""
+    from sarseg.core.progress import fraction, number  # the engine's torch-free layer (a runner made the job)
+
     progress = dict(getattr(job, "progress", None) or {})
-    step, steps = progress.get("step"), progress.get("steps")
-    fraction = None
-    if isinstance(step, (int, float)) and isinstance(steps, (int, float)) and steps:
-        fraction = max(0.0, min(1.0, step / steps))
-    loss = progress.get("loss")
+    step, steps = number(progress.get("step")), number(progress.get("steps"))
+    validation = progress.get("validation") if isinstance(progress.get("validation"), dict) else {}
     return JobStatus(
         id=job.id, kind=job.kind, state=job.state, device=getattr(job, "device", "cpu"),
-        step=int(step) if isinstance(step, (int, float)) else None,
-        steps=int(steps) if isinstance(steps, (int, float)) else None,
-        fraction=fraction,
-        eta_s=progress.get("eta_s") if isinstance(progress.get("eta_s"), (int, float)) else None,
-        loss=float(loss) if isinstance(loss, (int, float)) else None,
+        step=int(step) if step is not None else None, steps=int(steps) if steps is not None else None,
+        fraction=fraction(progress), eta_s=number(progress.get("eta_s")), loss=number(progress.get("loss")),
+        dice=number(validation.get("dice")), best_dice=number(validation.get("best_dice")),
         out=getattr(job, "out", None), exit_code=getattr(job, "exit_code", None),
         evaluation=dict(progress.get("evaluation") or {}),
     )
@@ -139,55 +149,6 @@ def log_tail(text: str, lines: int = 15) -> str:
     """The last lines of a job log (for an error message)."""
     kept = [line for line in (text or "").splitlines() if line.strip()]
     return "\n".join(kept[-lines:])
-
-
-class LossHistory:
-    """Loss values per step read incrementally from a job's ``progress.jsonl`` (its ``step`` lines).
-
-    ``update()`` reads what was appended since the last call and returns the whole history:
-    ``{"loss": [(step, value), ...], "loss_restore": [...], ...}``. A resumed job keeps appending to
-    the same file; a step seen again replaces the earlier value.
-    """
-
-    def __init__(self, folder: str | Path) -> None:
-        self.path = Path(folder) / PROGRESS_FILE
-        self._offset = 0
-        self._series: dict[str, dict[float, float]] = {}
-
-    def update(self) -> dict[str, list[tuple[float, float]]]:
-        try:
-            size = self.path.stat().st_size
-        except OSError:
-            size = 0
-        if size < self._offset:  # replaced: start over
-            self._offset, self._series = 0, {}
-        if size > self._offset:
-            with open(self.path, "rb") as handle:
-                handle.seek(self._offset)
-                chunk = handle.read(size - self._offset)
-            end = chunk.rfind(b"\n") + 1  # a half-written last line waits for the next call
-            for raw in chunk[:end].decode("utf-8", "replace").splitlines():
-                self._add(raw)
-            self._offset += end
-        return self.history
-
-    def _add(self, raw: str) -> None:
-        raw = raw.strip()
-        if not raw.startswith("{"):
-            return
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            return
-        if not isinstance(data, dict) or data.get("event") != "step" or not isinstance(data.get("step"), (int, float)):
-            return
-        for key, value in data.items():
-            if key.startswith("loss") and isinstance(value, (int, float)) and value == value:
-                self._series.setdefault(key, {})[float(data["step"])] = float(value)
-
-    @property
-    def history(self) -> dict[str, list[tuple[float, float]]]:
-        return {key: sorted(values.items()) for key, values in sorted(self._series.items())}
 
 
 def _start_thread(work: Callable[[], Any]) -> None:

@@ -309,23 +309,3 @@ def resolve_device(choice: str, cuda: Any = cuda_available) -> tuple[str, str]:
         return "auto", "cuda" if cuda() else "cpu"
     return argument, argument
 
-
-def fill_model_combo(combo: Any, models: Sequence[ModelInfo], current: str) -> None:
-    """List ``models`` in a combo box (display name shown, folder name as item data), keeping
-    ``current`` selected when it is still listed, else the first model."""
-    combo.clear()
-    for model in models:
-        combo.addItem(model.display_name, model.name)
-    index = combo.findData(current) if current else -1
-    combo.setCurrentIndex(index if index >= 0 else (0 if models else -1))
-
-
-def selected_model(combo: Any, store: Any) -> ModelInfo | None:
-    """The model a combo box filled by :func:`fill_model_combo` has selected (None when none or gone)."""
-    name = combo.itemData(combo.currentIndex)
-    if not name:
-        return None
-    try:
-        return store.get(name)
-    except SARLogicError:
-        return None

@@ -148,7 +148,8 @@ class MRMLSceneAdapter:
 
     # loss curves
     def update_loss_plot(self, name: str, history: Mapping[str, Sequence[tuple[float, float]]]) -> Any:
-        """A plot chart (one line per loss over the steps) fed from ``history`` (see ``LossHistory``).
+        """A plot chart (one line per loss over the steps) fed from ``history`` (see
+        ``sarseg.core.progress.ProgressReader.history``).
 
         The table, series and chart nodes are found again by name, so calling this every second
         updates the same chart. Returns the chart node (None when there is nothing to plot yet)."""

@@ -115,6 +115,9 @@ class SegmentationLogic:
     def status(self, job_id: str) -> JobStatus:
         return status_of(self.runner.poll(job_id))
 
+    def log(self, job_id: str) -> str:
+        return self.runner.log(job_id)
+
     def cancel(self, job_id: str) -> bool:
         return self.canceller.cancel(job_id)
 

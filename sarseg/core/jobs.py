@@ -49,6 +49,7 @@ from typing import Any, Iterator, Sequence
 from .errors import BadInput
 from .files import atomic_path
 from .paths import jobs as jobs_folder
+from .progress import ProgressReader, fraction, parse_line
 
 try:
     import fcntl
@@ -151,8 +152,7 @@ class Job:
     @property
     def fraction(self) -> float | None:
         """Share of steps done (0..1) from the latest progress line, when known."""
-        step, steps = self.progress.get("step"), self.progress.get("steps")
-        return min(1.0, step / steps) if isinstance(step, (int, float)) and steps else None
+        return fraction(self.progress)
 
 
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -314,7 +314,7 @@ class JobManager:
         self.max_cpu_jobs, self.max_cuda_jobs = max_cpu_jobs, max_cuda_jobs
         self.env = dict(env or {})
         self._procs: dict[str, subprocess.Popen] = {}  # runners started here, reaped on refresh
-        self._cursor: dict[str, tuple[int, dict[str, Any], list[str]]] = {}
+        self._progress: dict[str, ProgressReader] = {}  # each job's progress file, read on from where it was
         self._rlock = threading.RLock()
         self._depth = 0
         self._lock_fd: int | None = None
@@ -506,34 +506,19 @@ class JobManager:
         return job
 
     def _read_progress(self, job: Job) -> None:
-        offset, summary, other = self._cursor.get(job.id, (0, {}, []))
-        path = self.root / job.id / PROGRESS_FILE
-        try:
-            size = path.stat().st_size
-        except OSError:
-            size = 0
-        if size < offset:  # file replaced: start over
-            offset, summary, other = 0, {}, []
-        if size > offset:
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read(size - offset)
-            end = chunk.rfind(b"\n") + 1  # a partly written last line waits for the next poll
-            for raw in chunk[:end].decode("utf-8", "replace").splitlines():
-                _summarise(summary, other, raw)
-            offset += end
-        self._cursor[job.id] = (offset, summary, other)
-        job.progress = dict(summary)
+        reader = self._progress.get(job.id)
+        if reader is None:
+            reader = self._progress[job.id] = ProgressReader(self.root / job.id / PROGRESS_FILE)
+        reader.update()
+        job.progress = dict(reader.summary)
 
     def log(self, job_id: str) -> str:
         """The job's log: the command's stderr, then any stdout lines that were not progress JSON."""
         folder = self.folder(job_id)
         text = (folder / LOG_FILE).read_text(errors="replace") if (folder / LOG_FILE).is_file() else ""
-        other = []
-        if (folder / PROGRESS_FILE).is_file():
-            for raw in (folder / PROGRESS_FILE).read_text(errors="replace").splitlines():
-                if _progress_line(raw) is None and raw.strip():
-                    other.append(raw)
+        progress = folder / PROGRESS_FILE
+        lines = progress.read_text(errors="replace").splitlines() if progress.is_file() else []
+        other = [raw for raw in lines if raw.strip() and parse_line(raw) is None]
         if other:
             text += ("" if not text or text.endswith("\n") else "\n") + "--- stdout ---\n" + "\n".join(other) + "\n"
         return text
@@ -598,43 +583,6 @@ class JobManager:
             self._write(job)
             self.start_next()
         return self.poll(job_id)
-
-
-def _progress_line(raw: str) -> dict | None:
-    raw = raw.strip()
-    if not raw.startswith("{"):
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) and "event" in data else None
-
-
-def _summarise(summary: dict[str, Any], other: list[str], raw: str) -> None:
-    data = _progress_line(raw)
-    if data is None:
-        if raw.strip():
-            other.append(raw)
-        return
-    event = data.get("event")
-    summary["event"] = event
-    if event == "start":
-        summary.update(step=data.get("step"), steps=data.get("steps"), started_step=data.get("step"))
-        summary.pop("eta_s", None)
-        summary.pop("done", None)
-        if "device" in data:
-            summary["device"] = data["device"]
-    elif event == "step":
-        summary.update({k: v for k, v in data.items() if k != "event"})
-        summary["losses"] = {k: v for k, v in data.items() if k.startswith("loss")}
-    elif event == "checkpoint":
-        summary["checkpoint_step"] = data.get("step")
-    elif event == "evaluation":
-        summary["evaluation"] = {k: v for k, v in data.items() if k != "event"}
-    elif event == "done":
-        summary["done"] = True
-        summary["step"] = data.get("step", summary.get("step"))
 
 
 def _child_env(job: Job) -> dict[str, str]:

@@ -1,0 +1,222 @@
+"""What the two SAR module widgets share: the model combo box, one volume selector per model channel,
+a job's state in a label, a progress bar and a log box, and a job followed on a timer.
+
+The classes here make only the few calls named in their docstrings on the widgets and callables they
+are given (Qt's and the module logic's, in Slicer), so what they decide runs and is tested without Qt.
+``slicer`` and ``qt`` are imported only inside :func:`new_timer` and :func:`volume_selector`, which make
+the Qt objects. Only the standard library is imported at module level.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from .jobs import JobStatus, log_tail
+from .protocols import SARLogicError
+
+VOLUME_NODE = "vtkMRMLScalarVolumeNode"
+
+
+def new_timer(callback: Callable[[], None], interval_ms: int = 1000) -> Any:
+    """A ``qt.QTimer`` calling ``callback`` every ``interval_ms`` once started."""
+    import qt
+
+    timer = qt.QTimer()
+    timer.setInterval(interval_ms)
+    timer.connect("timeout()", callback)
+    return timer
+
+
+def volume_selector(name: str, tooltip: str) -> Any:
+    """A ``qMRMLNodeComboBox`` of the scene's scalar volumes (label maps left out), none selected."""
+    import slicer
+
+    selector = slicer.qMRMLNodeComboBox()
+    selector.nodeTypes = [VOLUME_NODE]
+    selector.showChildNodeTypes = False
+    selector.addEnabled = False
+    selector.removeEnabled = False
+    selector.noneEnabled = True
+    selector.noneDisplay = f"Select the {name} volume"
+    selector.setMRMLScene(slicer.mrmlScene)
+    selector.setToolTip(tooltip)
+    return selector
+
+
+class ModelChooser:
+    """A combo box of models (display name shown, folder name as item data) that one parameter of the
+    parameter node remembers.
+
+    ``models()`` lists the models to offer; ``get(name)`` reads one again (raising
+    :class:`SARLogicError` when it is gone). Calls on ``combo``: ``blockSignals``, ``clear``,
+    ``addItem(text, data)``, ``findData``, ``setCurrentIndex``, ``currentIndex``, ``itemData``.
+    """
+
+    def __init__(self, combo: Any, models: Callable[[], Sequence[Any]], get: Callable[[str], Any],
+                 parameter: str) -> None:
+        self.combo, self.models, self.get, self.parameter = combo, models, get, parameter
+
+    def fill(self, parameters: Any) -> None:
+        """List the models again, keeping the remembered one selected while it is listed (else the
+        first); the combo box sends no change signal meanwhile."""
+        current = getattr(parameters, self.parameter) if parameters is not None else ""
+        models = list(self.models())
+        blocked = self.combo.blockSignals(True)
+        try:
+            self.combo.clear()
+            for model in models:
+                self.combo.addItem(model.display_name, model.name)
+            index = self.combo.findData(current) if current else -1
+            self.combo.setCurrentIndex(index if index >= 0 else (0 if models else -1))
+        finally:
+            self.combo.blockSignals(blocked)
+
+    def selected(self) -> Any:
+        """The selected model, read again; None when none is, or when it was removed meanwhile."""
+        name = self.combo.itemData(self.combo.currentIndex)
+        if not name:
+            return None
+        try:
+            return self.get(name)
+        except SARLogicError:
+            return None
+
+    def required(self) -> Any:
+        """The selected model (as :meth:`selected`); :class:`SARLogicError` when there is none."""
+        model = self.selected()
+        if model is None:
+            raise SARLogicError("choose a model first")
+        return model
+
+    def remember(self, parameters: Any) -> Any:
+        """The selected model (as :meth:`selected`), its name stored in the parameter node."""
+        model = self.selected()
+        if parameters is not None and model is not None and getattr(parameters, self.parameter) != model.name:
+            setattr(parameters, self.parameter, model.name)
+        return model
+
+
+class ChannelSelectors:
+    """One volume selector per model channel, each a row ``"<channel> volume:"`` of a form layout.
+
+    Rebuilding for another model keeps the volume chosen at each position. ``on_change`` runs when a
+    selection changes; ``tooltip`` is formatted with the channel's ``number`` (from 1) and ``name``;
+    ``make(name, tooltip)`` makes a selector (:func:`volume_selector`). Calls on ``layout``:
+    ``rowCount``, ``removeRow``, ``addRow(text, widget)``; on a selector: ``currentNode``,
+    ``setCurrentNode``, ``connect("currentNodeChanged(vtkMRMLNode*)", on_change)``.
+    """
+
+    def __init__(self, layout: Any, on_change: Callable[..., None], tooltip: str,
+                 make: Callable[[str, str], Any] = volume_selector) -> None:
+        self.layout, self.on_change, self.tooltip, self.make = layout, on_change, tooltip, make
+        self.selectors: list[Any] = []
+
+    def rebuild(self, names: Sequence[str], defaults: Sequence[Any] = ()) -> None:
+        """A selector per name: the node chosen before at that position, else ``defaults[i]``, else none."""
+        chosen = self.nodes()
+        while self.layout.rowCount() > 0:
+            self.layout.removeRow(0)
+        self.selectors = []
+        for index, name in enumerate(names):
+            selector = self.make(name, self.tooltip.format(number=index + 1, name=name))
+            node = chosen[index] if index < len(chosen) else None
+            if node is None and index < len(defaults):
+                node = defaults[index]
+            if node is not None:
+                selector.setCurrentNode(node)
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self.on_change)
+            self.layout.addRow(f"{name} volume:", selector)
+            self.selectors.append(selector)
+
+    def nodes(self) -> list[Any]:
+        """The chosen node per channel (None where none is chosen)."""
+        return [selector.currentNode() for selector in self.selectors]
+
+    @property
+    def complete(self) -> bool:
+        """Whether there are channels and each has a volume."""
+        return bool(self.selectors) and all(node is not None for node in self.nodes())
+
+
+class JobView:
+    """A job's state in a status label (``text``), a progress bar (``setRange``, ``setValue``, and
+    ``show``/``hide`` with ``hide_when_idle``) and optionally a log box (``setPlainText``)."""
+
+    def __init__(self, label: Any, bar: Any, log_box: Any = None, hide_when_idle: bool = False,
+                 log_lines: int = 200) -> None:
+        self.label, self.bar, self.log_box = label, bar, log_box
+        self.hide_when_idle, self.log_lines = hide_when_idle, log_lines
+
+    def show(self, status: JobStatus, log: str | None = None) -> None:
+        """Summary line (with the output folder, when the job has one), percent done, the log's end.
+        A running job that has not reported its steps yet shows a busy bar."""
+        self.label.text = status.summary + (f" -> {status.out}" if status.out else "")
+        if status.state == "running" and not status.steps:
+            self.bar.setRange(0, 0)
+        else:
+            self.bar.setRange(0, 100)
+            self.bar.setValue(status.percent)
+        if self.hide_when_idle and status.finished:
+            self.bar.hide()
+        elif self.hide_when_idle:
+            self.bar.show()
+        if log is not None and self.log_box is not None:
+            self.log_box.setPlainText(log_tail(log, self.log_lines))
+
+    def message(self, text: str) -> None:
+        """A message instead of a job's state: its first line (the rest belongs in a details box)."""
+        self.label.text = str(text).strip().splitlines()[0] if str(text).strip() else ""
+
+    def idle(self) -> None:
+        """No job to show: an empty bar (hidden with ``hide_when_idle``)."""
+        self.bar.setRange(0, 100)
+        self.bar.setValue(0)
+        if self.hide_when_idle:
+            self.bar.hide()
+
+    def read(self, job_id: str, status: Callable[[str], JobStatus], log: Callable[[str], str]) -> JobStatus | None:
+        """Show job ``job_id`` as ``status(job_id)`` and ``log(job_id)`` give it; None (and a message)
+        when it cannot be read, e.g. its folder was removed."""
+        try:
+            current, text = status(job_id), log(job_id)
+        except Exception as exc:  # any failure to read is shown; the GUI goes on
+            self.message(f"Cannot read job {job_id}: {exc}")
+            self.idle()
+            return None
+        self.show(current, text)
+        return current
+
+
+class JobFollower:
+    """Follows one job until it ends: every tick of its timer (``timer(self.tick)``, a
+    :func:`new_timer`) shows the job in ``view`` (through :meth:`JobView.read`). Once the job has
+    ended, or can no longer be read, the timer stops and ``on_end(job_id, status)`` runs once (status
+    None when the job could not be read)."""
+
+    def __init__(self, view: JobView, status: Callable[[str], JobStatus], log: Callable[[str], str],
+                 on_end: Callable[[str, JobStatus | None], None],
+                 timer: Callable[[Callable[[], None]], Any] = new_timer) -> None:
+        self.view, self.status, self.log, self.on_end = view, status, log, on_end
+        self.timer = timer(self.tick)
+        self.job_id: str | None = None
+
+    def follow(self, job_id: str) -> None:
+        """Show ``job_id`` now and on every tick until it ends."""
+        self.job_id = job_id
+        self.timer.start()
+        self.tick()
+
+    def tick(self) -> None:
+        if self.job_id is None:
+            self.timer.stop()
+            return
+        status = self.view.read(self.job_id, self.status, self.log)
+        if status is not None and not status.finished:
+            return
+        job_id, self.job_id = self.job_id, None
+        self.timer.stop()
+        self.on_end(job_id, status)
+
+    def stop(self) -> None:
+        """Stop the timer (the widget goes away); the job itself goes on."""
+        self.timer.stop()

@@ -1,0 +1,147 @@
+"""Progress lines: the one writer's format and the one reader of a job's ``progress.jsonl``.
+
+A training or segmentation command run with ``--progress json`` prints one JSON object per line,
+``{"event": NAME, ...}``, NAME one of :data:`EVENTS`. The job runner sends that stdout to the job's
+``progress.jsonl``; anything else the command printed there (a library's warning) is not progress
+and is only shown in the job's log. A resumed job appends to the same file: a new ``start`` line,
+then steps from its checkpoint on.
+
+Readers follow the file while it grows (:class:`ProgressReader`): each call reads only the bytes
+appended since the last one, a half-written last line waits for the next call, and a replaced
+(shorter, or another) file is read again from its start. What they make of the lines is the job's
+*summary* (latest step, steps, ETA, losses, evaluation, validation, done; ``Job.progress`` in
+:mod:`sarseg.core.jobs`) and, when asked for, the *loss history* for plots.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+EVENTS = ("start", "step", "checkpoint", "evaluation", "validation", "done")
+
+
+def format_event(name: str, **fields: Any) -> str:
+    """One progress line (without its newline): ``{"event": name, **fields}`` as JSON."""
+    if name not in EVENTS:
+        raise ValueError(f"unknown progress event {name!r}; one of {', '.join(EVENTS)}")
+    return json.dumps({"event": name, **fields})
+
+
+def parse_line(raw: str) -> dict[str, Any] | None:
+    """The event a line holds, or None when it holds none (blank, not JSON, no known ``event``)."""
+    raw = raw.strip()
+    if not raw.startswith("{"):
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("event") in EVENTS else None
+
+
+def number(value: Any) -> float | None:
+    """``value`` when it is a finite number (not a bool), else None: summaries come from files."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def fraction(summary: dict[str, Any]) -> float | None:
+    """Share of the steps done (0..1) by a summary, when it knows both step and steps."""
+    step, steps = number(summary.get("step")), number(summary.get("steps"))
+    return max(0.0, min(1.0, step / steps)) if step is not None and steps else None
+
+
+def summarise(summary: dict[str, Any], event: dict[str, Any]) -> None:
+    """Fold one event into a job's summary (in place): the latest event wins; a ``start`` begins a
+    run (again, for a resumed job), so the ETA and ``done`` of an earlier run are dropped."""
+    name = event["event"]
+    fields = {k: v for k, v in event.items() if k != "event"}
+    summary["event"] = name
+    if name == "start":
+        summary.update(step=event.get("step"), steps=event.get("steps"), started_step=event.get("step"))
+        summary.pop("eta_s", None)
+        summary.pop("done", None)
+        if "device" in event:
+            summary["device"] = event["device"]
+    elif name == "step":
+        summary.update(fields)
+        summary["losses"] = {k: v for k, v in fields.items() if k.startswith("loss")}
+    elif name == "checkpoint":
+        summary["checkpoint_step"] = event.get("step")
+    elif name in ("evaluation", "validation"):
+        summary[name] = fields
+    else:  # done
+        summary["done"] = True
+        summary["step"] = event.get("step", summary.get("step"))
+
+
+class ProgressReader:
+    """Follows one job's progress file from its start, reading only what was appended since the last
+    :meth:`update` (byte offset); only whole lines count.
+
+    ``summary``: what the job shows (see :func:`summarise`). With ``history``, also every loss per
+    step (``history``: ``{"loss": [(step, value), ...], ...}``): a step seen again (a resumed job
+    redoing steps after its checkpoint) replaces the earlier value, and a ``start`` drops the values
+    after its step, which the new run is about to redo.
+    """
+
+    def __init__(self, path: str | os.PathLike, history: bool = False) -> None:
+        self.path = path
+        self.keep_history = history
+        self._reset()
+
+    def _reset(self) -> None:
+        self._offset = 0
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file read so far
+        self.summary: dict[str, Any] = {}
+        self._losses: dict[str, dict[float, float]] = {}
+
+    def update(self) -> list[dict[str, Any]]:
+        """Read the lines appended since the last call; returns their events (all of them again,
+        from the start, when the file was replaced)."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:  # not written yet, or removed: nothing to show
+            if self._file is not None:
+                self._reset()
+            return []
+        if (stat.st_dev, stat.st_ino) != self._file or stat.st_size < self._offset:
+            self._reset()
+            self._file = (stat.st_dev, stat.st_ino)
+        if stat.st_size == self._offset:
+            return []
+        with open(self.path, "rb") as handle:
+            handle.seek(self._offset)
+            chunk = handle.read(stat.st_size - self._offset)
+        end = chunk.rfind(b"\n") + 1  # a half-written last line waits for the next call
+        self._offset += end
+        events = [e for e in map(parse_line, chunk[:end].decode("utf-8", "replace").splitlines()) if e]
+        for event in events:
+            summarise(self.summary, event)
+            if self.keep_history:
+                self._add_losses(event)
+        return events
+
+    def _add_losses(self, event: dict[str, Any]) -> None:
+        step = number(event.get("step"))
+        if step is None:
+            return
+        if event["event"] == "start":
+            for values in self._losses.values():
+                for later in [s for s in values if s > step]:
+                    del values[later]
+        elif event["event"] == "step":
+            for key, value in event.items():
+                if key.startswith("loss") and number(value) is not None:
+                    self._losses.setdefault(key, {})[float(step)] = float(value)
+
+    @property
+    def history(self) -> dict[str, list[tuple[float, float]]]:
+        """The losses per step so far, each series sorted by step (empty without ``history``)."""
+        return {key: sorted(values.items()) for key, values in sorted(self._losses.items()) if values}
