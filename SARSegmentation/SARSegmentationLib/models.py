@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -284,15 +285,12 @@ class FolderModelStore:
 
 
 def cuda_available() -> bool:
-    """Whether torch sees a CUDA GPU; False when torch is not installed (checked on first use)."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    try:
-        return bool(torch.cuda.is_available())
-    except Exception:  # a broken driver should not stop the CPU path
-        return False
+    """Whether an NVIDIA driver is installed: it decides which queue an "auto" job joins. Asked of the
+    system, not of torch, because Slicer's GUI process never imports torch; the job itself picks its
+    device with torch (``--device auto``), so a driver without a CUDA build of torch costs only a slot."""
+    if sys.platform.startswith("linux"):
+        return Path("/proc/driver/nvidia/version").is_file()
+    return shutil.which("nvidia-smi") is not None
 
 
 DEVICES = {"auto": "auto", "gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}
