@@ -89,9 +89,9 @@ def test_unknown_settings_name_the_file_and_the_nested_place() -> None:
     (finetune_config, {"loss": "focal"}, "loss"),
     (finetune_config, {"inference": {"overlap": 1.0}}, "inference.overlap"),
     (finetune_config, {"labels": {"mode": "classes", "names": ["a", "b"], "values": [[1]], "paint": [1],
-                                  "colors": [[1, 0, 0]]}}, "labels"),
+                                  "colors": [[1, 0, 0]]}}, "label names, values, paint and colors"),
     (finetune_config, {"labels": {"mode": "classes", "names": ["a"], "values": [[0]], "paint": [0],
-                                  "colors": [[1, 0, 0]]}}, "labels.values"),
+                                  "colors": [[1, 0, 0]]}}, "values must lie in 1.."),
 ])
 def test_invalid_values_name_the_file_and_the_setting(make, overrides: dict, setting: str) -> None:
     with pytest.raises(BadInput) as caught:
