@@ -26,7 +26,7 @@ LAYERS = {
     5: {"infer", "train"},
     6: {"pretrain", "finetune"},
     7: {"demo", "bench", "bench_ssl"},
-    8: {"cli", "jobs_cli"},
+    8: {"cli"},
     9: {"__main__"},
 }
 LAYER = {name: layer for layer, names in LAYERS.items() for name in names}
