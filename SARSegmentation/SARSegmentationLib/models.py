@@ -20,9 +20,8 @@ import re
 import shutil
 import sys
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .protocols import SARLogicError
@@ -240,47 +239,21 @@ class FolderModelStore:
 
     # importing
     def import_zip(self, path: str | Path) -> ModelInfo:
-        """Unpack a zipped model folder (model.json and weights at the top or in one folder) as a new
-        model; checks the format and the weights' SHA-256 first. A taken name gets the next version."""
+        """Unpack a zipped model folder as a new model: only its model card and the weights it names are
+        written, both checked (``sarseg.core.archive``). A taken name gets the next version."""
+        from sarseg.core.archive import unpack_model
+
         path = Path(path)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".import-", dir=self.root))
         try:
-            archive = zipfile.ZipFile(path)
-        except (OSError, zipfile.BadZipFile) as exc:
-            raise SARLogicError(f"{path}: not a readable zip file ({exc})") from None
-        with archive:
-            members = [m for m in archive.infolist() if not m.is_dir()]
-            for member in members:
-                parts = PurePosixPath(member.filename).parts
-                if member.filename.startswith(("/", "\\")) or ".." in parts or ":" in member.filename:
-                    raise SARLogicError(f"{path}: unsafe path {member.filename!r} in the archive")
-                if (member.external_attr >> 16) & 0o170000 == 0o120000:
-                    raise SARLogicError(f"{path}: the archive holds a symbolic link ({member.filename})")
-            jsons = [PurePosixPath(m.filename) for m in members if PurePosixPath(m.filename).name == MODEL_JSON]
-            if len(jsons) != 1 or len(jsons[0].parts) > 2:
-                raise SARLogicError(f"{path}: expected one {MODEL_JSON} at the top or in one folder, "
-                                    f"found {len(jsons)}")
-            inner = jsons[0].parent
-            name = safe_name(inner.name if inner.parts else path.stem)
-            self.root.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".import-", dir=self.root))
-            try:
-                for member in members:
-                    relative = PurePosixPath(member.filename)
-                    if inner.parts:
-                        if relative.parts[: len(inner.parts)] != inner.parts:
-                            continue  # files beside the model folder are not part of it
-                        relative = PurePosixPath(*relative.parts[len(inner.parts):])
-                    target = staging.joinpath(*relative.parts)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with archive.open(member) as source, open(target, "wb") as sink:
-                        shutil.copyfileobj(source, sink)
-                core_call(read_model(staging).card.verify)
-                target = self.reserve(name, new_version=False)
-                target.rmdir()  # reserved, now replaced by the checked folder
-                os.replace(staging, target)
-            finally:
-                if staging.exists():
-                    shutil.rmtree(staging, ignore_errors=True)
+            name = safe_name(core_call(unpack_model, path, staging))
+            target = self.reserve(name, new_version=False)
+            target.rmdir()  # reserved, now replaced by the checked folder
+            os.replace(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
         return read_model(target)
 
 
