@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import signal
+import subprocess
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -299,3 +300,44 @@ def test_bar_redraws_on_a_terminal_and_writes_lines_elsewhere(tmp_path: Path, st
         assert lines[0].startswith("[" + "#" * 10 + "." * 20 + "] 1/3 loss 0.5000 ")
         assert lines[2].startswith("[" + "#" * 30 + "] 3/3 loss 0.1667 ")
     assert [int(r["step"]) for r in log_rows(tmp_path)] == [1, 2, 3]
+
+
+# -- full and read-only disks (hostile-input issue, class 2) -------------------------------------------
+
+def _mount(folder: Path, options: str) -> None:
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root) to fill a disk")
+
+
+def test_a_full_disk_leaves_nothing_that_blocks_a_rerun(tmp_path: Path, capsys) -> None:
+    from cli_helpers import assert_bad, run_cli
+
+    disk = tmp_path / "disk"
+    _mount(disk, "size=300k")  # too small for the first checkpoint of the tiny network (about 7 MB)
+    try:
+        args = ["pretrain", "--preset", "tiny", "--steps", "4", "--workers", "0", "--device", "cpu", "--progress", "json"]
+        rc, err = run_cli(capsys, [*args, "--out", disk / "run"])
+        assert_bad(rc, err, str(disk / "run"), "cannot be written", "No space left on device",
+                   "nothing of this run was kept")
+        assert not (disk / "run").exists() and list(disk.iterdir()) == []
+        (disk / "empty").mkdir()  # a folder that was there before the run is left there, empty
+        rc, err = run_cli(capsys, [*args, "--out", disk / "empty"])
+        assert rc == 2 and list((disk / "empty").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    rc, err = run_cli(capsys, [*args, "--out", disk / "run"])  # the same command on a disk with room
+    assert rc == 0, err
+
+
+def test_a_read_only_output_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    from cli_helpers import assert_bad, run_cli
+
+    disk = tmp_path / "ro"
+    _mount(disk, "size=64k,ro")
+    try:
+        rc, err = run_cli(capsys, ["pretrain", "--preset", "tiny", "--steps", "2", "--workers", "0",
+                                   "--out", disk / "run"])
+        assert_bad(rc, err, str(disk / "run"), "is not writable")
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

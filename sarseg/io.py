@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .core.errors import BadInput
-from .core.files import atomic_path
+from .core.files import atomic_path, check_writable
 
 PathLike = str | os.PathLike
 
@@ -374,11 +374,7 @@ def check_output_path(path: PathLike, what: str = "output") -> Path:
         raise BadInput(path, f"{what}: unknown file type; use one of {', '.join(WRITABLE)}")
     if path.is_dir():
         raise BadInput(path, f"{what}: is a folder; give a file name")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent  # missing folders are created: the nearest existing one must be writable
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInput(path, f"{what}: folder {parent} is not writable")
+    check_writable(path, what)
     return path
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .config import NetConfig
 from .core.card import WEIGHTS, ModelCard, Weights, read_card, sha256
 from .core.errors import BadInput
-from .core.files import atomic_path
+from .core.files import write_bytes
 from .nets import SARNet, UNet3D
 
 
@@ -47,8 +47,7 @@ def save_model(folder: Path, state: dict[str, torch.Tensor], card: ModelCard) ->
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    with atomic_path(folder / WEIGHTS) as tmp:
-        save_file(tensors, tmp)
+    write_bytes(folder / WEIGHTS, save(tensors))
     card.weights = Weights(WEIGHTS, sha256(folder / WEIGHTS))
     card.write(folder)
     return folder

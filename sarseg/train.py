@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import os
 import shutil
@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .config import to_dict
 from .core.errors import BadInput, Cancelled
-from .core.files import atomic_path
+from .core.files import NotWritten, check_writable, remove_stale_temporaries, write_bytes, writing
 from .core.progress import format_event
 
 CHECKPOINT = "checkpoint.pt"
@@ -102,18 +102,20 @@ class StopRequest:
 
 
 def check_output(out: Path, resume: bool) -> None:
-    """A new run needs an empty or new folder; a resumed one needs its checkpoint."""
+    """A new run needs an empty or new folder, a resumed one its checkpoint; both a writable folder."""
     if resume:
         if not (out / CHECKPOINT).is_file():
             raise BadInput(out / CHECKPOINT, "--resume given but there is no checkpoint to resume from")
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BadInput(out, "exists and is not empty; choose a new --out or add --resume")
+    check_writable(out, "--out")
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write then rename, so a kill mid-write keeps the previous checkpoint intact."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -158,7 +160,7 @@ class Progress:
         self._window_t, self._window_s = now, step
         self._write_csv(row)
         if self.mode == "json":
-            print(json.dumps({"event": "step", **row}), file=self.stream, flush=True)
+            print(format_event("step", **row), file=self.stream, flush=True)
         elif self.mode == "bar":
             done = int(30 * step / self.total)
             text = (f"[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} loss {metrics.get('loss', math.nan):.4f} "
@@ -170,7 +172,7 @@ class Progress:
 
     def _write_csv(self, row: dict[str, Any]) -> None:
         new = not self.csv_path.exists()
-        with open(self.csv_path, "a", newline="") as handle:
+        with writing(self.csv_path), open(self.csv_path, "a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(row))
             if new:
                 writer.writeheader()
@@ -250,11 +252,26 @@ class Trainer:
         the folder when this run created it. Raises Cancelled on SIGINT/SIGTERM after checkpointing."""
         created = not self.out.exists()
         try:
-            self.out.mkdir(parents=True, exist_ok=True)
+            with writing(self.out):
+                self.out.mkdir(parents=True, exist_ok=True)
+            if self.dist.main:
+                remove_stale_temporaries(self.out)
             self._run(state)
-        except BadInput:
-            if created and self.dist.main:
-                shutil.rmtree(self.out, ignore_errors=True)
+        except BadInput as exc:
+            kept = (self.out / CHECKPOINT).is_file()
+            if self.dist.main and not kept:  # the folder was new or empty: leave it so, a rerun may start
+                if created:
+                    shutil.rmtree(self.out, ignore_errors=True)
+                else:
+                    for entry in self.out.iterdir():
+                        if entry.is_dir():
+                            shutil.rmtree(entry)
+                        else:
+                            entry.unlink()
+            if isinstance(exc, NotWritten):
+                raise NotWritten(exc.what, f"{exc.problem}; " + (
+                    "the last checkpoint is intact: make room, then add --resume" if kept
+                    else "nothing of this run was kept")) from None
             raise
         return self.out
 
@@ -309,8 +326,9 @@ class Trainer:
     def _checkpoint(self, step: int) -> None:
         if not self.dist.main:
             return
-        save_checkpoint(self.out / CHECKPOINT, {
-            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "step": step,
-            "config": to_dict(self.config), "started": self.started, **self.checkpoint_state()})
-        self.save(step)
+        with writing(self.out):
+            save_checkpoint(self.out / CHECKPOINT, {
+                "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "step": step,
+                "config": to_dict(self.config), "started": self.started, **self.checkpoint_state()})
+            self.save(step)
         self.progress.event("checkpoint", step=step, path=str(self.out))

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import BadInput
+
 TEMP_MARK = ".sarseg-tmp-"  # in every temporary's name, so a stale one is known for what it is
 
 
@@ -30,6 +32,16 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[str]:
             os.remove(tmp)
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` atomically, flushed to the disk before the rename: a full disk raises
+    OSError here (writers that serialise on their own, as torch's, report it as something else)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Remove what :func:`atomic_path` left behind when its process was killed mid-write (SIGKILL, power
     loss); called when a job starts in ``folder``, where no other writer runs. Returns what was removed."""
@@ -40,3 +52,26 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
                 entry.unlink(missing_ok=True)
                 removed.append(entry)
     return removed
+
+
+def check_writable(path: Path, what: str = "output") -> None:
+    """Refuse, before any work, a target whose folder cannot be written: the nearest folder that exists
+    (missing ones are created) must be a writable folder."""
+    parent = Path(path) if Path(path).is_dir() else Path(path).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(path, f"{what}: folder {parent} is not writable")
+
+
+class NotWritten(BadInput):
+    """A write that failed (a full or read-only disk, a quota): what was being written is named."""
+
+
+@contextlib.contextmanager
+def writing(target: Path) -> Iterator[None]:
+    """Turn the OSError of a failed write into :class:`NotWritten` naming ``target``."""
+    try:
+        yield
+    except OSError as exc:
+        raise NotWritten(target, f"cannot be written ({exc.strerror or exc})") from None
