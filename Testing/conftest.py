@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from sarseg.runtime import tune_malloc
+from sarseg.runtime import configure_threads, tune_malloc
 
 tune_malloc()
+configure_threads(None)  # before any test loads torch: OpenMP threads that wait spin briefly, then sleep
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -14,6 +14,7 @@ from sarseg import phantom
 from sarseg.bench_ssl import Profile, dataset_tasks, markdown, plot, run, summarise
 from sarseg.core.errors import BadInput
 from sarseg.data import parse_sources
+from sarseg.io import read_image
 from cli_helpers import assert_bad, run_cli
 
 
@@ -54,7 +55,7 @@ def nnunet_dataset(folder: Path, cases: list[dict[str, str]]) -> Path:
     return folder / "dataset.json"
 
 
-def test_own_dataset_gives_dice_against_labeled_cases(tmp_path: Path) -> None:
+def test_own_dataset_gives_dice_against_labeled_cases(tmp_path: Path, capsys) -> None:
     """The whole protocol on a small dataset: pretraining on every channel file, fine-tuning on the first
     1 and 2 cases, scoring on the held-out last case, both plots."""
     dataset = nnunet_dataset(tmp_path / "data", phantom.write_cases(tmp_path / "phantoms", 4))
@@ -69,7 +70,15 @@ def test_own_dataset_gives_dice_against_labeled_cases(tmp_path: Path) -> None:
                inits={"scratch": None, "sar": {}})
     assert {(r["init"], r["labeled_cases"], r["seed"], r["step"]) for r in rows} == {
         (i, k, s, t) for i in ("scratch", "sar") for k in (1, 2) for s in (0, 1) for t in (2, 4)}  # 5 > 3 cases: skipped
-    assert all(0.0 <= r["dice"] <= 1.0 for r in rows)
+    for init, k, seed in (("scratch", 1, 0), ("sar", 2, 1)):  # each row is the Dice `sarseg evaluate` gives
+        model = tmp_path / "out" / "finetuned" / f"{init}-{task.name}-k{k}-seed{seed}"
+        segmentation, report = tmp_path / f"{init}{k}{seed}.nii.gz", tmp_path / f"{init}{k}{seed}.json"
+        assert run_cli(capsys, ["segment", "--model", model, "--input", *task.test[0].images, "--output", segmentation])[0] == 0
+        assert run_cli(capsys, ["evaluate", "--pred", segmentation, "--ref", task.test[0].label, "--model", model,
+                                "--json", report])[0] == 0
+        scored = {r["name"]: r["dice"] for r in json.loads(report.read_text())["labels"]}
+        assert scored == {r["region"]: r["dice"] for r in rows if (r["init"], r["labeled_cases"], r["seed"], r["step"])
+                          == (init, k, seed, 4)} and len(scored) == 2
     assert json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8")) == rows
     written = plot(summarise(rows), tmp_path / "out")
     assert [p.name for p in written] == ["dice_vs_steps.png", "dice_vs_cases.png"]
@@ -95,3 +104,24 @@ def test_more_labeled_cases_than_the_pool_fails_before_pretraining(tmp_path: Pat
     rc, err = run_cli(capsys, ["bench", "ssl", "--dataset", dataset, "--labeled-cases", "1", "3", "--out", tmp_path / "out"])
     assert_bad(rc, err, "--labeled-cases", "each K must lie in 1..1")
     assert not (tmp_path / "out").exists()
+
+
+def test_shared_data_profile_lives_in_benchmarks(shared_data: Path, tmp_path: Path) -> None:
+    """``benchmarks/ssl_shared.py``: the shared cases' tasks (BraTS cropped to the brain, TCGA-GBM), one fold
+    for the quick profile, both for the full one; every pretraining glob finds its volumes."""
+    import glob
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ssl_shared", Path(__file__).resolve().parents[1] / "benchmarks" / "ssl_shared.py")
+    ssl_shared = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ssl_shared)
+    sources, tasks = ssl_shared.shared_tasks(shared_data, tmp_path, ssl_shared.FOLDS["full"])
+    assert [(t.name, len(t.train), len(t.test), t.modalities) for t in tasks] == [
+        ("brats_fold0", 1, 1, ("mr", "mr")), ("tcga_fold0", 1, 1, ("mr",)),
+        ("brats_fold1", 1, 1, ("mr", "mr")), ("tcga_fold1", 1, 1, ("mr",))]
+    assert all(glob.glob(s.split("=", 1)[1]) for s in sources)
+    brats = read_image(tasks[0].train[0].images)
+    assert brats.channels == 2 and Path(tasks[0].train[0].label).parent == tmp_path / "cases"
+    assert all(n < 240 for n in brats.geometry.size)  # cropped to the brain
+    with pytest.raises(BadInput, match="does not hold the shared real cases"):
+        ssl_shared.shared_tasks(tmp_path, tmp_path, 1)

@@ -269,10 +269,26 @@ def test_probabilities_one_component_per_output(model: Path, case, tmp_path: Pat
     np.testing.assert_array_equal(label, np.array([0, 1, 2])[probs.argmax(-1)])  # no post-processing by default
 
 
-def test_tta(model: Path, case, tmp_path: Path) -> None:
-    image = _segment(model, case, tmp_path / "seg.nii.gz", "--tta")
-    same_grid(image, sitk.ReadImage(case["mr"]))
-    assert set(np.unique(sitk.GetArrayFromImage(image)).tolist()) <= {0, 1, 2}
+def test_tta_is_the_mean_of_the_flipped_predictions(model: Path, case, tmp_path: Path) -> None:
+    """``--tta`` probabilities equal the mean of four plain runs, on the case and on copies flipped along each
+    axis (each flipped back), computed here through the command line, apart from the TTA code."""
+    tta_label = _segment(model, case, tmp_path / "tta.nii.gz", "--tta", "--probabilities", tmp_path / "tta.p.nii.gz")
+    same_grid(tta_label, sitk.ReadImage(case["mr"]))
+    tta = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "tta.p.nii.gz")))  # (Z, Y, X, K)
+    original = sitk.ReadImage(case["mr"])
+    runs = []
+    for axis in (None, 0, 1, 2):
+        array = sitk.GetArrayFromImage(original)
+        flipped = sitk.GetImageFromArray(np.ascontiguousarray(array if axis is None else np.flip(array, axis)))
+        flipped.CopyInformation(original)
+        sitk.WriteImage(flipped, str(tmp_path / f"flip{axis}.nii.gz"))
+        _segment(model, {"mr": tmp_path / f"flip{axis}.nii.gz"}, tmp_path / f"seg{axis}.nii.gz",
+                 "--probabilities", tmp_path / f"p{axis}.nii.gz")
+        probs = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"p{axis}.nii.gz")))
+        runs.append(probs if axis is None else np.flip(probs, axis))
+    np.testing.assert_allclose(tta, np.mean(runs, axis=0), rtol=0, atol=1e-5)
+    assert np.abs(tta - runs[0]).max() > 1e-3  # the flips change the prediction, so the comparison can fail
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(tta_label), np.array([0, 1, 2])[tta.argmax(-1)])
 
 
 def test_roi_segments_only_inside_the_box(model: Path, case, tmp_path: Path) -> None:
@@ -371,7 +387,8 @@ def _segment_bad(capsys, tmp_path: Path, model: Path, inputs: list[str], *extra:
 
 def test_segment_channel_count_must_match_the_model(model: Path, case, tmp_path: Path, capsys) -> None:
     err = _segment_bad(capsys, tmp_path, model, [case["mr"], case["ct"]])
-    assert_bad(EXIT_BAD_INPUT, err, case["mr"], "2 channel(s)", "expects 1")
+    assert_bad(EXIT_BAD_INPUT, err, "--input", f"2 file(s) given ({case['mr']}, {case['ct']})",
+               f"the model {model} wants 1, one per modality: mr")
 
 
 def test_finetune_label_values_the_model_does_not_know(cases, tmp_path: Path, capsys) -> None:

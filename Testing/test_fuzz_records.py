@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from sarseg.cli import main
 from sarseg.core import jobs

@@ -3,7 +3,6 @@ against the real ``sarseg pretrain --preset tiny`` on the built-in phantoms."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sarseg.cli import main
 from sarseg.core import jobs
 from sarseg.core.jobs import Job, JobError, JobManager, group_alive, merge_args
 
@@ -67,10 +67,10 @@ def test_jobs_run_one_at_a_time_and_report_progress(manager: JobManager, tmp_pat
     assert second.state == "done" and second.exit_code == 0, manager.log(second.id)
     assert second.progress["step"] == 5 and second.started >= first.ended
 
-    assert jobs.main(["--root", str(manager.root), "list", "--json"]) == 0
+    assert main(["jobs", "--root", str(manager.root), "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(j["id"], j["state"]) for j in listed] == [(first.id, "done"), (second.id, "done")]
-    assert jobs.main(["list", "--root", str(manager.root)]) == 0
+    assert main(["jobs", "list", "--root", str(manager.root)]) == 0
     assert first.id in capsys.readouterr().out
 
 
@@ -176,30 +176,57 @@ def test_dead_or_reused_pid_is_interrupted(tmp_path: Path, monkeypatch) -> None:
 def test_unknown_job_is_bad_input(tmp_path: Path, capsys) -> None:
     root = str(tmp_path / "jobs")
     for command in (["log", "nope"], ["cancel", "nope"], ["resume", "nope"], ["show", "nope"], ["log", "../x"]):
-        assert jobs.main(["--root", root, *command]) == 2
+        assert main(["jobs", "--root", root, *command]) == 2
         assert "no such job" in capsys.readouterr().err
     with pytest.raises(JobError):
         JobManager(root).poll("nope")
-    assert jobs.main(["--root", root, "submit", "pretrain"]) == 2
+    assert main(["jobs", "--root", root, "submit", "pretrain"]) == 2
     assert "no sarseg arguments" in capsys.readouterr().err
 
 
-def test_cli_parser_and_submit_options(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_cli_submit_forms_and_options(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``submit KIND -- OPTIONS`` (the README's form), ``submit KIND -- KIND OPTIONS``, submit's own options
+    before or after KIND; the job's command line is checked before anything is queued."""
     monkeypatch.setattr(JobManager, "_launch", _fake_launch)
-    parser = argparse.ArgumentParser(prog="sarseg")
-    sub = parser.add_subparsers(dest="command", required=True)
-    jobs.add_parser(sub)
     root = str(tmp_path / "jobs")
-    args = parser.parse_args(["jobs", "--root", root, "submit", "--device", "cuda", "pretrain", "--",
-                              "pretrain", "--out", "m", "--steps", "3"])
-    assert jobs.run(args) == 0
-    job_id = capsys.readouterr().out.strip()
-    job = JobManager(root).poll(job_id)
+
+    def submit(*argv: str) -> Job:
+        capsys.readouterr()
+        assert main(["jobs", "--root", root, "submit", *argv]) == 0, capsys.readouterr().err
+        return JobManager(root).poll(capsys.readouterr().out.strip())
+
+    job = submit("--device", "cuda", "pretrain", "--", "pretrain", "--out", "m", "--steps", "3")
     assert (job.kind, job.device, job.argv) == ("pretrain", "cuda", ["pretrain", "--out", "m", "--steps", "3"])
-    args = parser.parse_args(["jobs", "submit", "--root", root, "segment", "--device", "cpu", "--", "segment", "x"])
-    assert jobs.run(args) == 0
-    job = JobManager(root).poll(capsys.readouterr().out.strip())
-    assert (job.device, job.argv, job.state) == ("cpu", ["segment", "x"], "running")
+    job = submit("finetune", "--", "--init", "scratch", "--dataset", "d.json", "--out", "f")
+    assert (job.kind, job.device, job.argv) == ("finetune", "cpu", ["finetune", "--init", "scratch", "--dataset", "d.json", "--out", "f"])
+    job = submit("segment", "--device", "cpu", "--", "--model", "m", "--input", "x", "--output", "y.nii.gz")
+    assert (job.device, job.argv) == ("cpu", ["segment", "--model", "m", "--input", "x", "--output", "y.nii.gz"])
+    for argv, problem in ((["finetune", "--", "--init", "scratch", "--ot", "f"], "unrecognized arguments: --ot"),
+                          (["finetune", "--", "--init", "scratch"], "required: --out"),
+                          (["evaluate", "--", "--pred", "a", "--ref", "b"], "KIND must be one of pretrain, finetune, segment")):
+        capsys.readouterr()
+        assert main(["jobs", "--root", root, "submit", *argv]) == 2
+        err = capsys.readouterr().err
+        assert problem in err and "sarseg: error: " in err, err
+    assert len(JobManager(root).list()) == 3  # nothing queued for the bad ones
+
+
+def test_documented_submit_form_runs_a_real_job(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The README's ``sarseg jobs submit finetune -- --init ...`` (the kind is not repeated) fine-tunes."""
+    from sarseg import phantom
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cases = phantom.write_cases(tmp_path / "phantoms", 3)
+    root, out = tmp_path / "jobs", tmp_path / "model"
+    capsys.readouterr()
+    assert main(["jobs", "--root", str(root), "submit", "finetune", "--", "--init", "scratch",
+                 "--images", *[c["mr"] for c in cases], "--labels", *[c["label"] for c in cases], "--modalities", "mr",
+                 "--out", str(out), "--preset", "tiny", "--steps", "3"]) == 0
+    manager = JobManager(root)
+    job = wait_for(manager, capsys.readouterr().out.strip(), finished, timeout=300)
+    assert job.state == "done" and job.exit_code == 0, manager.log(job.id)
+    assert job.argv[0] == "finetune" and job.progress["step"] == 3
+    assert json.loads((out / "model.json").read_text())["kind"] == "segmentation"
 
 
 def test_merge_args_replaces_options() -> None:

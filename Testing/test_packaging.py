@@ -376,30 +376,82 @@ def test_module_cmake_lists_every_file(module):
     assert (folder / "Resources" / "Icons" / f"{module}.png").resolve() in resources
 
 
-def test_engine_ships_inside_the_extension():
+NOT_SHIPPED = {"sarseg/bench.py", "sarseg/bench_ssl.py"}  # benchmarks: run from a pip-installed engine
+
+
+def _engine_files(variable):
     _, listed = _module_sets(ENGINE_MODULE)
-    engine = [_resolve(ENGINE_MODULE, s) for s in listed("SAR_ENGINE_PYTHON_SCRIPTS")]
+    return [_resolve(ENGINE_MODULE, s) for s in listed(variable)]
+
+
+def test_engine_ships_inside_the_extension():
+    scripts, data = _engine_files("SAR_ENGINE_PYTHON_SCRIPTS"), _engine_files("SAR_ENGINE_DATA_FILES")
+    engine = scripts + data
     missing = [str(p) for p in engine if not p.is_file()]
     assert not missing, f"{ENGINE_MODULE}/CMakeLists.txt lists engine files that do not exist: {missing}"
     assert all(ENGINE_DIR in p.parents for p in engine), "the engine files are copied into sarseg/"
-    unlisted = [str(p.relative_to(ROOT)) for p in ENGINE_DIR.rglob("*.py") if p not in engine]
-    assert not unlisted, (f"the extension would ship without {unlisted}: add them to SAR_ENGINE_PYTHON_SCRIPTS "
-                          f"in {ENGINE_MODULE}/CMakeLists.txt")
+    assert all(p.suffix == ".py" for p in scripts) and not any(p.suffix == ".py" for p in data)
+    left_out = {str(p.relative_to(ROOT)) for p in _files(ENGINE_DIR, {".py", ".txt", ".json"}) if p not in engine}
+    assert left_out == NOT_SHIPPED, (f"the extension would ship without {sorted(left_out - NOT_SHIPPED)}: add them to "
+                                     f"SAR_ENGINE_PYTHON_SCRIPTS (or SAR_ENGINE_DATA_FILES) in {ENGINE_MODULE}/CMakeLists.txt"
+                                     if left_out - NOT_SHIPPED else f"listed, though they do not ship: {NOT_SHIPPED - left_out}")
+    assert (ENGINE_DIR / "requirements.txt").resolve() in data
     for module in MODULE_DIRS:
         if module != ENGINE_MODULE:
             assert "SAR_ENGINE_PYTHON_SCRIPTS" not in cmake_sets(ROOT / module / "CMakeLists.txt")
-    # each engine file is copied into the build folder and passed to the macro with an absolute path
+    # each engine script is copied into the build folder and passed to the macro with an absolute path;
+    # each data file is copied straight into the scripted modules folder (installed as a whole)
     calls = cmake_calls(ROOT / ENGINE_MODULE / "CMakeLists.txt")
     loop = [args for name, args in calls if name == "foreach"]
     relative = [args for name, args in calls if name == "file" and args[:1] == ["RELATIVE_PATH"]]
     assert relative == [["RELATIVE_PATH", "_name", "${CMAKE_CURRENT_SOURCE_DIR}/../sarseg",
-                         "${CMAKE_CURRENT_SOURCE_DIR}/${_script}"]]
+                         "${CMAKE_CURRENT_SOURCE_DIR}/${_script}"],
+                        ["RELATIVE_PATH", "_name", "${CMAKE_CURRENT_SOURCE_DIR}/../sarseg",
+                         "${CMAKE_CURRENT_SOURCE_DIR}/${_file}"]]
     assert ["_script", "IN", "LISTS", "SAR_ENGINE_PYTHON_SCRIPTS"] in loop
+    assert ["_file", "IN", "LISTS", "SAR_ENGINE_DATA_FILES"] in loop
     copies = [args for name, args in calls if name == "configure_file"]
-    assert copies == [["${CMAKE_CURRENT_SOURCE_DIR}/${_script}", "${CMAKE_CURRENT_BINARY_DIR}/sarseg/${_name}",
-                       "COPYONLY"]]
+    assert copies == [["${CMAKE_CURRENT_SOURCE_DIR}/${_script}", "${CMAKE_CURRENT_BINARY_DIR}/sarseg/${_name}", "COPYONLY"],
+                      ["${CMAKE_CURRENT_SOURCE_DIR}/${_file}",
+                       "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/sarseg/${_name}", "COPYONLY"]]
     build = [args for name, args in calls if name == "slicermacrobuildscriptedmodule"]
     assert "${_sar_engine_copies}" in build[0][build[0].index("SCRIPTS"):build[0].index("RESOURCES")]
+
+
+def test_shipped_engine_imports_nothing_that_does_not_ship():
+    """The files left out (the benchmarks) are only ever loaded by name, by `sarseg bench`, which says so."""
+    left_out = {Path(p).stem for p in NOT_SHIPPED}
+    for path in _engine_files("SAR_ENGINE_PYTHON_SCRIPTS"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            imported = {n.rsplit(".", 1)[-1] for n in names}
+            assert not imported & left_out, f"{path.relative_to(ROOT)} imports {sorted(imported & left_out)}, which does not ship"
+
+
+def test_dependency_ranges_have_one_source():
+    """pyproject.toml's dependencies are sarseg/requirements.txt, as setuptools reads it, and the Slicer
+    installer checks the same list; ranges, not pins (the Makefile pins the build it installs)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert "dependencies" in project["dynamic"] and "dependencies" not in project
+    from_pyproject = read_configuration(ROOT / "pyproject.toml", expand=True)["project"]["dependencies"]
+    sys.path.insert(0, str(ROOT / ENGINE_MODULE))
+    try:
+        from SARSegmentationLib import dependencies
+    finally:
+        sys.path.remove(str(ROOT / ENGINE_MODULE))
+    from_installer = dependencies.engine_requirements()
+    assert from_pyproject == from_installer
+    names = [Requirement(r).name for r in from_installer]
+    assert {"torch", "monai", "SimpleITK", "numpy"} <= set(names) and len(names) == len(set(names))
+    assert not [r for r in from_installer if any(s.operator in ("==", "===") for s in Requirement(r).specifier)]
+    assert "pip install -q torch==2.13.0" in (ROOT / "Makefile").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("module", MODULE_DIRS)

@@ -250,12 +250,14 @@ def test_device_choice():
 
 
 def test_dependency_checks_without_installing():
-    assert dependencies.parse_requirement("monai>=1.6,<1.7") == ("monai", [(">=", "1.6"), ("<", "1.7")])
-    assert dependencies.version_satisfies("1.6.1", [(">=", "1.6"), ("<", "1.7")])
-    assert not dependencies.version_satisfies("1.7.0", [(">=", "1.6"), ("<", "1.7")])
-    assert dependencies.version_satisfies("2.13.0+cpu", [(">=", "2.8")])
-    assert not dependencies.version_satisfies("2.4.1", [(">=", "2.8")])
-    versions = {"torch": "2.3.0", "monai": "1.6.1", "safetensors": "0.4.5", "numpy": "2.2.0", "SimpleITK": "2.4.0"}
+    def met(version: str, requirement: str = "monai>=1.6,<1.7") -> bool:
+        return dependencies.requirement_met(requirement, {"monai": version, "torch": version}.get)
+
+    assert met("1.6.1") and met("1.6") and not met("1.7.0") and not met("1.5.9")
+    assert met("2.13.0+cpu", "torch>=2.8") and not met("2.4.1", "torch>=2.8") and not met("not-a-version")
+    assert not dependencies.requirement_met("monai>=1.6", {}.get)  # not installed
+    versions = {"torch": "2.3.0", "monai": "1.6.1", "safetensors": "0.4.5", "matplotlib": "3.8.0",
+                "numpy": "1.0.0", "SimpleITK": "2.4.0"}  # Slicer's own numpy is never a reason to install
     need = dependencies.missing(versions.get, python=(3, 12))
     assert need.torch == ">=2.8" and need.packages == ["scipy>=1.10"] and not need.engine and not need.python
     assert "PyTorch" in need.describe() and "scipy" in need.describe()
@@ -620,7 +622,7 @@ def test_end_to_end_add_case_and_finetune_a_new_version(trained, manager, scene,
 
 
 def test_subprocess_canceller_stops_a_real_job(manager, tmp_path):
-    """What the GUI's Cancel does: a detached `sarseg.core.jobs cancel` process; the job checkpoints and ends
+    """What the GUI's Cancel does: a detached `sarseg jobs cancel` process; the job checkpoints and ends
     cancelled while the caller never waits."""
     job = manager.submit("pretrain", ["pretrain", "--preset", "tiny", "--steps", "100000", "--workers", "0",
                                       "--out", str(tmp_path / "long")], "cpu")
@@ -629,7 +631,7 @@ def test_subprocess_canceller_stops_a_real_job(manager, tmp_path):
         assert not manager.poll(job.id).finished, manager.log(job.id)
         time.sleep(0.1)
     canceller = SubprocessCanceller(manager.root, manager.python, timeout=30)
-    assert canceller.command(job.id)[1:] == ["-m", "sarseg.core.jobs", "--root", str(manager.root), "cancel", job.id,
+    assert canceller.command(job.id)[1:] == ["-m", "sarseg", "jobs", "--root", str(manager.root), "cancel", job.id,
                                              "--timeout", "30.0"]
     started = time.monotonic()
     assert canceller.cancel(job.id)

@@ -16,7 +16,8 @@ import torch
 
 from sarseg import bench_ssl
 from sarseg.core.card import read_card
-from sarseg.runtime import tune_malloc
+from sarseg.runtime import configure_threads, tune_malloc
+from ssl_shared import FOLDS, SHARED_DATA, shared_tasks
 
 VARIANTS = {
     "scratch": None,
@@ -35,12 +36,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=FIRST)
     parser.add_argument("--out", type=Path, default=Path("runs/ssl-variants"))
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
     args = parser.parse_args()
     tune_malloc()
+    configure_threads(None)
     args.out.mkdir(parents=True, exist_ok=True)
     profile = bench_ssl.PROFILES["quick"]
-    sources, tasks = bench_ssl.shared_tasks(args.data, args.out, profile.folds)
+    sources, tasks = shared_tasks(args.data, args.out, FOLDS["quick"])
     rows = bench_ssl.run(sources, [t for t in tasks if t.dataset == "brats"], args.out, profile, torch.device("cpu"),
                          log=lambda line: print(line, file=sys.stderr, flush=True), inits={v: VARIANTS[v] for v in args.variants})
     summary = bench_ssl.summarise(rows)

@@ -6,6 +6,7 @@ step budget, over several seeds. Differences smaller than the seed spread are ca
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import statistics
@@ -14,17 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 import torch
 
 from .config import PretrainConfig, finetune_config, merge, pretrain_config, to_dict
 from .core.card import read_card
 from .core.errors import BadInput
-from .core.labels import SCHEMES, LabelScheme
+from .core.labels import LabelScheme
 from .data import Source, parse_sources
 from .finetune import Case, auto_scheme, cases_from_dataset, finetune
 from .infer import Segmenter
-from .io import Geometry, read_image, read_label, write_image
+from .io import read_image, read_label
 from .metrics import evaluate_maps
 from .pretrain import pretrain
 
@@ -56,7 +56,6 @@ class Profile:
     pretrain_steps: int
     finetune_checkpoints: tuple[int, ...]
     seeds: tuple[int, ...]
-    folds: int = 2  # 1: train on the first case, test on the second; 2: also the other way round
     labeled_cases: tuple[int, ...] = (1,)  # fine-tune on the first k cases of each task's training pool
     preset: str = "tiny"
     pretrain: dict = field(default_factory=dict)
@@ -65,52 +64,11 @@ class Profile:
 
 PROFILES = {
     # 2 CPU cores, under 30 minutes: a 0.6M-parameter network, as the shared calibration run
-    "quick": Profile(pretrain_steps=400, finetune_checkpoints=(100, 300), seeds=(0, 1, 2), folds=1,
+    "quick": Profile(pretrain_steps=400, finetune_checkpoints=(100, 300), seeds=(0, 1, 2),
                      pretrain={"batch_size": 8, "proxy": {"input_size": (64, 64, 32)}}, finetune={"lr": 1e-3}),
     "full": Profile(pretrain_steps=5000, finetune_checkpoints=(100, 300, 1000), seeds=(0, 1, 2), preset="small",
                     pretrain={"batch_size": 8}, finetune={"lr": 1e-3}),
 }
-
-
-def crop_to_foreground(case: Case, folder: Path, margin: int = 4) -> Case:
-    """Crop a case's channels and label to the bounding box of its non-zero first channel (skull-stripped
-    brains sit in a fraction of the BraTS grid), keeping the physical geometry of the crop."""
-    image = read_image(case.images)
-    label = read_label(case.label, image.geometry)
-    first = image.array[0]
-    inside = np.argwhere(first != first.flat[0])
-    low = np.maximum(inside.min(0) - margin, 0)
-    high = np.minimum(inside.max(0) + margin + 1, first.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
-    import SimpleITK as sitk
-
-    reference = image.geometry.apply_to(sitk.Image([int(s) for s in image.geometry.size], sitk.sitkUInt8))
-    origin = reference.TransformIndexToPhysicalPoint([int(v) for v in low[::-1]])
-    geometry = Geometry(tuple(int(b - a) for a, b in zip(low[::-1], high[::-1])), image.geometry.spacing, origin,
-                        image.geometry.direction)
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = Path(case.label).parent.name + "_" + Path(case.label).name.split(".")[0]
-    paths = tuple(str(write_image(folder / f"{stem}_c{i}.nii.gz", channel[box], geometry)) for i, channel in enumerate(image.array))
-    return Case(paths, str(write_image(folder / f"{stem}_label.nii.gz", label[box], geometry)))
-
-
-def shared_tasks(data: Path, work: Path, folds: int = 2) -> tuple[list[str], list[Task]]:
-    """Pretraining sources and fine-tuning tasks from the shared real cases: BraTS (FLAIR + T1c,
-    whole tumor / core / enhancing) and TCGA-GBM (T1 post-contrast, tumor), in one or both directions."""
-    if not (data / "brats2015").is_dir():
-        raise BadInput(data, "does not hold the shared real cases (brats2015/, tcga_gbm/, sarcoma/, lung_ct/)")
-    sources = [f"mr={data}/brats2015/*/Flair_subtrMeanDivStd.nii.gz", f"mr={data}/brats2015/*/T1c_subtrMeanDivStd.nii.gz",
-               f"mr={data}/tcga_gbm/brain?_image.nrrd", f"mr={data}/sarcoma/*MR_T1_image.nii.gz",
-               f"ct={data}/sarcoma/*CT_image.nii.gz", f"ct={data}/lung_ct/image.nii.gz", f"pet={data}/sarcoma/*PET_image.nii.gz"]
-    brats = [crop_to_foreground(Case((str(data / f"brats2015/{p}/Flair_subtrMeanDivStd.nii.gz"),
-                                      str(data / f"brats2015/{p}/T1c_subtrMeanDivStd.nii.gz")),
-                                     str(data / f"brats2015/{p}/OTMultiClass.nii.gz")), work / "cases") for p in ("pat0001", "pat0002")]
-    tcga = [Case((str(data / f"tcga_gbm/brain{i}_image.nrrd"),), str(data / f"tcga_gbm/brain{i}_label.nrrd")) for i in (1, 2)]
-    tasks = []
-    for fold in range(folds):
-        tasks.append(Task(f"brats_fold{fold}", "brats", (brats[fold],), (brats[1 - fold],), ("mr", "mr"), SCHEMES["brats"], (64, 64, 64)))
-        tasks.append(Task(f"tcga_fold{fold}", "tcga", (tcga[fold],), (tcga[1 - fold],), ("mr",), SCHEMES["binary"], (96, 96, 16)))
-    return sources, tasks
 
 
 def dataset_tasks(path: Path, test_cases: int = 1, patch_size: tuple[int, int, int] = (64, 64, 64)) -> tuple[list[str], list[Task]]:
@@ -127,6 +85,23 @@ def dataset_tasks(path: Path, test_cases: int = 1, patch_size: tuple[int, int, i
     train, test = tuple(cases[:-test_cases]), tuple(cases[-test_cases:])
     name = Path(path).resolve().parent.name or "dataset"
     return sources, [Task(name, name, train, test, names, auto_scheme(train), patch_size)]
+
+
+def benchmark(sources: Sequence[str], tasks: Sequence[Task], out: Path, profile: str, labeled_cases: Sequence[int] | None,
+              device: torch.device, log=print) -> str:
+    """The protocol under profile ``profile`` for each number of ``labeled_cases`` (default: all the training
+    cases): ``results.json``, ``summary.md`` and the plots in ``out``; returns the Markdown table."""
+    pool = max(len(t.train) for t in tasks)
+    counts = sorted(set(labeled_cases or [pool]))
+    if not 1 <= counts[0] <= counts[-1] <= pool:
+        raise BadInput("--labeled-cases", f"each K must lie in 1..{pool}, the training cases there are (got {counts})")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(run(sources, tasks, out, dataclasses.replace(PROFILES[profile], labeled_cases=tuple(counts)),
+                            device, log))
+    table = markdown(summary)
+    (out / "summary.md").write_text(table, encoding="utf-8")
+    plot(summary, out)
+    return table
 
 
 def run(sources: Sequence[str], tasks: Sequence[Task], out: Path, profile: Profile, device: torch.device, log=print,

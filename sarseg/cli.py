@@ -1,4 +1,4 @@
-"""The ``sarseg`` command. Exit codes: 0 success, 2 bad input, 130 cancelled."""
+"""The ``sarseg`` command. Exit codes (``sarseg.core.errors``): 0 success, 2 bad input, 130 cancelled."""
 
 from __future__ import annotations
 
@@ -8,34 +8,90 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .core import jobs
-from .core.errors import BadInput, Cancelled
-from .runtime import tune_malloc
+from . import jobs_cli
+from .core.errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, BadInput, Cancelled
+from .runtime import configure_threads, thread_policy, tune_malloc
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
+
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default; options whose default is not a value (None) say theirs
+    in words, and on/off flags need none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.option_strings and "default" not in text and action.default is not None
+                and action.default is not False and action.default is not argparse.SUPPRESS and not action.required):
+            text += " (default: %(default)s)"
+        return text
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with the defaults shown, no abbreviated options (``--ou`` is not ``--out``; a job's
+    ``--steps`` override must match by name), unknown options named whatever else went wrong, and errors
+    in the form of every other bad input (``sarseg: error: ...``, then where the usage is)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self._argv: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def _unknown_options(self) -> list[str]:
+        """Options in this parser's part of the command line that it does not know (a sub-command's part
+        is left to the sub-command's parser)."""
+        unknown, tokens = [], iter(self._argv)
+        for token in tokens:
+            if token == "--":
+                break
+            if token.startswith("-") and token != "-" and not self._negative_number_matcher.match(token):
+                action = self._option_string_actions.get(token.split("=", 1)[0])
+                if action is None:
+                    unknown.append(token)
+                elif "=" not in token and action.nargs is None:
+                    next(tokens, None)  # its value
+            elif self._subparsers is not None:
+                break  # the sub-command: the rest is its own
+        return unknown
+
     def error(self, message: str) -> None:  # argparse's own exit code is already 2
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_BAD_INPUT, f"sarseg: error: {message}\n")
+        unknown = self._unknown_options()
+        if unknown and not message.startswith("unrecognized arguments"):
+            message = f"unrecognized arguments: {' '.join(unknown)} (and {message})"
+        self.exit(EXIT_BAD_INPUT, f"sarseg: error: {message}\n(see '{self.prog} --help')\n")
+
+
+def _preset_settings(p: argparse.ArgumentParser, *names: str) -> None:
+    """Options that override one setting of the preset (``--config`` and the preset fill the rest)."""
+    what = {"steps": "training steps", "batch-size": "samples per step", "seed": "random seed",
+            "workers": "DataLoader processes reading volumes"}
+    for name in names:
+        p.add_argument(f"--{name}", type=int, default=None, help=f"{what[name]} (default: the preset's)")
+
+
+def _device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when there is one) | cpu | cuda")
+
+
+def _common(p: argparse.ArgumentParser, progress_help: str = "bar on stderr, or one JSON event per line on stdout (jobs)") -> None:
+    _device(p)
+    p.add_argument("--progress", choices=("bar", "json"), default="bar", help=progress_help)
 
 
 def _pretrain_args(sub) -> None:
     p = sub.add_parser("pretrain", help="SAR self-supervised pretraining on unlabeled volumes")
     p.add_argument("--data", nargs="+", metavar="[NAME=]PATH", default=None,
-                   help="files, folders, globs or dataset.json, optionally named by source (mr=..., ct=...); "
-                        "default: built-in synthetic CT/MR/PET phantoms")
+                   help="files, folders, globs or dataset.json, optionally named by source (mr=..., ct=...) "
+                        "(default: built-in synthetic CT/MR/PET phantoms)")
     p.add_argument("--out", required=True, type=Path, help="model folder to create (or resume)")
-    p.add_argument("--preset", default="small", help="tiny | small | genesis (default small)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--preset", default="small", help="tiny | small | genesis: network size, steps, batch size")
+    _preset_settings(p, "steps", "batch-size", "seed", "workers")
+    _common(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    p.add_argument("--progress", choices=("bar", "json"), default="bar")
-    p.add_argument("--config", type=Path, default=None, help="JSON file of settings over the preset")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None, help="DataLoader processes reading volumes")
+    p.add_argument("--config", type=Path, default=None, help="JSON file of settings over the preset (default: none)")
 
 
 def _finetune_args(sub) -> None:
@@ -44,80 +100,79 @@ def _finetune_args(sub) -> None:
     p.add_argument("--allow-partial-init", action="store_true",
                    help="fine-tune even when only part of the --init model's encoder fits (other channels or widths)")
     p.add_argument("--images", nargs="+", metavar="CASE", default=None,
-                   help="one entry per case; a case's channels joined by commas (flair.nii.gz,t1c.nii.gz)")
-    p.add_argument("--labels", nargs="+", metavar="PATH", default=None, help="label maps, in the order of --images")
-    p.add_argument("--dataset", type=Path, default=None, help="dataset.json (Decathlon or nnU-Net v2) instead of --images/--labels")
-    p.add_argument("--out", required=True, type=Path)
+                   help="one entry per case; a case's channels joined by commas (flair.nii.gz,t1c.nii.gz) "
+                        "(default: none; give --images with --labels, or --dataset)")
+    p.add_argument("--labels", nargs="+", metavar="PATH", default=None, help="label maps, in the order of --images (default: none)")
+    p.add_argument("--dataset", type=Path, default=None, help="dataset.json (Decathlon or nnU-Net v2) instead of --images/--labels (default: none)")
+    p.add_argument("--out", required=True, type=Path, help="model folder to create (or resume)")
     p.add_argument("--label-scheme", default="auto", help="auto (one class per label value) | brats (WT/TC/ET regions) | binary")
-    p.add_argument("--modalities", default=None, help="channel names, comma-separated (pick each channel's normalisation)")
-    p.add_argument("--preset", default="small")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-cases", type=int, default=None, help="train on the first K labeled cases only")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--progress", choices=("bar", "json"), default="bar")
-    p.add_argument("--config", type=Path, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--modalities", default=None,
+                   help="channel names, comma-separated, picking each channel's normalisation (default: the dataset's, else 'default')")
+    p.add_argument("--preset", default="small", help="tiny | small | genesis: network size, steps, batch size")
+    _preset_settings(p, "steps", "batch-size", "seed")
+    p.add_argument("--max-cases", type=int, default=None, help="train on the first K labeled cases only (default: all)")
+    _common(p)
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--config", type=Path, default=None, help="JSON file of settings over the preset (default: none)")
 
 
 def _segment_args(sub) -> None:
     p = sub.add_parser("segment", help="segment a scan with a fine-tuned model")
-    p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--input", required=True, nargs="+", help="the case's channel files, in the model's order")
+    p.add_argument("--model", required=True, type=Path, help="a fine-tuned model folder")
+    p.add_argument("--input", required=True, nargs="+", help="the case's channel files, one per model modality, in its order")
     p.add_argument("--output", required=True, type=Path, help=".nii.gz, .nrrd or .seg.nrrd (segment names and colors)")
     p.add_argument("--roi", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"), default=None,
-                   help="segment only this box (physical LPS mm, as SimpleITK and the file's header)")
-    p.add_argument("--probabilities", type=Path, default=None, help="also write the probabilities (multi-component)")
-    p.add_argument("--device", default="auto")
+                   help="segment only this box, physical LPS mm as SimpleITK and the file's header (default: the whole image)")
+    p.add_argument("--probabilities", type=Path, default=None, help="also write the probabilities, one component per output (default: not written)")
     p.add_argument("--tta", action="store_true", help="average over flips (test-time augmentation)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model's)")
-    p.add_argument("--progress", choices=("bar", "json"), default="bar", help="json: start/done events on stdout (jobs)")
+    _common(p, "json: start/done events on stdout (jobs)")
 
 
 def _evaluate_args(sub) -> None:
     p = sub.add_parser("evaluate", help="Dice, HD95, surface Dice and volumes of a label map against a reference")
-    p.add_argument("--pred", required=True, type=Path)
-    p.add_argument("--ref", required=True, type=Path)
+    p.add_argument("--pred", required=True, type=Path, help="the label map to score")
+    p.add_argument("--ref", required=True, type=Path, help="the reference label map")
     p.add_argument("--model", type=Path, default=None, help="evaluate the model's labels/regions (default: each label value)")
-    p.add_argument("--label-scheme", default=None, help="brats | binary instead of per label value")
+    p.add_argument("--label-scheme", default=None, help="brats | binary instead of per label value (default: each label value)")
     p.add_argument("--tolerance", type=float, default=2.0, help="surface Dice tolerance in mm")
-    p.add_argument("--json", type=Path, default=None, dest="json_out")
-    p.add_argument("--csv", type=Path, default=None, dest="csv_out")
+    p.add_argument("--json", type=Path, default=None, dest="json_out", help="also write the report as JSON (default: stdout only)")
+    p.add_argument("--csv", type=Path, default=None, dest="csv_out", help="also write one CSV row per label (default: none)")
 
 
 def _demo_args(sub) -> None:
     p = sub.add_parser("demo", help="the whole loop on built-in synthetic data: pretrain, fine-tune, segment")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder to create (default runs/demo)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--pretrain-steps", type=int, default=150)
-    p.add_argument("--finetune-steps", type=int, default=400)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder to create")
+    _device(p)
+    p.add_argument("--pretrain-steps", type=int, default=150, help="SAR pretraining steps")
+    p.add_argument("--finetune-steps", type=int, default=400, help="fine-tuning steps")
+    p.add_argument("--seed", type=int, default=0, help="random seed of both trainings")
 
 
 def _bench_args(sub) -> None:
-    p = sub.add_parser("bench", help="benchmarks")
-    bench = p.add_subparsers(dest="bench", required=True)
+    p = sub.add_parser("bench", help="benchmarks (not part of the engine shipped in the Slicer extension)")
+    bench = p.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     q = bench.add_parser("proxy", help="throughput of the whole proxy-task pipeline from volumes in memory")
-    q.add_argument("--seconds", type=float, default=10.0)
-    q.add_argument("--batch-size", type=int, default=64)
-    q.add_argument("--device", default="auto")
-    q.add_argument("--json", action="store_true")
-    r = bench.add_parser("ssl", help="scratch vs Models Genesis vs SAR (with and without the adversarial term)")
-    r.add_argument("--profile", choices=("quick", "full"), default="quick")
-    r.add_argument("--quick", action="store_const", const="quick", dest="profile", help="the 2-CPU, 30-minute profile")
-    r.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data",
-                   help="the shared real cases (default ../shared/data beside the checkout)")
-    r.add_argument("--dataset", type=Path, default=None,
-                   help="your own labeled cases (dataset.json, one file per channel) instead of the shared ones")
+    q.add_argument("--seconds", type=float, default=10.0, help="how long to measure")
+    q.add_argument("--batch-size", type=int, default=64, help="cubes per batch")
+    _device(q)
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    r = bench.add_parser("ssl", help="scratch vs Models Genesis vs SAR (with and without the adversarial term) on your "
+                                     "labeled cases (the shared cases' profile: benchmarks/ssl_shared.py)")
+    r.add_argument("--dataset", type=Path, required=True, help="your labeled cases (dataset.json, one file per channel)")
+    r.add_argument("--profile", choices=("quick", "full"), default="quick", help="the budget")
+    r.add_argument("--quick", action="store_const", const="quick", dest="profile", help="the 2-CPU, 30-minute budget")
     r.add_argument("--labeled-cases", type=int, nargs="+", default=None, metavar="K",
-                   help="fine-tune on the first K training cases, for each K (Dice vs labeled cases); default: all with --dataset")
-    r.add_argument("--test-cases", type=int, default=1, help="with --dataset: the last N cases are the test set")
-    r.add_argument("--out", type=Path, default=Path("runs/bench-ssl"))
-    r.add_argument("--device", default="auto")
+                   help="fine-tune on the first K training cases, for each K: Dice vs labeled cases (default: all of them)")
+    r.add_argument("--test-cases", type=int, default=1, help="the last N cases are the test set")
+    r.add_argument("--out", type=Path, default=Path("runs/bench-ssl"), help="folder for models, results and plots")
+    _device(r)
 
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sarseg", description="SAR: Scale-Aware Restoration pretraining and tumor segmentation")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help=f"torch's intra-op CPU threads (default: {thread_policy()})")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _pretrain_args(sub)
     _finetune_args(sub)
@@ -125,7 +180,7 @@ def parser() -> argparse.ArgumentParser:
     _evaluate_args(sub)
     _demo_args(sub)
     _bench_args(sub)
-    jobs.add_parser(sub)
+    jobs_cli.add_parser(sub)
     return p
 
 
@@ -213,7 +268,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .train import resolve_device
 
     segmenter = Segmenter.load(args.model, resolve_device(args.device))
-    image = read_image(args.input, segmenter.config.modalities)
+    modalities = segmenter.config.modalities
+    image = read_image(args.input, modalities)
+    if image.channels != len(modalities):
+        given = f"{len(args.input)} file(s) given ({', '.join(args.input)})"
+        given += f" holding {image.channels} channels" if image.channels != len(args.input) else ""
+        raise BadInput("--input", f"{given}, but the model {args.model} wants {len(modalities)}, one per modality: "
+                                  f"{', '.join(modalities)}")
     inference = segmenter.config.inference
     if args.tta or args.overlap is not None:
         if args.overlap is not None and not 0 <= args.overlap < 1:
@@ -276,46 +337,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _positive("--pretrain-steps", args.pretrain_steps)
     _positive("--finetune-steps", args.finetune_steps)
     check_output(args.out, resume=False)
-    result = run_demo(args.out, resolve_device(args.device), args.pretrain_steps, args.finetune_steps)
+    result = run_demo(args.out, resolve_device(args.device), args.pretrain_steps, args.finetune_steps, args.seed)
     print(json.dumps(result, indent=2))
     return EXIT_OK
+
+
+def _bench_module(name: str):
+    """``sarseg.bench`` or ``sarseg.bench_ssl``: installed with pip, left out of the Slicer extension."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"{__package__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.{name}":
+            raise
+        raise BadInput("sarseg bench", "is not part of the engine shipped in the Slicer extension; "
+                                       "install sarseg with pip to run the benchmarks") from None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .train import resolve_device
 
     if args.bench == "ssl":
-        import dataclasses
-
-        from . import bench_ssl
-
-        try:
-            import matplotlib  # noqa: F401  (checked before hours of work, not after)
-        except ImportError:
-            raise BadInput("sarseg bench ssl", "draws its plots with matplotlib, which is not installed: pip install 'sarseg[bench]'") from None
-        profile = bench_ssl.PROFILES[args.profile]
-        if args.dataset is not None:
-            sources, tasks = bench_ssl.dataset_tasks(args.dataset, args.test_cases)
-        else:
-            sources, tasks = bench_ssl.shared_tasks(args.data, args.out, profile.folds)
-        pool = max(len(t.train) for t in tasks)
-        counts = args.labeled_cases or ([pool] if args.dataset is not None else list(profile.labeled_cases))
-        if not 1 <= min(counts) <= max(counts) <= pool:
-            raise BadInput("--labeled-cases", f"each K must lie in 1..{pool}, the training cases there are (got {sorted(counts)})")
-        profile = dataclasses.replace(profile, labeled_cases=tuple(sorted(set(counts))))
-        args.out.mkdir(parents=True, exist_ok=True)
-        rows = bench_ssl.run(sources, tasks, args.out, profile, resolve_device(args.device),
-                             log=lambda line: print(line, file=sys.stderr, flush=True))
-        summary = bench_ssl.summarise(rows)
-        (args.out / "summary.md").write_text(bench_ssl.markdown(summary), encoding="utf-8")
-        bench_ssl.plot(summary, args.out)
-        print(bench_ssl.markdown(summary))
+        bench_ssl = _bench_module("bench_ssl")
+        sources, tasks = bench_ssl.dataset_tasks(args.dataset, args.test_cases)
+        print(bench_ssl.benchmark(sources, tasks, args.out, args.profile, args.labeled_cases, resolve_device(args.device),
+                                  log=lambda line: print(line, file=sys.stderr, flush=True)))
         return EXIT_OK
-    from .bench import proxy_throughput
-
     _positive("--seconds", args.seconds)
     _positive("--batch-size", args.batch_size)
-    result = proxy_throughput(args.seconds, args.batch_size, resolve_device(args.device))
+    result = _bench_module("bench").proxy_throughput(args.seconds, args.batch_size, resolve_device(args.device))
     if args.json:
         print(json.dumps(result))
     else:
@@ -325,19 +376,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "segment": cmd_segment, "evaluate": cmd_evaluate,
-            "demo": cmd_demo, "bench": cmd_bench, "jobs": jobs.run}
+            "demo": cmd_demo, "bench": cmd_bench, "jobs": lambda args: jobs_cli.run(args, parser().parse_args)}
+
+
+def _report(kind: str, exc: BaseException) -> None:
+    """``sarseg: KIND: message`` on stderr, on a line of its own (on a terminal a progress bar may be mid-line)."""
+    start = "\n" if sys.stderr.isatty() else ""
+    print(f"{start}sarseg: {kind}: {str(exc) or type(exc).__name__}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a usage error argparse has reported (2)
+        return int(exc.code or 0)
     tune_malloc()
+    configure_threads(args.threads)
     try:
         return COMMANDS[args.command](args)
     except BadInput as exc:
-        print(f"sarseg: error: {exc}", file=sys.stderr)
+        _report("error", exc)
         return EXIT_BAD_INPUT
     except (Cancelled, KeyboardInterrupt) as exc:
-        print(f"sarseg: cancelled: {exc}", file=sys.stderr)
+        _report("cancelled", exc)
         return EXIT_CANCELLED
 
 

@@ -5,6 +5,7 @@ write the label map, a picture and the metrics."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -23,20 +24,25 @@ from .metrics import evaluate_maps
 from .pretrain import pretrain
 
 
-def run_demo(out: Path, device: torch.device, pretrain_steps: int = 150, finetune_steps: int = 400, progress: str = "bar") -> dict:
-    """Returns the paths it wrote and the metrics on the unseen case."""
+def run_demo(out: Path, device: torch.device, pretrain_steps: int = 150, finetune_steps: int = 400, seed: int = 0,
+             progress: str = "bar") -> dict:
+    """Returns the paths it wrote and the metrics on the unseen case. Each stage is announced on stderr,
+    so the two progress bars are told apart."""
     out = Path(out)
     started = time.monotonic()
     cases = phantom.write_cases(out / "data", 8)
     unlabeled, labeled, unseen = cases[:6], cases[:5], cases[7]
     sources = [Source(m, tuple(c[m] for c in unlabeled)) for m in phantom.MODALITIES]
-    pre_cfg = pretrain_config("tiny", {"steps": pretrain_steps, "checkpoint_every": pretrain_steps})
+    pre_cfg = pretrain_config("tiny", {"steps": pretrain_steps, "checkpoint_every": pretrain_steps, "seed": seed})
+    _say(f"pretraining (SAR, {pretrain_steps} steps) on {len(unlabeled)} unlabeled CT/MR/PET cases")
     pretrain(pre_cfg, sources, out / "pretrained", device, progress_mode=progress)
-    ft_cfg = finetune_config("tiny", {"steps": finetune_steps, "modalities": ["mr"], "val_every": 100,
+    ft_cfg = finetune_config("tiny", {"steps": finetune_steps, "seed": seed, "modalities": ["mr"], "val_every": 100,
                                       "labels": SCHEMES["binary"].to_dict(), "checkpoint_every": finetune_steps,
                                       "inference": {"min_size_mm3": 200.0}})
+    _say(f"fine-tuning ({finetune_steps} steps) on {len(labeled)} labeled MR cases")
     finetune(ft_cfg, [Case((c["mr"],), c["label"]) for c in labeled], str(out / "pretrained"), out / "segmenter", device,
              progress_mode=progress)
+    _say("segmenting the unseen case")
     segmenter = Segmenter.load(out / "segmenter", device)
     image = read_image([unseen["mr"]], ("mr",))
     label, _ = segmenter(image)
@@ -44,9 +50,13 @@ def run_demo(out: Path, device: torch.device, pretrain_steps: int = 150, finetun
     reference = read_label(unseen["label"], image.geometry)
     metrics = evaluate_maps(label, reference, image.geometry.spacing[::-1], segmenter.labels)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    colors = {entry["value"]: entry["color"] for entry in segmenter.labels.segments()}
-    png = overlay_png(out / "unseen_overlay.png", image.array[0], label, image.geometry.spacing[::-1], colors)
+    legend = {entry["value"]: (entry["name"], entry["color"]) for entry in segmenter.labels.segments()}
+    png = overlay_png(out / "unseen_overlay.png", image.array[0], label, image.geometry.spacing[::-1], legend, reference)
     return {"pretrained_model": str(out / "pretrained"), "segmentation_model": str(out / "segmenter"),
             "segmentation": str(seg), "overlay_png": str(png), "metrics": str(out / "metrics.json"),
             "dice": {m["name"]: round(m["dice"], 3) for m in metrics}, "seconds": round(time.monotonic() - started, 1),
             "reference_voxels": int(np.count_nonzero(reference))}
+
+
+def _say(stage: str) -> None:
+    print(f"sarseg demo: {stage}", file=sys.stderr, flush=True)

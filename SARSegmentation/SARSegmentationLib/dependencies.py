@@ -3,86 +3,42 @@
 Never at import: the modules call :func:`ensure_dependencies` when the user first applies something.
 Order: the engine itself (``sarseg``, shipped inside the extension next to the module scripts; in a
 source checkout the repository root is added to ``sys.path``), PyTorch through the PyTorch
-extension's ``PyTorchUtils`` (it picks the build for the GPU and driver), then ``monai``,
-``safetensors`` and ``scipy`` with ``slicer.util.pip_install``. Slicer's own SimpleITK and numpy
-are pinned through a pip constraints file so they are never replaced (VTK is not a pip package in
-Slicer; nothing here depends on it). The user is asked before anything is installed, and told when
+extension's ``PyTorchUtils`` (it picks the build for the GPU and driver), then the engine's other
+packages with ``slicer.util.pip_install``. The version ranges are the engine's own
+``sarseg/requirements.txt`` (the file ``pyproject.toml`` reads too, shipped with the engine), compared
+with the installed versions by ``packaging``, which Slicer's Python always has (Slicer's SuperBuild
+installs it: ``SuperBuild/External_python-pythonqt-requirements.cmake``). Slicer's own SimpleITK and
+numpy are pinned through a pip constraints file so they are never replaced (VTK is not a pip package
+in Slicer; nothing here depends on it). The user is asked before anything is installed, and told when
 Slicer must be restarted (a package that was already imported got another version).
 
-Only the standard library is imported at module level; ``slicer``/``qt`` only inside the functions
-that need them.
+Only the standard library is imported at module level; ``slicer``/``qt``/``packaging`` only inside the
+functions that need them.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.resources
 import importlib.util
 import logging
 import os
-import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from .protocols import SARLogicError
 
-TORCH_REQUIREMENT = ">=2.8"  # monai 1.6 needs torch 2.8 or newer
-PIP_REQUIREMENTS = ("monai>=1.6,<1.7", "safetensors>=0.4", "scipy>=1.10")
 SLICER_OWNED = ("SimpleITK", "numpy")  # pinned while installing (VTK is Slicer's own build, not a pip package)
 MINIMUM_PYTHON = (3, 10)
 
-_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*)$")
-_CLAUSE = re.compile(r"^\s*(==|!=|>=|<=|>|<|~=)\s*([0-9][0-9A-Za-z.+!-]*)\s*$")
 
-
-# -- requirements without third-party helpers ------------------------------------------------------
-
-def parse_requirement(requirement: str) -> tuple[str, list[tuple[str, str]]]:
-    """``"monai>=1.6,<1.7"`` -> ``("monai", [(">=", "1.6"), ("<", "1.7")])``."""
-    match = _REQUIREMENT.match(requirement)
-    if not match:
-        raise ValueError(f"not a requirement: {requirement!r}")
-    name, rest = match.group(1), match.group(2).strip()
-    clauses = []
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        clause = _CLAUSE.match(part)
-        if not clause:
-            raise ValueError(f"unsupported version clause {part!r} in {requirement!r}")
-        clauses.append((clause.group(1), clause.group(2)))
-    return name, clauses
-
-
-def _release(version: str) -> tuple[int, ...]:
-    """The numeric release of a version (``"2.13.0+cpu"`` -> (2, 13, 0); ``"1.6.0rc1"`` -> (1, 6, 0))."""
-    version = version.split("+", 1)[0].split("!", 1)[-1]
-    numbers = []
-    for part in version.split("."):
-        digits = re.match(r"^[0-9]+", part)
-        if not digits:
-            break
-        numbers.append(int(digits.group(0)))
-        if digits.group(0) != part:
-            break
-    return tuple(numbers)
-
-
-def version_satisfies(version: str, clauses: Iterable[tuple[str, str]]) -> bool:
-    """Whether ``version`` meets every clause (release numbers compared; enough for these pins)."""
-    have = _release(version)
-    for op, wanted in clauses:
-        want = _release(wanted)
-        width = max(len(have), len(want))
-        a, b = have + (0,) * (width - len(have)), want + (0,) * (width - len(want))
-        if op == "~=":
-            prefix = want[:-1] if len(want) > 1 else want
-            ok = a >= b and have[: len(prefix)] == prefix
-        else:
-            ok = {"==": a == b, "!=": a != b, ">=": a >= b, "<=": a <= b, ">": a > b, "<": a < b}[op]
-        if not ok:
-            return False
-    return True
+def engine_requirements() -> list[str]:
+    """The engine's requirements, ``sarseg/requirements.txt`` (comments and blank lines dropped)."""
+    text = importlib.resources.files("sarseg").joinpath("requirements.txt").read_text(encoding="utf-8")
+    return [line for line in (raw.split("#", 1)[0].strip() for raw in text.splitlines()) if line]
 
 
 def installed_version(name: str) -> str | None:
@@ -93,9 +49,17 @@ def installed_version(name: str) -> str | None:
 
 
 def requirement_met(requirement: str, version_of: Callable[[str], str | None] = installed_version) -> bool:
-    name, clauses = parse_requirement(requirement)
-    version = version_of(name)
-    return version is not None and version_satisfies(version, clauses)
+    """Whether the installed version (``version_of``) lies in the requirement's range; a local build
+    (``2.13.0+cpu``) counts as its release, pre-releases count."""
+    from packaging.requirements import Requirement
+    from packaging.version import InvalidVersion
+
+    wanted = Requirement(requirement)
+    version = version_of(wanted.name)
+    try:
+        return version is not None and wanted.specifier.contains(version, prereleases=True)
+    except InvalidVersion:
+        return False
 
 
 @dataclass
@@ -126,7 +90,7 @@ def ensure_engine_on_path(here: Path | None = None) -> bool:
         return True
     here = (here or Path(__file__)).resolve()
     for candidate in (here.parents[1], here.parents[2]):
-        if (candidate / "sarseg" / "__init__.py").is_file() and (candidate / "sarseg" / "core" / "jobs.py").is_file():
+        if (candidate / "sarseg" / "__init__.py").is_file() and (candidate / "sarseg" / "requirements.txt").is_file():
             if str(candidate) not in sys.path:
                 sys.path.append(str(candidate))
             importlib.invalidate_caches()
@@ -144,12 +108,21 @@ def require_engine() -> None:
 def missing(version_of: Callable[[str], str | None] = installed_version,
             python: tuple[int, ...] = tuple(sys.version_info[:2])) -> Missing:
     """What must still be installed (nothing is installed here)."""
+    from packaging.requirements import Requirement
+
     result = Missing()
     result.python = tuple(python) < MINIMUM_PYTHON
     result.engine = not ensure_engine_on_path()
-    if not requirement_met("torch" + TORCH_REQUIREMENT, version_of):
-        result.torch = TORCH_REQUIREMENT
-    result.packages = [r for r in PIP_REQUIREMENTS if not requirement_met(r, version_of)]
+    if result.engine:
+        return result
+    for requirement in engine_requirements():
+        wanted = Requirement(requirement)
+        if wanted.name in SLICER_OWNED or requirement_met(requirement, version_of):
+            continue
+        if wanted.name == "torch":
+            result.torch = str(wanted.specifier)
+        else:
+            result.packages.append(requirement)
     return result
 
 
@@ -164,8 +137,9 @@ def constraints_text(version_of: Callable[[str], str | None] = installed_version
 
 
 def _imported(requirement: str) -> bool:
-    name = parse_requirement(requirement)[0].lower().replace("-", "_")
-    return name in sys.modules
+    from packaging.requirements import Requirement
+
+    return Requirement(requirement).name.lower().replace("-", "_") in sys.modules
 
 
 # -- inside Slicer --------------------------------------------------------------------------------
@@ -211,7 +185,7 @@ def ensure_dependencies(ask: bool = True) -> bool:
                 return False
             restart = restart or "torch" in sys.modules  # an older torch is loaded already
             torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                                   torchVersionRequirement=TORCH_REQUIREMENT)
+                                                                   torchVersionRequirement=need.torch)
             if torch is None:
                 slicer.util.errorDisplay("PyTorch was not installed; SAR cannot run without it.")
                 return False

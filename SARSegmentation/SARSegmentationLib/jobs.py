@@ -197,7 +197,7 @@ class BackgroundCanceller:
 
 
 class SubprocessCanceller:
-    """Cancels jobs from a small detached process (``python -m sarseg.core.jobs --root ROOT cancel ID``).
+    """Cancels jobs from a small detached process (``python -m sarseg jobs --root ROOT cancel ID``).
 
     What the GUI uses: nothing waits in Slicer's process (not even a thread, which inside Slicer only
     runs while the main thread gives up Python's lock), and the stop completes even if Slicer closes.
@@ -209,7 +209,7 @@ class SubprocessCanceller:
         self._procs: dict[str, Any] = {}
 
     def command(self, job_id: str) -> list[str]:
-        return [self.python, "-m", "sarseg.core.jobs", "--root", str(self.root), "cancel", job_id,
+        return [self.python, "-m", "sarseg", "jobs", "--root", str(self.root), "cancel", job_id,
                 "--timeout", repr(float(self.timeout))]
 
     def cancel(self, job_id: str) -> bool:

@@ -1,6 +1,8 @@
-"""Errors the command line turns into exit codes (2: bad input, 130: cancelled)."""
+"""Errors the command line turns into exit codes, and the codes themselves (the one place they are defined)."""
 
 from __future__ import annotations
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130  # success; BadInput (argparse's own code too); Cancelled
 
 
 class BadInput(ValueError):

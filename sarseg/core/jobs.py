@@ -8,7 +8,7 @@ A job is a folder ``ROOT/ID`` (ROOT: ``$SARSEG_JOBS``, else ``jobs`` in the engi
 * ``progress.jsonl``: the command's stdout, i.e. its ``--progress json`` lines;
 * ``log.txt``: its stderr (and anything the runner itself has to say).
 
-Robust to the parent (Slicer) closing: a job runs under a small runner, ``python -m sarseg.core.jobs run-child
+Robust to the parent (Slicer) closing: a job runs under a small runner, ``python -m sarseg jobs run-child
 DIR``, started in a new session. The runner starts ``python -m sarseg ARGS --progress json`` in its own
 process group with stdout/stderr going straight to the files above, waits for it, records the exit
 code and final state in ``job.json`` (written atomically, under a lock file in ROOT), then starts
@@ -30,7 +30,6 @@ appended to ``history``, and progress lines keep being appended to ``progress.js
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -46,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .errors import BadInput
+from .errors import EXIT_CANCELLED, EXIT_OK, BadInput
 from .files import atomic_path
 from .paths import jobs as jobs_folder
 from .progress import ProgressReader, fraction, parse_line
@@ -60,7 +59,6 @@ STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 FINISHED = ("done", "failed", "cancelled", "interrupted")
 DEVICES = ("cpu", "cuda")
 JOB_FILE, PROGRESS_FILE, LOG_FILE, LOCK_FILE = "job.json", "progress.jsonl", "log.txt", ".lock"
-EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -419,7 +417,7 @@ class JobManager:
         try:
             with open(folder / LOG_FILE, "ab") as log:
                 proc = subprocess.Popen(
-                    [job.python or self.python, "-m", "sarseg.core.jobs", "run-child", str(folder)],
+                    [job.python or self.python, "-m", "sarseg", "jobs", "run-child", str(folder)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                     cwd=job.cwd if job.cwd and os.path.isdir(job.cwd) else None,
                     start_new_session=True, close_fds=True)
@@ -599,7 +597,7 @@ def _child_env(job: Job) -> dict[str, str]:
     return env
 
 
-# -- the runner (python -m sarseg.core.jobs run-child DIR) ----------------------------------------------
+# -- the runner (python -m sarseg jobs run-child DIR) ----------------------------------------------------
 
 def run_child(folder: str | os.PathLike) -> int:
     """Run one job's command with its output going to the job's files; record how it ended; start
@@ -653,122 +651,4 @@ def run_child(folder: str | os.PathLike) -> int:
         manager._write(job)
     if job.cancel_requested or not signalled:  # not when the system is shutting down
         manager.start_next()
-    return 0
-
-
-# -- the command line (``sarseg jobs ...`` and ``python -m sarseg.core.jobs ...``) -----------------------
-
-def add_parser(subparsers) -> None:
-    """Add ``jobs`` with its sub-commands to the ``sarseg`` parser's sub-parsers."""
-    p = subparsers.add_parser("jobs", help="background jobs: list, follow, cancel, resume")
-    _jobs_arguments(p)
-
-
-def _jobs_arguments(p: argparse.ArgumentParser) -> None:
-    root_help = "jobs folder (default $SARSEG_JOBS, else jobs/ in the per-user data folder's sarseg/)"
-    p.add_argument("--root", type=Path, default=None, help=root_help)
-    sub = p.add_subparsers(dest="jobs_command", required=True, parser_class=type(p))
-
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        q = sub.add_parser(name, help=help)
-        q.add_argument("--root", type=Path, default=argparse.SUPPRESS, help=root_help)
-        return q
-
-    q = command("list", "jobs with state and progress")
-    q.add_argument("--json", action="store_true", help="one JSON list of jobs")
-    q = command("show", "one job with its latest progress")
-    q.add_argument("id")
-    q.add_argument("--json", action="store_true")
-    q = command("cancel", "stop a job (it checkpoints; resume it later)")
-    q.add_argument("id")
-    q.add_argument("--timeout", type=float, default=60.0, help="seconds before SIGKILL (default 60)")
-    q = command("resume", "run a stopped job again from its checkpoint: resume ID [-- --steps N ...]")
-    q.add_argument("id")
-    q.add_argument("extra", nargs=argparse.REMAINDER, help="options replacing the job's own")
-    q = command("log", "the job's log (stderr)")
-    q.add_argument("id")
-    q = command("submit", "queue a sarseg command: submit [--device D] KIND -- ARGS...")
-    q.add_argument("--device", choices=DEVICES, default="cpu")
-    q.add_argument("--python", default=None, help="interpreter for the job (default this one)")
-    q.add_argument("kind")
-    q.add_argument("args", nargs=argparse.REMAINDER, help="the sarseg arguments, e.g. pretrain --out DIR")
-
-
-def _strip_dashes(tokens: Sequence[str]) -> list[str]:
-    tokens = list(tokens)
-    return tokens[1:] if tokens[:1] == ["--"] else tokens
-
-
-def _format(job: Job) -> str:
-    pr = job.progress
-    step = f"{pr.get('step')}/{pr.get('steps')}" if pr.get("steps") else "-"
-    eta = f"{pr['eta_s']:.0f}s" if job.state == "running" and isinstance(pr.get("eta_s"), (int, float)) else "-"
-    loss = f"{pr['loss']:.4f}" if isinstance(pr.get("loss"), (int, float)) else "-"
-    return f"{job.id:32} {job.kind:9} {job.state:11} {job.device:5} {step:>13} {eta:>7} {loss:>8}  {job.out or ''}"
-
-
-def run(args: argparse.Namespace) -> int:
-    """``sarseg jobs ...``; returns the exit code (2, with a message, for an unknown job and such)."""
-    manager = JobManager(getattr(args, "root", None) or None)
-    try:
-        cmd = args.jobs_command
-        if cmd == "list":
-            jobs = manager.list()
-            if args.json:
-                print(json.dumps([j.to_dict() for j in jobs], indent=1))
-            else:
-                print(f"{'ID':32} {'KIND':9} {'STATE':11} {'DEV':5} {'STEP':>13} {'ETA':>7} {'LOSS':>8}  OUT")
-                for job in jobs:
-                    print(_format(job))
-        elif cmd == "show":
-            job = manager.poll(args.id)
-            print(json.dumps(job.to_dict(), indent=1) if args.json else _format(job))
-        elif cmd == "cancel":
-            job = manager.cancel(args.id, args.timeout)
-            print(f"{job.id}: {job.state}")
-        elif cmd == "resume":
-            job = manager.resume(args.id, _strip_dashes(args.extra))
-            print(f"{job.id}: {job.state}")
-        elif cmd == "log":
-            sys.stdout.write(manager.log(args.id))
-        elif cmd == "submit":
-            rest = list(args.args)
-            device, python = args.device, args.python
-            if "--" in rest and rest[0] != "--":  # options given after KIND: submit KIND --device D -- ARGS
-                head, rest = rest[:rest.index("--")], rest[rest.index("--"):]
-                extra = argparse.ArgumentParser(prog="sarseg jobs submit", add_help=False)
-                extra.add_argument("--device", choices=DEVICES, default=device)
-                extra.add_argument("--python", default=python)
-                known, unknown = extra.parse_known_args(head)
-                if unknown:
-                    raise JobError("submit", f"unexpected {' '.join(unknown)} before --")
-                device, python = known.device, known.python
-            rest = _strip_dashes(rest)
-            if not rest:
-                raise JobError("submit", "no sarseg arguments given (submit KIND -- pretrain --out DIR ...)")
-            if python:
-                manager.python = python
-            job = manager.submit(args.kind, rest, device)
-            print(job.id)
-        else:  # pragma: no cover - argparse rejects it first
-            raise JobError(cmd, "unknown jobs command")
-    except BadInput as exc:
-        print(f"sarseg: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["run-child"]:
-        if len(argv) != 2:
-            print("usage: python -m sarseg.core.jobs run-child JOB_DIR", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        return run_child(argv[1])
-    p = argparse.ArgumentParser(prog="python -m sarseg.core.jobs", description="SAR background jobs")
-    _jobs_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
