@@ -256,3 +256,47 @@ def test_two_sources_happy_path(good, tmp_path: Path, capsys) -> None:
     assert meta["provenance"]["steps"] == 2
     assert meta["provenance"]["data"] == {"ct": [str(good[0])], "mr": [str(good[1])]}
     assert not [p for p in os.listdir(out) if p.startswith(".tmp")]
+
+
+# -- outputs checked before any work; all outputs or none (hostile-input issue, class 7) --------------
+
+def test_segment_checks_every_output_before_working(tmp_path, capsys) -> None:
+    from test_model import saved, segmentation_card
+
+    from sarseg import phantom
+    from sarseg.io import write_image
+
+    model = saved(tmp_path / "model", segmentation_card())[0]
+    images, _ = phantom.make_case(3, (16, 32, 32))
+    image = write_image(tmp_path / "mr.nii.gz", images["mr"], phantom.geometry((16, 32, 32)))
+    base = ["segment", "--model", model, "--input", image, "--device", "cpu"]
+    (tmp_path / "folder.nii.gz").mkdir()
+    for output, probabilities, names, problem in [
+        (tmp_path / "out.nii.gz", tmp_path / "probs.png", "probs.png", "unknown file type"),
+        (tmp_path / "out.nii.gz", tmp_path / "folder.nii.gz", "folder.nii.gz", "is a folder"),
+        (tmp_path / "out.nii.gz", tmp_path / "out.nii.gz", "--probabilities", "same file as --output"),
+        (tmp_path / "out.txt", tmp_path / "probs.nii.gz", "out.txt", "unknown file type"),
+    ]:
+        rc, err = run_cli(capsys, [*base, "--output", output, "--probabilities", probabilities])
+        assert_bad(rc, err, names, problem)
+        assert not output.exists() and not (tmp_path / "probs.nii.gz").exists()
+    rc, err = run_cli(capsys, [*base, "--output", tmp_path / "out.nii.gz", "--probabilities", tmp_path / "probs.nii.gz"])
+    assert rc == 0 and (tmp_path / "out.nii.gz").is_file() and (tmp_path / "probs.nii.gz").is_file(), err
+
+
+def test_evaluate_checks_tolerance_and_outputs_before_working(tmp_path, capsys) -> None:
+    from sarseg import phantom
+    from sarseg.io import write_image
+
+    _, label = phantom.make_case(3, (16, 32, 32))
+    ref = write_image(tmp_path / "ref.nii.gz", (label > 0).astype(np.int16), phantom.geometry((16, 32, 32)))
+    base = ["evaluate", "--pred", ref, "--ref", ref]
+    rc, err = run_cli(capsys, [*base, "--tolerance", "-1"])
+    assert_bad(rc, err, "--tolerance", "positive")
+    (tmp_path / "folder").mkdir()
+    rc, err = run_cli(capsys, [*base, "--json", tmp_path / "r.json", "--csv", tmp_path / "folder"])
+    assert_bad(rc, err, "folder", "is a folder")
+    assert not (tmp_path / "r.json").exists()
+    rc, err = run_cli(capsys, [*base, "--json", tmp_path / "r.json", "--csv", tmp_path / "r.csv"])
+    assert rc == 0 and json.loads((tmp_path / "r.json").read_text())["labels"][0]["dice"] == 1.0
+    assert (tmp_path / "r.csv").read_text().startswith("name,")

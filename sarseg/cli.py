@@ -10,6 +10,7 @@ from typing import Sequence
 
 from . import jobs_cli
 from .core.errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, BadInput, Cancelled
+from .core.progress import format_event
 from .runtime import configure_threads, thread_policy, tune_malloc
 
 
@@ -264,9 +265,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .infer import Segmenter
-    from .io import read_image, write_image, write_segmentation
+    from .io import check_output_path, read_image, write_image, write_segmentation
     from .train import resolve_device
 
+    check_output_path(args.output, "--output")  # before any work: nothing is computed for nothing
+    if args.probabilities is not None:
+        check_output_path(args.probabilities, "--probabilities")
+        if Path(args.probabilities).resolve() == Path(args.output).resolve():
+            raise BadInput("--probabilities", f"is the same file as --output ({args.output})")
     segmenter = Segmenter.load(args.model, resolve_device(args.device))
     modalities = segmenter.config.modalities
     image = read_image(args.input, modalities)
@@ -282,13 +288,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
         inference = dataclasses.replace(inference, tta=args.tta or inference.tta,
                                         overlap=inference.overlap if args.overlap is None else args.overlap)
     if args.progress == "json":
-        print(json.dumps({"event": "start", "step": 0, "steps": 1, "device": str(segmenter.device)}), flush=True)
+        print(format_event("start", step=0, steps=1, device=str(segmenter.device)), flush=True)
     label, probs = segmenter(image, args.roi, inference)
     write_segmentation(args.output, label, image.geometry, segmenter.labels.segments())
     if args.probabilities is not None:
-        write_image(args.probabilities, probs, image.geometry)
+        try:
+            write_image(args.probabilities, probs, image.geometry)
+        except BadInput:
+            Path(args.output).unlink(missing_ok=True)  # all outputs or none
+            raise
     if args.progress == "json":
-        print(json.dumps({"event": "done", "step": 1, "steps": 1, "path": str(args.output)}), flush=True)
+        print(format_event("done", step=1, steps=1, path=str(args.output)), flush=True)
     else:
         print(f"segmentation written to {args.output}")
     return EXIT_OK
@@ -296,14 +306,25 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import csv
+    import io
 
     import numpy as np
 
     from .core.card import read_card
+    from .core.files import check_writable, write_bytes, writing
     from .core.labels import LabelScheme, builtin
     from .io import read_label, read_sitk, Geometry
     from .metrics import evaluate_maps
 
+    if not args.tolerance > 0:
+        raise BadInput("--tolerance", f"must be a positive distance in mm (got {args.tolerance})")
+    outputs = [p for p in (args.json_out, args.csv_out) if p is not None]
+    for output in outputs:
+        if Path(output).is_dir():
+            raise BadInput(output, "is a folder; give a file name")
+        check_writable(output)
+    if len(outputs) == 2 and Path(outputs[0]).resolve() == Path(outputs[1]).resolve():
+        raise BadInput("--csv", f"is the same file as --json ({args.json_out})")
     reference_geometry = Geometry.of(read_sitk(args.ref))
     ref = read_label(args.ref)
     pred = read_label(args.pred, reference_geometry)
@@ -319,13 +340,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     scheme.check_values(pred, args.pred)
     rows = evaluate_maps(pred, ref, reference_geometry.spacing[::-1], scheme, args.tolerance)
     report = {"pred": str(args.pred), "ref": str(args.ref), "tolerance_mm": args.tolerance, "labels": rows}
-    if args.json_out:
-        args.json_out.write_text(json.dumps(report, indent=2))
-    if args.csv_out:
-        with open(args.csv_out, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["name"])
-            writer.writeheader()
-            writer.writerows(rows)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]) if rows else ["name"])
+    writer.writeheader()
+    writer.writerows(rows)
+    contents = {args.json_out: json.dumps(report, indent=2), args.csv_out: table.getvalue()}
+    written: list[Path] = []
+    try:
+        for output, text in contents.items():
+            if output is not None:
+                with writing(output):
+                    write_bytes(Path(output), text.encode("utf-8"))
+                written.append(Path(output))
+    except BadInput:
+        for path in written:  # all outputs or none
+            path.unlink(missing_ok=True)
+        raise
     print(json.dumps(report, indent=2))
     return EXIT_OK
 
