@@ -188,3 +188,13 @@ def test_fuzz_nrrd_headers(tmp_path: Path) -> None:
         path.write_bytes(_mutate_text(header, rng).encode("ascii") + data)
         _assert_image_or_bad_input(path)
         path.unlink()
+
+
+def test_the_voxel_limit_comes_from_the_environment_and_is_checked(tmp_path: Path, monkeypatch) -> None:
+    path = write_nifti(tmp_path / "scan.nii.gz", volume())
+    monkeypatch.setenv("SARSEG_MAX_VOXELS", "119")
+    with pytest.raises(BadInput, match="more than the limit of 119"):
+        io.read_image([path])
+    monkeypatch.setenv("SARSEG_MAX_VOXELS", "lots")
+    with pytest.raises(BadInput, match="SARSEG_MAX_VOXELS: must be a positive whole number"):
+        io.read_image([path])

@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from .core import paths
 from .core.errors import BadInput
 from .core.files import atomic_path, check_writable
 
@@ -150,17 +151,17 @@ def _check_geometry(path: Path, image: sitk.Image) -> Geometry:
 
 
 # Limits a header must respect before anything is allocated (the README's reliability section).
-MAX_VOXELS = int(os.environ.get("SARSEG_MAX_VOXELS", 2**29))  # per volume: 512 Mi voxels, 2 GiB as float32
+MAX_VOXELS = 2**29  # per volume (SARSEG_MAX_VOXELS overrides it): 512 Mi voxels, 2 GiB as float32
 MAX_COMPRESSION = 1100  # zlib/gzip cannot shrink data by more than about 1032:1
 
 
 def _check_declared_size(path: Path, size: Sequence[int]) -> None:
     """Refuse a header whose voxel count exceeds :data:`MAX_VOXELS` or what the file could hold even at
     the best compression ratio (a 1 KB file declaring 1200^3 voxels), before reading its data."""
-    voxels = math.prod(int(s) for s in size)
-    if voxels > MAX_VOXELS:
+    voxels, most = math.prod(int(s) for s in size), paths.limit("SARSEG_MAX_VOXELS", MAX_VOXELS)
+    if voxels > most:
         raise BadInput(path, f"declares {voxels:,} voxels (size {tuple(size)}), more than the limit of "
-                             f"{MAX_VOXELS:,} (set SARSEG_MAX_VOXELS to change it)")
+                             f"{most:,} (set SARSEG_MAX_VOXELS to change it)")
     detached = path.name.lower().endswith((".nhdr", ".mhd"))  # the voxels live in another file
     if not detached and voxels > path.stat().st_size * MAX_COMPRESSION:
         raise BadInput(path, f"declares {voxels:,} voxels (size {tuple(size)}) but holds only "

@@ -10,15 +10,15 @@ the archive is ignored. Standard library only.
 from __future__ import annotations
 
 import hashlib
-import os
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from . import card as cards
+from . import paths
 from .errors import BadInput
 
 MAX_MEMBERS = 10_000  # entries listed in the archive's directory
-MAX_WEIGHTS_BYTES = int(os.environ.get("SARSEG_MAX_WEIGHTS_BYTES", 2 << 30))  # uncompressed weights
+MAX_WEIGHTS_BYTES = 2 << 30  # uncompressed weights (SARSEG_MAX_WEIGHTS_BYTES overrides it)
 MAX_RATIO = 200  # uncompressed : compressed; real weights compress by less than 2:1
 
 
@@ -92,7 +92,7 @@ def _read(path: Path, archive: zipfile.ZipFile, member: zipfile.ZipInfo, most: i
 
 def _stream(path: Path, archive: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, expected: str) -> None:
     """Copy a member in blocks, counting bytes (never past the limit or the size it claims) and hashing."""
-    _limit(path, member, MAX_WEIGHTS_BYTES)
+    _limit(path, member, paths.limit("SARSEG_MAX_WEIGHTS_BYTES", MAX_WEIGHTS_BYTES))
     digest, written = hashlib.sha256(), 0
     try:
         with archive.open(member) as source, open(target, "xb") as sink:

@@ -84,3 +84,16 @@ def environment(jobs_root: str | os.PathLike | None = None) -> dict[str, str]:
     caller runs its jobs elsewhere), so a job started from Slicer and a terminal agree."""
     return {HOME: str(home()), MODELS: str(models()), JOBS: str(Path(jobs_root).absolute() if jobs_root else jobs()),
             CACHE: str(cache())}
+
+
+def limit(name: str, default: int) -> int:
+    """A size limit: the environment variable ``name`` when set (a positive whole number), else ``default``.
+    Read when the limit is checked, so a bad value is reported like any bad input."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    if not value.strip().isdigit() or int(value) < 1:
+        from .errors import BadInput
+
+        raise BadInput(name, f"must be a positive whole number (got {value!r})")
+    return int(value)
