@@ -12,14 +12,15 @@ import SimpleITK as sitk
 from sarseg.cli import main
 from sarseg.figures import REFERENCE_COLOR, VIEWS, overlay_figure
 
-# Whole-tumor Dice of this short demo on the unseen case was DICE_SEEN over seeds 0-4 (see the README);
-# the floor leaves a margin for other thread counts and BLAS builds.
-DICE_FLOOR = 0.5
+# Whole-tumor Dice of this short demo (10 pretraining, 150 fine-tuning steps) on the unseen case, measured
+# with `sarseg demo --seed 0..4`: 0.894, 0.891, 0.681, 0.791, 0.572 (with 60 fine-tuning steps: 0.12-0.41).
+# The floor keeps a margin below the worst seed for other thread counts and BLAS builds.
+DICE_FLOOR = 0.45
 
 
 def test_demo_writes_models_segmentation_picture_and_metrics(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--pretrain-steps", "10", "--finetune-steps", "60", "--device", "cpu"]) == 0
+    assert main(["demo", "--out", str(out), "--pretrain-steps", "10", "--finetune-steps", "150", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)
     for key in ("pretrained_model", "segmentation_model"):
@@ -33,7 +34,7 @@ def test_demo_writes_models_segmentation_picture_and_metrics(tmp_path: Path, cap
     assert metrics[0]["name"] == "tumor" and metrics[0]["dice"] > DICE_FLOOR, metrics
     stages = [captured.err.index(f"sarseg demo: {stage}") for stage in ("pretraining", "fine-tuning", "segmenting")]
     assert stages == sorted(stages)
-    assert stages[0] < captured.err.index("10/10") < stages[1] < captured.err.index("60/60") < stages[2]
+    assert stages[0] < captured.err.index("10/10") < stages[1] < captured.err.index("150/150") < stages[2]
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path: Path, capsys) -> None:

@@ -421,8 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0), or a usage error argparse has reported (2)
         return int(exc.code or 0)
     tune_malloc()
-    configure_threads(args.threads)
     try:
+        configure_threads(args.threads, adapt=args.command != "jobs")  # jobs only read and write files
         return COMMANDS[args.command](args)
     except BadInput as exc:
         _report("error", exc)
