@@ -127,3 +127,13 @@ def test_archives_without_a_sound_model_are_refused(tmp_path: Path, members: dic
 def test_a_file_that_is_no_zip_is_refused(tmp_path: Path) -> None:
     (tmp_path / "m.zip").write_bytes(b"PK not really")
     refused(tmp_path, tmp_path / "m.zip", "not a readable zip")
+
+
+def test_corrupt_deflate_data_is_refused(tmp_path: Path) -> None:
+    source = make_zip(tmp_path / "deflate.zip", {"model.json": card(), "weights.safetensors": WEIGHTS})
+    data = bytearray(source.read_bytes())
+    start = data.find(b"PK\x03\x04", 4)  # the weights' local header; its deflate stream follows the name
+    for at in range(start + 60, start + 90):
+        data[at] ^= 0x5A
+    source.write_bytes(bytes(data))
+    refused(tmp_path, source, "corrupt|not a readable zip|Bad CRC|does not match")

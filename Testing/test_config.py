@@ -112,3 +112,15 @@ def test_config_files(tmp_path: Path) -> None:
     path.write_text("[1, 2]")
     with pytest.raises(BadInput, match="must hold a JSON object"):
         read_config_file(path)
+
+
+@pytest.mark.parametrize("overrides, problem", [
+    ({"steps": "5"}, "steps must be int"), ({"lr": "x"}, "lr must be float"), ({"net": 5}, "net must be an object"),
+    ({"proxy": {"scales": 3}}, "scales must be a list"), ({"workers": -1}, "workers must be 0"),
+    ({"normalisation": {"mr": {"kind": "percentile", "low": 1, "high": 150}}}, None),
+])
+def test_config_values_of_the_wrong_type_are_named(overrides: dict, problem: str | None) -> None:
+    with pytest.raises(BadInput, match=problem or "percentiles must lie in"):
+        config = pretrain_config("tiny", overrides, where="run.json")
+        from sarseg.io import normalisation_for
+        normalisation_for("mr", config.normalisation)

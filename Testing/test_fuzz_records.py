@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 
+import pytest
+
 from sarseg.cli import main
 from sarseg.core import jobs
 from sarseg.core.jobs import Job, JobManager
@@ -108,3 +110,9 @@ def test_fuzz_model_cards_through_segment_and_finetune(tmp_path: Path, capsys) -
             assert "sarseg: error: " in err and not made.exists(), (trial, kind, err)
         else:
             assert made.exists(), (trial, kind)
+
+
+@pytest.mark.parametrize("timeout", ["nan", "-1", "inf"])
+def test_cancel_timeout_must_be_a_finite_number_of_seconds(tmp_path: Path, timeout: str, capsys) -> None:
+    rc = main(["jobs", "--root", str(tmp_path), "cancel", "20260101-000000-pretrain-0a1b", "--timeout", timeout])
+    assert rc == 2 and "--timeout" in capsys.readouterr().err

@@ -198,3 +198,10 @@ def test_the_voxel_limit_comes_from_the_environment_and_is_checked(tmp_path: Pat
     monkeypatch.setenv("SARSEG_MAX_VOXELS", "lots")
     with pytest.raises(BadInput, match="SARSEG_MAX_VOXELS: must be a positive whole number"):
         io.read_image([path])
+
+
+@pytest.mark.parametrize("offset", [float("nan"), float("inf"), -400.0])
+def test_nifti_with_an_impossible_data_offset_is_refused_or_read(tmp_path: Path, offset: float) -> None:
+    path = write_nifti(tmp_path / "scan.nii", volume())
+    patch_nifti(path, 108, "<f", offset)
+    _assert_image_or_bad_input(path)

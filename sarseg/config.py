@@ -154,13 +154,28 @@ def _build(cls: type, data: Mapping, where: str) -> Any:
         default = getattr(defaults, key)
         if isinstance(default, (LabelScheme, InferenceConfig)):  # they check their own fields
             kwargs[key] = type(default).from_dict(value, where, key)
-        elif dataclasses.is_dataclass(default) and isinstance(value, Mapping):
-            kwargs[key] = _build(type(default), value, f"{where}.{key}")
-        elif isinstance(value, list) and isinstance(default, tuple):
-            kwargs[key] = _tuples(value)
+        elif dataclasses.is_dataclass(default) or isinstance(default, dict):
+            if not isinstance(value, Mapping):
+                raise BadInput(where, f"{key} must be an object of settings (got {type(value).__name__})")
+            kwargs[key] = dict(value) if isinstance(default, dict) else _build(type(default), value, f"{where}.{key}")
+        elif isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise BadInput(where, f"{key} must be a list (got {type(value).__name__})")
+            kwargs[key] = _tuples(list(value))
         else:
-            kwargs[key] = value
+            kwargs[key] = _scalar(key, value, default, where)
     return cls(**kwargs)
+
+
+def _scalar(key: str, value: Any, default: Any, where: str) -> Any:
+    """``value`` when it has the type of the setting's default (an integer also serves as a float)."""
+    kind = type(default)
+    ok = (isinstance(value, bool) if kind is bool else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+          isinstance(value, int) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
+    if not ok:
+        raise BadInput(where, f"{key} must be {kind.__name__} like its default {default!r} (got {value!r})")
+    return float(value) if kind is float else value
 
 
 def _tuples(value: Any) -> Any:
@@ -203,6 +218,7 @@ def validate(config: TrainConfig, where: str = "config") -> None:
         (config.steps > 0 and config.batch_size > 0, "steps and batch_size must be positive"),
         (config.optimizer in ("adamw", "sgd"), "optimizer is 'adamw' or 'sgd'"),
         (config.checkpoint_every > 0 and config.log_every > 0, "checkpoint_every and log_every must be positive"),
+        (config.workers >= 0, "workers must be 0 (read in the main process) or more"),
     ]
     if isinstance(config, PretrainConfig):
         p = config.proxy
@@ -247,6 +263,8 @@ def read_config_file(path: str | Path) -> dict:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise BadInput(path, "no such config file") from None
+    except OSError as exc:
+        raise BadInput(path, f"cannot be read ({exc.strerror or exc})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(path, f"is not valid JSON ({exc})") from None
     if not isinstance(data, dict):

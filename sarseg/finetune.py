@@ -27,6 +27,7 @@ from .config import FinetuneConfig, from_dict, to_dict
 from .core import datasets
 from .core.card import Architecture, ModelCard, read_card
 from .core.errors import BadInput
+from .core.files import writing
 from .core.labels import LabelScheme
 from .infer import normalise_channels, predict
 from .io import read_image, read_label
@@ -386,7 +387,8 @@ class Finetuning(Trainer):
     def write_model(self, step: int) -> None:
         meta = model_meta(self.config, self.init, self.init_meta, self.train_cases, self.val_cases, step, self.best,
                           self.started)
-        save_model(self.out, self.net.state_dict(), meta)
+        with writing(self.out):
+            save_model(self.out, self.net.state_dict(), meta)
 
     def done_fields(self) -> dict:
         return {"best_dice": self.best["dice"] if self.val_cases else None}

@@ -192,14 +192,20 @@ def _nifti_header(path: Path, gz: bool) -> _NiftiHeader | None:
         if len(header) >= 352 and struct.unpack_from(endian + "i", header)[0] == 348:  # NIfTI-1
             return _NiftiHeader(struct.unpack_from(endian + "8h", header, 40), struct.unpack_from(endian + "8f", header, 76),
                                 struct.unpack_from(endian + "h", header, 70)[0], struct.unpack_from(endian + "h", header, 72)[0],
-                                int(struct.unpack_from(endian + "f", header, 108)[0]),
+                                _offset(struct.unpack_from(endian + "f", header, 108)[0], 352),
                                 struct.unpack_from(endian + "f", header, 112)[0], endian)
         if len(header) >= 540 and struct.unpack_from(endian + "i", header)[0] == 540:  # NIfTI-2
             return _NiftiHeader(struct.unpack_from(endian + "8q", header, 16), struct.unpack_from(endian + "8d", header, 104),
                                 struct.unpack_from(endian + "h", header, 12)[0], struct.unpack_from(endian + "h", header, 14)[0],
-                                int(struct.unpack_from(endian + "q", header, 168)[0]),
+                                _offset(struct.unpack_from(endian + "q", header, 168)[0], 544),
                                 struct.unpack_from(endian + "d", header, 176)[0], endian)
     return None  # not a header we know; ITK reports it
+
+
+def _offset(value: float, header_end: int) -> int:
+    """The data offset a header declares, or -1 when it is no offset (NaN, infinite, inside the header);
+    ITK then reports the file."""
+    return int(value) if math.isfinite(value) and header_end <= value < 2**62 else -1
 
 
 def _check_nifti(path: Path) -> None:
@@ -213,7 +219,7 @@ def _check_nifti(path: Path) -> None:
     if h is None:
         return
     ndim = h.dims[0]
-    if not 1 <= ndim <= 7 or h.bitpix <= 0 or any(d <= 0 for d in h.dims[1: ndim + 1]):
+    if not 1 <= ndim <= 7 or h.bitpix <= 0 or h.offset < 0 or any(d <= 0 for d in h.dims[1: ndim + 1]):
         return
     spatial = h.pixdim[1: min(ndim, 3) + 1]
     if any(not math.isfinite(p) or p <= 0 for p in spatial):
@@ -454,6 +460,8 @@ class Normalisation:
             raise BadInput("normalisation", f"unknown kind {self.kind!r}; choose one of {', '.join(NORMALISERS)}")
         if self.kind != "none" and not self.high > self.low:
             raise BadInput("normalisation", f"{self.kind}: high ({self.high}) must exceed low ({self.low})")
+        if self.kind == "percentile" and not 0 <= self.low < self.high <= 100:
+            raise BadInput("normalisation", f"percentiles must lie in [0, 100] (got {self.low}, {self.high})")
 
     def __call__(self, array: np.ndarray) -> np.ndarray:
         array = array.astype(np.float32, copy=False)

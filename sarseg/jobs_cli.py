@@ -116,6 +116,8 @@ def run(args: argparse.Namespace, check: Callable[[list[str]], object]) -> int:
         job = manager.poll(args.id)
         print(json.dumps(job.to_dict(), indent=1) if args.json else _format(job))
     elif cmd in ("cancel", "resume"):
+        if cmd == "cancel" and not 0 <= args.timeout < float("inf"):
+            raise JobError("--timeout", f"must be a number of seconds, 0 or more (got {args.timeout})")
         job = manager.cancel(args.id, args.timeout) if cmd == "cancel" else manager.resume(args.id, _strip_dashes(args.extra))
         print(f"{job.id}: {job.state}")
     elif cmd == "log":

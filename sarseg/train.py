@@ -248,8 +248,9 @@ class Trainer:
     # ---- the run
 
     def fit(self, state: dict[str, Any] | None) -> Path:
-        """Train into ``out`` (resuming ``state`` when given); bad input found while starting removes
-        the folder when this run created it. Raises Cancelled on SIGINT/SIGTERM after checkpointing."""
+        """Train into ``out`` (resuming ``state`` when given). A run that fails before its first checkpoint
+        leaves the folder as it found it (new: removed; empty: emptied). Raises Cancelled on SIGINT/SIGTERM
+        after checkpointing."""
         created = not self.out.exists()
         try:
             with writing(self.out):
@@ -257,7 +258,7 @@ class Trainer:
             if self.dist.main:
                 remove_stale_temporaries(self.out)
             self._run(state)
-        except BadInput as exc:
+        except Exception as exc:
             kept = (self.out / CHECKPOINT).is_file()
             if self.dist.main and not kept:  # the folder was new or empty: leave it so, a rerun may start
                 if created:

@@ -12,8 +12,6 @@ ever overwritten. Only the standard library is imported at module level.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,15 +24,9 @@ PRESETS = ("tiny", "small", "genesis")
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from sarseg.core.files import write_bytes
+
+    write_bytes(path, json.dumps(data, indent=2).encode("utf-8"))
 
 
 def scheme_from_segments(segments: Sequence[tuple[str, Sequence[float]]]) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from . import card as cards
@@ -43,8 +44,8 @@ def unpack_model(path: Path, staging: Path) -> str:
             if weights is None:
                 raise BadInput(path, f"holds no {name} (the weights its model.json names)")
             _stream(path, archive, weights, staging / card.weights.file, card.weights.sha256)
-    except zipfile.BadZipFile as exc:
-        raise BadInput(path, f"is not a readable zip archive ({exc})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise BadInput(path, f"is not a readable zip archive, or is corrupt ({exc or type(exc).__name__})") from None
     except (NotImplementedError, RuntimeError) as exc:  # unsupported compression, encryption
         raise BadInput(path, f"cannot be unpacked ({exc})") from None
     except OSError as exc:

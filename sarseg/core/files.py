@@ -11,6 +11,8 @@ from typing import Iterator
 from .errors import BadInput
 
 TEMP_MARK = ".sarseg-tmp-"  # in every temporary's name, so a stale one is known for what it is
+_UMASK = os.umask(0o022)  # read once, at import: setting it later would race with other threads' files
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -23,9 +25,7 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -589,7 +589,7 @@ def _child_env(job: Job) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     # Make this sarseg importable by the job's interpreter (e.g. an extension folder Slicer put on
     # sys.path), without pushing a whole site-packages ahead of the standard library.
-    here = str(Path(__file__).resolve().parents[1])
+    here = str(Path(__file__).resolve().parents[2])  # the folder holding sarseg/ (this file: sarseg/core/jobs.py)
     if Path(here).name not in ("site-packages", "dist-packages"):
         paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         if here not in paths:
