@@ -22,7 +22,7 @@ from typing import Annotated, Optional
 import qt
 import slicer
 import vtk
-from MRMLCorePython import vtkMRMLSegmentationNode
+from slicer import vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, Default, Minimum, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -75,6 +75,7 @@ class SARPretrain(ScriptedLoadableModule):
             "versions are kept). <b>Jobs</b>: progress, ETA and loss of every job; cancel, resume, log. "
             "Jobs go on when Slicer closes and are listed again after a restart. "
             f'See the <a href="{about.HOMEPAGE}">documentation</a>.'
+            + about.REQUIREMENTS
         )
         self.parent.acknowledgementText = about.ACKNOWLEDGEMENT
 

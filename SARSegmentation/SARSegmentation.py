@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 import qt
 import slicer
 import vtk
-from MRMLCorePython import vtkMRMLMarkupsROINode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, Default, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -60,6 +60,7 @@ class SARSegmentation(ScriptedLoadableModule):
             "segments appear in the chosen (or a new) segmentation node, in the input's study. Train and "
             "fine-tune your own models in the <b>SAR Pretrain</b> module. "
             f'See the <a href="{about.HOMEPAGE}">documentation</a>.'
+            + about.REQUIREMENTS
         )
         self.parent.acknowledgementText = about.ACKNOWLEDGEMENT
 

@@ -4,6 +4,11 @@ CONTRIBUTORS = ["SARExtension developers"]
 
 HOMEPAGE = "https://github.com/sar-extension/SARExtension"
 
+# The oldest Slicer the modules run in (also CMakeLists.txt's find_package): 5.10 ships Python 3.12 (the
+# engine needs 3.10+) and has vtkMRMLMarkupsROINode in MRML Core, where these modules import it from.
+MINIMUM_SLICER = "5.10"
+REQUIREMENTS = f"<p>Requires 3D Slicer {MINIMUM_SLICER} or newer.</p>"
+
 CITATION = (
     "Xiaoman Zhang, Shixiang Feng, Yuhang Zhou, Ya Zhang, Yanfeng Wang. "
     "<i>SAR: Scale-Aware Restoration Learning for 3D Tumor Segmentation.</i> "
