@@ -317,3 +317,17 @@ def test_edited_records_are_refused_by_name_and_do_not_break_the_listing(tmp_pat
     (m.root / job_id / "job.json").write_text(json.dumps(record))
     with pytest.raises(JobError, match="has no 'kind'"):
         m.poll(job_id)
+
+
+def test_resume_checks_its_options_before_queueing(tmp_path: Path, monkeypatch, capsys) -> None:
+    from sarseg.cli import main
+
+    monkeypatch.setattr(JobManager, "_launch", _fake_launch)
+    m = JobManager(tmp_path / "jobs")
+    job = m.submit("pretrain", pretrain(tmp_path / "out", 5), "cpu")
+    m._update(job.id, state="interrupted")
+    capsys.readouterr()
+    assert main(["jobs", "--root", str(m.root), "resume", job.id, "--", "--stpes", "9"]) == 2
+    assert "--stpes" in capsys.readouterr().err and m.poll(job.id).state == "interrupted"
+    assert main(["jobs", "--root", str(m.root), "resume", job.id, "--", "--steps", "9"]) == 0
+    assert m.poll(job.id).argv[-2:] == ["--steps", "9"] and "--resume" in m.poll(job.id).argv

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .core.errors import EXIT_OK
-from .core.jobs import DEVICES, Job, JobError, JobManager, run_child
+from .core.jobs import DEVICES, Job, JobError, JobManager, merge_args, run_child
 
 JOB_COMMANDS = ("pretrain", "finetune", "segment")  # the commands that report --progress json
 _ROOT_HELP = "jobs folder (default: $SARSEG_JOBS, else jobs/ in the per-user sarseg data folder)"
@@ -115,10 +115,18 @@ def run(args: argparse.Namespace, check: Callable[[list[str]], object]) -> int:
     elif cmd == "show":
         job = manager.poll(args.id)
         print(json.dumps(job.to_dict(), indent=1) if args.json else _format(job))
-    elif cmd in ("cancel", "resume"):
-        if cmd == "cancel" and not 0 <= args.timeout < float("inf"):
+    elif cmd == "cancel":
+        if not 0 <= args.timeout < float("inf"):
             raise JobError("--timeout", f"must be a number of seconds, 0 or more (got {args.timeout})")
-        job = manager.cancel(args.id, args.timeout) if cmd == "cancel" else manager.resume(args.id, _strip_dashes(args.extra))
+        job = manager.cancel(args.id, args.timeout)
+        print(f"{job.id}: {job.state}")
+    elif cmd == "resume":
+        extra = _strip_dashes(args.extra)
+        try:  # the command line the job will run, checked now (a typo fails here, not in the job)
+            check(merge_args([*manager.poll(args.id).argv, "--resume"], extra))
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        job = manager.resume(args.id, extra)
         print(f"{job.id}: {job.state}")
     elif cmd == "log":
         sys.stdout.write(manager.log(args.id))
