@@ -213,20 +213,14 @@ class SubprocessCanceller:
                 "--timeout", repr(float(self.timeout))]
 
     def cancel(self, job_id: str) -> bool:
-        import importlib.util
         import subprocess
+
+        from sarseg.core.jobs import engine_env  # the same engine for the helper (e.g. the extension's copy)
 
         if self.busy(job_id):
             return False
-        env = dict(os.environ)
-        spec = importlib.util.find_spec("sarseg")
-        if spec is not None and spec.origin:  # the same engine for the helper (e.g. the extension's copy)
-            here = str(Path(spec.origin).resolve().parents[1])
-            paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-            if here not in paths:
-                env["PYTHONPATH"] = os.pathsep.join(paths + [here])
         self._procs[job_id] = subprocess.Popen(self.command(job_id), stdin=subprocess.DEVNULL,
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=engine_env(),
                                                start_new_session=True, close_fds=True)
         return True
 

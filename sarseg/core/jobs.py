@@ -583,18 +583,22 @@ class JobManager:
         return self.poll(job_id)
 
 
-def _child_env(job: Job) -> dict[str, str]:
+def engine_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment (plus ``extra``) in which another interpreter imports this same sarseg
+    (e.g. the copy in Slicer's extension folder), without pushing a whole site-packages ahead of the
+    standard library."""
     env = dict(os.environ)
-    env.update({str(k): str(v) for k, v in (job.env or {}).items()})
-    env["PYTHONUNBUFFERED"] = "1"
-    # Make this sarseg importable by the job's interpreter (e.g. an extension folder Slicer put on
-    # sys.path), without pushing a whole site-packages ahead of the standard library.
+    env.update({str(k): str(v) for k, v in (extra or {}).items()})
     here = str(Path(__file__).resolve().parents[2])  # the folder holding sarseg/ (this file: sarseg/core/jobs.py)
     if Path(here).name not in ("site-packages", "dist-packages"):
         paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         if here not in paths:
             env["PYTHONPATH"] = os.pathsep.join(paths + [here])
     return env
+
+
+def _child_env(job: Job) -> dict[str, str]:
+    return {**engine_env(job.env), "PYTHONUNBUFFERED": "1"}
 
 
 # -- the runner (python -m sarseg jobs run-child DIR) ----------------------------------------------------
