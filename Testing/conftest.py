@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,11 @@ from sarseg.runtime import configure_threads, tune_malloc
 tune_malloc()
 configure_threads(None)  # before any test loads torch: OpenMP threads that wait spin briefly, then sleep
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+for _module_dir in (ROOT / "SARSegmentation", ROOT / "SARPretrain"):  # as Slicer puts them on sys.path
+    if str(_module_dir) not in sys.path:
+        sys.path.insert(0, str(_module_dir))
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import jobs_cli
+from . import jobs_cli, models_cli
 from .core.errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, BadInput, Cancelled
 from .core.progress import format_event
 from .runtime import configure_threads, thread_policy, tune_malloc
@@ -97,7 +97,7 @@ def _pretrain_args(sub) -> None:
 
 def _finetune_args(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune for tumor segmentation from a SAR model or from scratch")
-    p.add_argument("--init", required=True, help="pretrained (or fine-tuned) model folder, or 'scratch'")
+    p.add_argument("--init", required=True, help="pretrained (or fine-tuned) model: a name (sarseg models list) or folder, or 'scratch'")
     p.add_argument("--allow-partial-init", action="store_true",
                    help="fine-tune even when only part of the --init model's encoder fits (other channels or widths)")
     p.add_argument("--images", nargs="+", metavar="CASE", default=None,
@@ -119,7 +119,7 @@ def _finetune_args(sub) -> None:
 
 def _segment_args(sub) -> None:
     p = sub.add_parser("segment", help="segment a scan with a fine-tuned model")
-    p.add_argument("--model", required=True, type=Path, help="a fine-tuned model folder")
+    p.add_argument("--model", required=True, type=Path, help="a fine-tuned model: a name (sarseg models list) or folder")
     p.add_argument("--input", required=True, nargs="+", help="the case's channel files, one per model modality, in its order")
     p.add_argument("--output", required=True, type=Path, help=".nii.gz, .nrrd or .seg.nrrd (segment names and colors)")
     p.add_argument("--roi", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"), default=None,
@@ -134,7 +134,7 @@ def _evaluate_args(sub) -> None:
     p = sub.add_parser("evaluate", help="Dice, HD95, surface Dice and volumes of a label map against a reference")
     p.add_argument("--pred", required=True, type=Path, help="the label map to score")
     p.add_argument("--ref", required=True, type=Path, help="the reference label map")
-    p.add_argument("--model", type=Path, default=None, help="evaluate the model's labels/regions (default: each label value)")
+    p.add_argument("--model", type=Path, default=None, help="evaluate the model's labels/regions, a name or folder (default: each label value)")
     p.add_argument("--label-scheme", default=None, help="brats | binary instead of per label value (default: each label value)")
     p.add_argument("--tolerance", type=float, default=2.0, help="surface Dice tolerance in mm")
     p.add_argument("--json", type=Path, default=None, dest="json_out", help="also write the report as JSON (default: stdout only)")
@@ -182,6 +182,7 @@ def parser() -> argparse.ArgumentParser:
     _demo_args(sub)
     _bench_args(sub)
     jobs_cli.add_parser(sub)
+    models_cli.add_parser(sub)
     return p
 
 
@@ -406,7 +407,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "segment": cmd_segment, "evaluate": cmd_evaluate,
-            "demo": cmd_demo, "bench": cmd_bench, "jobs": lambda args: jobs_cli.run(args, parser().parse_args)}
+            "demo": cmd_demo, "bench": cmd_bench, "jobs": lambda args: jobs_cli.run(args, parser().parse_args), "models": models_cli.run}
+
+
+def _model_names(args: argparse.Namespace) -> None:
+    """``--model`` and ``--init`` take a model's name (``sarseg models list``) as well as its folder."""
+    from .core.registry import Registry
+
+    if getattr(args, "model", None) is not None:
+        args.model = Registry().resolve(args.model)
+    if getattr(args, "init", None) not in (None, "scratch"):
+        args.init = str(Registry().resolve(args.init))
 
 
 def _report(kind: str, exc: BaseException) -> None:
@@ -422,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     tune_malloc()
     try:
-        configure_threads(args.threads, adapt=args.command != "jobs")  # jobs only read and write files
+        configure_threads(args.threads, adapt=args.command not in ("jobs", "models"))  # these only read and write files
+        _model_names(args)
         return COMMANDS[args.command](args)
     except BadInput as exc:
         _report("error", exc)
