@@ -269,6 +269,7 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                    steps=p.pretrainSteps or None,
                                                    batchSize=p.pretrainBatchSize or None, device=p.device)
             self._selectedJobId = job.id
+            self.logic.watchJob(job.id)
             self._jobView.message(f"Pretraining queued: {out.name}.")
             self.refreshJobs()
 
@@ -310,6 +311,7 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             job, out = self.logic.finetune(model.name, preset=p.finetunePreset, steps=p.finetuneSteps or None,
                                            batchSize=p.finetuneBatchSize or None, device=p.device)
             self._selectedJobId = job.id
+            self.logic.watchJob(job.id)
             self._jobView.message(f"Fine-tuning queued: {out.name} (appears in SAR Segmentation when done).")
             self.refreshJobs()
             self.onModelChanged()
@@ -350,6 +352,12 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             table.blockSignals(wasBlocked)
         self.showSelectedJob()
+        self.showEndedJobs()
+
+    def showEndedJobs(self) -> None:
+        """Each job started here that has ended: on the status line, a failure also in an error dialog."""
+        for outcome in self.logic.endedJobs():
+            outcome.show(self._jobView.message, slicer.util.errorDisplay, slicer.util.warningDisplay)
 
     def onJobSelected(self) -> None:
         rows = sorted({item.row() for item in self.ui.jobsTable.selectedItems()})
@@ -386,6 +394,7 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not dependencies.ensure_dependencies():
                 return
             self.logic.resumeJob(row.id)
+            self.logic.watchJob(row.id)
             self.refreshJobs()
 
     def onOpenLog(self) -> None:
@@ -533,6 +542,14 @@ class SARPretrainLogic(ScriptedLoadableModuleLogic):
 
     def resumeJob(self, jobId):
         return self.jobs.resume(jobId)
+
+    def watchJob(self, jobId) -> None:
+        """Show the job's end in the module once (see JobsPanelLogic.ended)."""
+        self.jobs.watch(jobId)
+
+    def endedJobs(self) -> list:
+        """What to show for the watched jobs that have ended since the last call (JobsPanelLogic.ended)."""
+        return self.jobs.ended() if self._jobs is not None else []
 
     def lossChart(self, jobId, kind):
         """The plot chart of the job's losses so far (None before its first step)."""

@@ -31,7 +31,6 @@ from slicer.util import VTKObservationMixin
 from SARSegmentationLib import about, dependencies
 from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, selftest_workspace
 from SARSegmentationLib.models import FolderModelStore, models_root, work_root
-from SARSegmentationLib.protocols import SARLogicError
 from SARSegmentationLib.scene import MRMLSceneAdapter
 from SARSegmentationLib.segmentation import SegmentationLogic
 from SARSegmentationLib.widgethelpers import ChannelSelectors, JobFollower, JobView, ModelChooser
@@ -57,7 +56,9 @@ class SARSegmentation(ScriptedLoadableModule):
             "Segment tumors with a model fine-tuned from self-supervised Scale-Aware Restoration (SAR) "
             "pretraining. Choose a model, one input volume per model channel (e.g. FLAIR and T1c), "
             "optionally a region of interest, and Apply: the segmentation runs in the background and its "
-            "segments appear in the chosen (or a new) segmentation node, in the input's study. Train and "
+            "segments appear in the input's study, in the chosen segmentation node or (none chosen) the one "
+            "made for this input last time, else a new one. A segmentation that holds another volume's "
+            "result is never written into. Train and "
             "fine-tune your own models in the <b>SAR Pretrain</b> module. "
             f'See the <a href="{about.HOMEPAGE}">documentation</a>.'
             + about.REQUIREMENTS
@@ -75,8 +76,9 @@ class SARSegmentationParameterNode:
     """The module's settings, saved with the scene.
 
     modelName: folder name of the chosen model. roi: optional region to segment. outputSegmentation:
-    where the segments go (None: the one made last time for the input, else a new one). device:
-    auto | GPU | CPU. tta: test-time augmentation.
+    where the segments go (None: the one made last time for the input, else a new one; a node holding
+    another volume's result is refused). It is only ever set by the user. device: auto | GPU | CPU.
+    tta: test-time augmentation.
     """
 
     modelName: str
@@ -155,6 +157,7 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
+        self.logic.sceneClosing()  # a running job's result is not loaded into the next scene
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -244,18 +247,10 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
 
     def onJobEnded(self, jobId, status) -> None:
-        """The followed job ended (status None: it could no longer be read): load its result."""
-        if status is not None:
-            try:
-                node = self.logic.finishSegmentation(jobId)
-            except SARLogicError as exc:
-                self._job.view.message(str(exc))
-                if status.state == "failed":
-                    slicer.util.errorDisplay("The segmentation failed.", detailedText=str(exc))
-            else:
-                if self._parameterNode:
-                    self._parameterNode.outputSegmentation = node
-                self._job.view.message(f"Done: segments written to '{node.GetName()}'.")
+        """The followed job ended (status None: it could no longer be read): load its result and show how
+        it went. The output selector is left as the user set it (the next input gets its own node)."""
+        outcome = self.logic.jobOutcome(jobId, status)
+        outcome.show(self._job.view.message, slicer.util.errorDisplay, slicer.util.warningDisplay)
         self._updateButtons()
 
 
@@ -350,9 +345,14 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
             return False
         return bool(self._segmentation.canceller.busy(jobId))
 
-    def finishSegmentation(self, jobId):
-        """The segmentation node with the job's result loaded (see SegmentationLogic.finish)."""
-        return self.segmentation.finish(jobId)
+    def jobOutcome(self, jobId, status):
+        """The job's result loaded, and what to show about its end (see SegmentationLogic.outcome)."""
+        return self.segmentation.outcome(jobId, status)
+
+    def sceneClosing(self) -> None:
+        """No result of a job started before is loaded after the scene closes (see SegmentationLogic)."""
+        if self._segmentation is not None:
+            self._segmentation.scene_closed()
 
     def segmentAndWait(self, modelName, volumeNodes, timeout=600.0, **kwargs):
         """Segment and wait for the result, keeping the GUI alive (scripts and tests)."""

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from SARSegmentationLib import outcomes
 from SARSegmentationLib.jobs import BackgroundCanceller, JobStatus, status_of
+from SARSegmentationLib.models import MODEL_JSON
 from SARSegmentationLib.protocols import JobRunner, SARLogicError
 
 RESUMABLE_KINDS = ("pretrain", "finetune")
 RESUMABLE_STATES = ("cancelled", "interrupted", "failed")
+WHAT = {"pretrain": "pretraining", "finetune": "fine-tuning"}  # a job kind as the user reads it
 
 
 @dataclass
@@ -41,6 +44,7 @@ class JobsPanelLogic:
         self.runner = runner
         self.canceller = canceller or BackgroundCanceller(lambda: runner, start=lambda work: work())
         self._losses: dict[str, Any] = {}  # job id -> sarseg.core.progress.ProgressReader
+        self._watched: set[str] = set()  # jobs whose end is reported once (see ended)
 
     @staticmethod
     def row(job: Any) -> JobRow:
@@ -93,3 +97,32 @@ class JobsPanelLogic:
             reader = self._losses[job_id] = ProgressReader(Path(folder) / PROGRESS_FILE, history=True)
         reader.update()
         return reader.history
+
+    def watch(self, job_id: str) -> None:
+        """Report this job's end once (:meth:`ended`): the jobs started or resumed in this session."""
+        self._watched.add(job_id)
+
+    def ended(self) -> list[outcomes.JobOutcome]:
+        """What to show for each watched job that has ended since the last call (then no longer watched):
+        done only when its model folder holds a model.json, an error dialog for every failure."""
+        shown = []
+        for job_id in sorted(self._watched):
+            try:
+                status = self.status(job_id)
+            except Exception as exc:  # its folder was removed, or a file is unreadable
+                self._watched.discard(job_id)
+                shown.append(outcomes.unreadable("SAR", job_id, str(exc)))
+                continue
+            if not status.finished:
+                continue
+            self._watched.discard(job_id)
+            what = WHAT.get(status.kind, status.kind)
+            if status.state != "done":
+                shown.append(outcomes.stopped(what, status, self.log))
+            elif status.out and Path(status.out, MODEL_JSON).is_file():
+                shown.append(outcomes.JobOutcome(f"{outcomes.sentence(what)} done: model {Path(status.out).name}."))
+            else:
+                text = f"The {what} job {job_id} finished but wrote no model."
+                shown.append(outcomes.JobOutcome(text, "error", text, f"No {MODEL_JSON} in {status.out}.\n"
+                                                 + outcomes.log_details(self.log, job_id)))
+        return shown

@@ -124,6 +124,21 @@ class MRMLSceneAdapter:
         if volume is not None:
             volume.SetNodeReferenceID(OUTPUT_REFERENCE, segmentation_node.GetID() if segmentation_node else None)
 
+    def output_owners(self, segmentation_node: Any) -> list:
+        """The volumes whose result ``segmentation_node`` holds: its reference geometry volume (the one
+        the segment editor draws on) and every volume that remembers it as its SAR output."""
+        import slicer
+
+        role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+        reference = segmentation_node.GetNodeReference(role)
+        owners = [reference] if reference is not None else []
+        node_id = segmentation_node.GetID()
+        for i in range(self.scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode")):
+            volume = self.scene.GetNthNodeByClass(i, "vtkMRMLVolumeNode")
+            if volume.GetNodeReferenceID(OUTPUT_REFERENCE) == node_id and all(volume is not o for o in owners):
+                owners.append(volume)
+        return owners
+
     def segments(self, segmentation_node: Any) -> list[tuple[str, tuple[float, float, float]]]:
         """(name, color) of each segment, in order."""
         if segmentation_node is None or not segmentation_node.IsA("vtkMRMLSegmentationNode"):
