@@ -19,4 +19,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-.PHONY: install demo test
+models: $(STAMP)  # the built-in models, trained again from ../shared/data (hours on 2 CPU cores)
+	$(PY) scripts/make_models.py
+
+.PHONY: install demo test models

@@ -78,6 +78,23 @@ def test_save_and_load_round_trip(make, net, tmp_path: Path) -> None:
     assert isinstance(build_net(loaded), net)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weights_load_as_float32(dtype, tmp_path: Path, case: Path) -> None:
+    """Built-in models ship as fp16 (half the size); they compute in float32 and segment as the original."""
+    full, state = saved(tmp_path / "full", segmentation_card())
+    half = tmp_path / "half"
+    save_model(half, {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, segmentation_card())
+    assert (half / "weights.safetensors").stat().st_size < 0.6 * (full / "weights.safetensors").stat().st_size
+    _, weights = load_model(half)
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
+    assert max(float((weights[k] - state[k]).abs().max()) for k in state if state[k].is_floating_point()) < 1e-2
+    from sarseg.io import read_image
+
+    image = read_image([case], ("mr",))
+    labels = [Segmenter.load(folder, torch.device("cpu"))(image)[0] for folder in (full, half)]
+    assert np.mean(labels[0] == labels[1]) > 0.99
+
+
 def test_tampered_weights_are_refused(tmp_path: Path, case: Path, capsys) -> None:
     folder, _ = saved(tmp_path / "model", segmentation_card())
     data = bytearray((folder / "weights.safetensors").read_bytes())

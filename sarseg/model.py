@@ -55,7 +55,8 @@ def save_model(folder: Path, state: dict[str, torch.Tensor], card: ModelCard) ->
 
 def load_weights(card: ModelCard) -> dict[str, torch.Tensor]:
     """The weights of a card read from its folder: SHA-256 checked, then every tensor's name and shape
-    against the card's architecture (from the file's header, before any tensor is read)."""
+    against the card's architecture (from the file's header, before any tensor is read); stored in fp16
+    or bf16 (the built-in models, half the size), they are returned as float32."""
     weights = card.verify()
     with torch.device("meta"):  # shapes only: nothing is allocated
         expected = {k: tuple(v.shape) for k, v in build_net(card).state_dict().items()}
@@ -70,7 +71,7 @@ def load_weights(card: ModelCard) -> dict[str, torch.Tensor]:
         raise BadInput(weights, f"unreadable safetensors file ({exc})") from None
     if problem is not None:
         raise BadInput(weights, f"does not fit the architecture in model.json ({problem})")
-    return state
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # fp16/bf16 files compute in fp32
 
 
 def _mismatch(expected: dict[str, tuple], found: dict[str, tuple]) -> str | None:
