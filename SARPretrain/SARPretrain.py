@@ -6,7 +6,8 @@ volumes and the corrected segmentation into the chosen model's training set (nnU
 its dataset.json kept up to date); "Fine-tune" trains the model's next version (``<name>-v<N+1>``)
 in the background, which then appears in the SAR Segmentation module; no model is overwritten.
 (c) The jobs panel lists every SAR job (they are folders, so the list survives a Slicer restart):
-state, progress, ETA, loss curve; Cancel, Resume, Open log.
+state, progress, ETA; Cancel, Resume, Open log, and the loss curve when asked ("Show loss plot": the
+module adds nothing to the scene and changes no layout by itself).
 
 The logic lives in ``SARPretrainLib`` and ``SARSegmentationLib`` (pure Python, tested without the
 application); this file holds the Slicer module, its thin widget, the module logic and the self-test.
@@ -45,6 +46,7 @@ from SARSegmentationLib.scene import MRMLSceneAdapter
 from SARSegmentationLib.widgethelpers import ChannelSelectors, JobView, ModelChooser, new_timer
 
 from SARPretrainLib.jobspanel import JobsPanelLogic
+from SARPretrainLib.jobsview import JobsTable, LossPlot
 from SARPretrainLib.pretraining import PRESETS, PretrainLogic, PretrainSource
 from SARPretrainLib.training import TrainingSetLogic
 
@@ -121,9 +123,9 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._models = None
         self._caseVolumes = None
         self._jobView = None
+        self._jobsTable = None
         self._rows = []
         self._selectedJobId = None
-        self._shownChartJobId = None
         self._timer = None
 
     def setup(self) -> None:
@@ -139,6 +141,7 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._caseVolumes = ChannelSelectors(self.ui.caseVolumesFrame.layout(), self._updateButtons,
                                              "Channel {number} of the case: the {name} volume.")
         self._jobView = JobView(self.ui.jobStatusLabel, self.ui.jobProgressBar, self.ui.jobLogTextEdit)
+        self._jobsTable = JobsTable(self.ui.jobsTable, JOB_COLUMNS)
         self._timer = new_timer(self.refreshJobs)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -162,6 +165,7 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelJobButton.connect("clicked()", self.onCancelJob)
         self.ui.resumeJobButton.connect("clicked()", self.onResumeJob)
         self.ui.openLogButton.connect("clicked()", self.onOpenLog)
+        self.ui.showLossPlotButton.connect("clicked()", self.onShowLossPlot)
 
         self.initializeParameterNode()
         self.refreshModels()
@@ -193,11 +197,11 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
+        self.logic.forgetLossPlot()  # its nodes go with the scene; not made again until asked
 
     def onSceneEndClose(self, caller, event) -> None:
         self._sources = []
         self.refreshSources()
-        self._shownChartJobId = None
         if self.parent.isEntered:
             self.initializeParameterNode()
             self.onModelChanged()
@@ -231,6 +235,7 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelJobButton.enabled = bool(row and row.can_cancel and not self.logic.cancelling(row.id))
         self.ui.resumeJobButton.enabled = bool(row and row.can_resume)
         self.ui.openLogButton.enabled = row is not None
+        self.ui.showLossPlotButton.enabled = row is not None
 
     # (a) pretraining sources
     def refreshSources(self) -> None:
@@ -327,31 +332,18 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return row
 
     def refreshJobs(self) -> None:
+        """The jobs table (only changed cells written), the selected job, and the loss plot's new points."""
         try:
             self._rows = self.logic.jobRows()
         except Exception as exc:  # e.g. the engine is missing
             self._rows = []
             self._jobView.message(f"Cannot list the jobs: {exc}")
-        table = self.ui.jobsTable
-        wasBlocked = table.blockSignals(True)
-        try:
-            table.setRowCount(len(self._rows))
-            selectedIndex = -1
-            for index, row in enumerate(self._rows):
-                for column, key in enumerate(JOB_COLUMNS):
-                    item = qt.QTableWidgetItem(str(getattr(row, key) or ""))
-                    item.setToolTip(row.out if key == "out" else row.id)
-                    table.setItem(index, column, item)
-                if row.id == self._selectedJobId:
-                    selectedIndex = index
-            if selectedIndex < 0 and self._rows:
-                selectedIndex = 0
-                self._selectedJobId = self._rows[0].id
-            if selectedIndex >= 0:
-                table.selectRow(selectedIndex)
-        finally:
-            table.blockSignals(wasBlocked)
+        self._selectedJobId = self._jobsTable.show(self._rows, self._selectedJobId)
         self.showSelectedJob()
+        try:
+            self.logic.updateLossPlot()
+        except Exception as exc:  # the plot only; it stops following the job
+            self._jobView.message(f"Cannot plot the losses: {exc}")
         self.showEndedJobs()
 
     def showEndedJobs(self) -> None:
@@ -366,20 +358,19 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.showSelectedJob()
 
     def showSelectedJob(self) -> None:
-        """Progress bar, ETA, log and loss curve of the selected job."""
+        """Progress bar, ETA and log of the selected job."""
         row = self._selectedRow()
         if row is None:
             self._jobView.idle()
-        elif self._jobView.read(row.id, self.logic.jobStatus, self.logic.jobLog) is not None:
-            try:
-                chart = self.logic.lossChart(row.id, row.kind)
-            except Exception as exc:  # the plot only; the job itself was read
-                self._jobView.message(f"Cannot plot the losses of job {row.id}: {exc}")
-                chart = None
-            if chart is not None and self._shownChartJobId != row.id:
-                self._shownChartJobId = row.id
-                slicer.modules.plots.logic().ShowChartInLayout(chart)
+        else:
+            self._jobView.read(row.id, self.logic.jobStatus, self.logic.jobLog)
         self._updateButtons()
+
+    def onShowLossPlot(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Failed to plot the losses."):
+            row = self._requiredRow()
+            chart = self.logic.showLossPlot(row.id, row.kind)
+            slicer.modules.plots.logic().ShowChartInLayout(chart)  # the user asked: a layout with a plot view
 
     def onCancelJob(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to cancel the job."):
@@ -429,6 +420,7 @@ class SARPretrainLogic(ScriptedLoadableModuleLogic):
         self._pretraining = None
         self._training = None
         self._jobs = None
+        self._lossPlot = None
 
     def getParameterNode(self):
         return SARPretrainParameterNode(super().getParameterNode())
@@ -551,10 +543,22 @@ class SARPretrainLogic(ScriptedLoadableModuleLogic):
         """What to show for the watched jobs that have ended since the last call (JobsPanelLogic.ended)."""
         return self.jobs.ended() if self._jobs is not None else []
 
-    def lossChart(self, jobId, kind):
-        """The plot chart of the job's losses so far (None before its first step)."""
-        history = self.jobs.loss_history(jobId)
-        return self.scene.update_loss_plot(f"SAR {kind} {jobId}", history) if history else None
+    def showLossPlot(self, jobId, kind):
+        """Plot the job's losses in the module's one loss plot (made in the scene on first use, reused
+        after); returns the chart node. From now on :meth:`updateLossPlot` appends the job's new points."""
+        if self._lossPlot is None:
+            self._lossPlot = LossPlot(self.scene, self.jobs.loss_history)
+        return self._lossPlot.show(jobId, f"SAR {kind} {jobId}: training loss")
+
+    def updateLossPlot(self):
+        """Append the plotted job's new points (the jobs timer calls this); None and nothing changed
+        when no plot was asked for, no point is new, or the plot was removed from the scene."""
+        return self._lossPlot.update() if self._lossPlot is not None else None
+
+    def forgetLossPlot(self) -> None:
+        """The scene closes: no loss plot is made or changed until asked again."""
+        if self._lossPlot is not None:
+            self._lossPlot.forget()
 
     def waitForJob(self, jobId, timeout=900.0):
         """Wait for a job while keeping the GUI alive (scripts and tests); returns its final status."""
@@ -620,6 +624,8 @@ class SARPretrainTest(ScriptedLoadableModuleTest):
         self.delayDisplay("The jobs panel lists both jobs")
         rows = logic.jobRows()
         self.assertEqual([(r.kind, r.state) for r in rows], [("finetune", "done"), ("pretrain", "done")])
-        self.assertIsNotNone(logic.lossChart(job.id, "finetune"))
+        chart = logic.showLossPlot(job.id, "finetune")
+        self.assertIs(logic.showLossPlot(job.id, "finetune"), chart)  # one plot, reused
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLPlotChartNode"), 1)
         logging.info(f"SAR Pretrain test folder: {root}")
         self.delayDisplay("Test passed")

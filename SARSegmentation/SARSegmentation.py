@@ -188,7 +188,7 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onModelChanged(self, index=None) -> None:
         model = self._models.remember(self._parameterNode)
-        self._inputs.rebuild(model.modalities if model else [], self.logic.inputVolumeCandidates())
+        self._inputs.rebuild(model.modalities if model else [])  # volumes matched by name, not scene order
         self.ui.modelInfoLabel.text = self.logic.modelText(model)
         self._updateButtons()
 
@@ -317,11 +317,6 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
         steps = f", {model.steps} steps" if model.steps else ""
         return (f"{model.name}: {model.in_channels} channel(s) ({', '.join(model.modalities)}); segments: {labels}; "
                 f"preset {model.preset}{steps}.")
-
-    def inputVolumeCandidates(self) -> list:
-        """The scene's scalar volumes (no label maps), offered in order for a model's channels."""
-        volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-        return [volume for volume in volumes if not volume.IsA("vtkMRMLLabelMapVolumeNode")]
 
     # jobs
     def startSegmentation(self, modelName, volumeNodes, device="auto", roiNode=None, segmentationNode=None,

@@ -320,17 +320,6 @@ def test_roi_to_lps_box_and_subject_hierarchy(scene, adapter):
     assert adapter.segments(seg) == [("tumor", (0.9, 0.3, 0.2))]
 
 
-def test_loss_plot_nodes_are_reused(scene, adapter):
-    assert adapter.update_loss_plot("run", {}) is None
-    chart = adapter.update_loss_plot("run", {"loss": [(5.0, 1.0)], "loss_restore": [(5.0, 0.4)]})
-    again = adapter.update_loss_plot("run", {"loss": [(5.0, 1.0), (10.0, 0.8)], "loss_restore": [(5.0, 0.4)]})
-    assert again is chart and chart.GetNumberOfPlotSeriesNodes() == 2
-    assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
-    table = chart.GetNthPlotSeriesNode(0).GetTableNode().GetTable()
-    assert table.GetNumberOfRows() == 2 and table.GetColumnByName("loss").GetValue(1) == 0.8
-    assert np.isnan(table.GetColumnByName("loss_restore").GetValue(1))
-
-
 # ------------------------------------------------------------------------- segmentation logic
 
 

@@ -99,8 +99,8 @@ class FormLayout:
     def removeRow(self, index: int) -> None:
         del self.rows[index]
 
-    def addRow(self, text: str, widget) -> None:
-        self.rows.append((text, widget))
+    def addRow(self, text, widget=None) -> None:  # (label text, widget), or a widget over both columns
+        self.rows.append((text, widget) if widget is not None else ("", text))
 
 
 class Selector:
@@ -187,26 +187,39 @@ def test_model_chooser_keeps_the_remembered_model_and_forgets_removed_ones():
     assert combo.items == [] and combo.currentIndex == -1 and chooser.selected() is None
 
 
-def test_channel_selectors_keep_each_channels_volume_across_models():
+def test_channel_selectors_match_by_name_and_keep_each_channels_volume_across_models():
     layout, changed = FormLayout(), []
-    selectors = ChannelSelectors(layout, changed.append, "Input channel {number} of the model: the {name} volume.",
-                                 make=Selector)
+    scene = ["pat1_t1ce", "notes", "pat1_flair", "pat1_t2"]  # scene order is not channel order
+    selectors = ChannelSelectors(layout, lambda: changed.append(1), "Input channel {number} of the model: the {name} "
+                                 "volume.", make=Selector, make_note=lambda: SimpleNamespace(text=""),
+                                 volumes=lambda: scene, name_of=str)
     assert not selectors.complete and selectors.nodes() == []
-    selectors.rebuild(["flair", "t1c"], defaults=["volume A", "volume B", "volume C"])
-    assert [text for text, _ in layout.rows] == ["flair volume:", "t1c volume:"]
-    assert selectors.nodes() == ["volume A", "volume B"] and selectors.complete
+    selectors.rebuild(["flair", "t1c"])
+    assert [text for text, _ in layout.rows] == ["flair volume:", "t1c volume:", ""]
+    assert selectors.nodes() == ["pat1_flair", "pat1_t1ce"] and selectors.complete
     assert layout.rows[1][1].tooltip == "Input channel 2 of the model: the t1c volume."
-    assert all(s.connections == [("currentNodeChanged(vtkMRMLNode*)", changed.append)] for s in selectors.selectors)
+    assert all(s.connections == [("currentNodeChanged(vtkMRMLNode*)", selectors._changed)] for s in selectors.selectors)
+    note = layout.rows[2][1]
+    assert note.text == "FLAIR <- 'pat1_flair' (name match)\nT1c <- 'pat1_t1ce' (name match)"
 
-    selectors.selectors[0].setCurrentNode("volume C")  # the user's choice
+    selectors.selectors[0].setCurrentNode("notes")  # the user's choice, as the combo box tells it
+    selectors._changed("notes")
     selectors.selectors[1].setCurrentNode(None)
-    assert not selectors.complete
-    selectors.rebuild(["flair", "t1c", "t2"], defaults=["volume A", "volume B"])
-    assert selectors.nodes() == ["volume C", "volume B", None] and layout.rowCount() == 3
-    selectors.rebuild(["mr"])
-    assert selectors.nodes() == ["volume C"] and [text for text, _ in layout.rows] == ["mr volume:"]
+    selectors._changed(None)
+    assert changed == [1, 1] and not selectors.complete
+    assert note.text == "FLAIR <- 'notes' (your choice)\nT1c: none chosen; choose one"
+
+    selectors.rebuild(["t2", "t1c", "flair"])  # each channel keeps its volume by name, not position
+    assert selectors.nodes() == ["pat1_t2", "pat1_t1ce", "notes"] and layout.rowCount() == 4
+    assert layout.rows[3][1].text.splitlines() == [
+        "T2 <- 'pat1_t2' (name match)", "T1c <- 'pat1_t1ce' (name match)", "FLAIR <- 'notes' (your choice)"]
+    scene.remove("pat1_t2")  # gone from the scene: not kept
+    selectors.rebuild(["mr", "t2"])
+    assert selectors.nodes() == [None, None]  # two MR sequences fit MR equally: the user chooses
+    assert layout.rows[2][1].text == ("MR: 2 volumes named like it ('pat1_t1ce', 'pat1_flair'); choose one\n"
+                                      "T2: no volume named like it; choose one")
     selectors.rebuild([])
-    assert layout.rows == [] and not selectors.complete
+    assert layout.rows == [] and not selectors.complete and selectors.note is None
 
 
 def test_job_view_shows_state_progress_and_the_logs_end():

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 from .protocols import SARLogicError
 
 OUTPUT_REFERENCE = "sarSegmentationOutput"  # volume -> the segmentation SAR last wrote for it
-LOSS_PLOT_ATTRIBUTE = "SAR.lossPlot"
+LOSS_PLOT_ATTRIBUTE = "SAR.lossPlot"  # marks the loss plot nodes; on its table and chart: the key (job) shown
 
 
 def _mrml():
@@ -162,73 +162,126 @@ class MRMLSceneAdapter:
             raise _user_error(exc) from None
 
     # loss curves
-    def update_loss_plot(self, name: str, history: Mapping[str, Sequence[tuple[float, float]]]) -> Any:
-        """A plot chart (one line per loss over the steps) fed from ``history`` (see
-        ``sarseg.core.progress.ProgressReader.history``).
+    def loss_plot(self, key: str, history: Mapping[str, Sequence[tuple[float, float]]], title: str = "",
+                  create: bool = False) -> Any:
+        """The one SAR loss plot (a table, a chart, a line per loss), showing ``history`` (see
+        ``sarseg.core.progress.ProgressReader.history``) of ``key`` (a job); returns the chart node.
 
-        The table, series and chart nodes are found again by name, so calling this every second
-        updates the same chart. Returns the chart node (None when there is nothing to plot yet)."""
-        import slicer
+        With ``create`` (the user asked) the nodes are made when missing and reused for every key;
+        without it nothing is added: None when the plot is not in the scene (never asked for, removed,
+        scene closed) or shows another key. The table changes only when the history has new points,
+        appended after its last row; it is refilled only for another key, other losses, or a history
+        that no longer continues it (a resumed job redid steps). None also when ``history`` is empty."""
+        losses = [name for name, values in history.items() if values]
+        table_node, chart = self._loss_plot_node("vtkMRMLTableNode"), self._loss_plot_node("vtkMRMLPlotChartNode")
+        if not losses or not create and (table_node is None or chart is None
+                                       or table_node.GetAttribute(LOSS_PLOT_ATTRIBUTE) != key):
+            return None
+        rows = loss_rows(history, losses)
+        if table_node is None:
+            table_node = self.scene.AddNewNodeByClass("vtkMRMLTableNode", "SAR losses")
+        new_chart = chart is None
+        if new_chart:
+            chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "SAR loss curve")
+            chart.SetXAxisTitle("step")
+            chart.SetYAxisTitle("loss")
+        refilled = not self._append_loss_rows(table_node, key, losses, rows)
+        if refilled:
+            self._fill_loss_table(table_node, losses, rows)
+        if refilled or new_chart:
+            self._set_loss_series(chart, table_node, losses)
+        for node in (table_node, chart):
+            if node.GetAttribute(LOSS_PLOT_ATTRIBUTE) != key:
+                node.SetAttribute(LOSS_PLOT_ATTRIBUTE, key)
+        if title and chart.GetTitle() != title:
+            chart.SetTitle(title)
+        return chart
+
+    def _loss_plot_nodes(self, class_name: str) -> list[Any]:
+        count = self.scene.GetNumberOfNodesByClass(class_name)
+        nodes = [self.scene.GetNthNodeByClass(i, class_name) for i in range(count)]
+        return [node for node in nodes if node is not None and node.GetAttribute(LOSS_PLOT_ATTRIBUTE) is not None]
+
+    def _loss_plot_node(self, class_name: str) -> Any:
+        return next(iter(self._loss_plot_nodes(class_name)), None)
+
+    @staticmethod
+    def _append_loss_rows(table_node: Any, key: str, losses: list[str], rows: list[list[float]]) -> bool:
+        """Append the rows after the table's last one when the table shows ``key``'s ``losses`` and its
+        last row is still in ``rows`` at the same place (nothing at all when no row is new); False when
+        the table must be refilled."""
+        table = table_node.GetTable()
+        count = table.GetNumberOfRows()
+        columns = [table.GetColumn(i) for i in range(table.GetNumberOfColumns())]
+        if (table_node.GetAttribute(LOSS_PLOT_ATTRIBUTE) != key or [c.GetName() for c in columns] != ["step", *losses]
+                or not 0 < count <= len(rows) or not _same_row([c.GetValue(count - 1) for c in columns],
+                                                              rows[count - 1])):
+            return False
+        if count == len(rows):
+            return True
+        was_modifying = table_node.StartModify()
+        for row in rows[count:]:
+            for column, value in zip(columns, row):
+                column.InsertNextValue(value)
+        table.Modified()
+        table_node.Modified()
+        table_node.EndModify(was_modifying)
+        return True
+
+    @staticmethod
+    def _fill_loss_table(table_node: Any, losses: list[str], rows: list[list[float]]) -> None:
         import vtk
 
-        history = {k: list(v) for k, v in history.items() if v}
-        if not history:
-            return None
-        table_node = self._tagged("vtkMRMLTableNode", name) or self._tag(
-            self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} losses"), name)
-        steps = sorted({step for values in history.values() for step, _ in values})
-        index = {step: i for i, step in enumerate(steps)}
         table = table_node.GetTable()
         was_modifying = table_node.StartModify()
         while table.GetNumberOfColumns():
             table.RemoveColumn(table.GetNumberOfColumns() - 1)
-        columns = {"step": [float(s) for s in steps]}
-        for key, values in history.items():
-            column = [math.nan] * len(steps)
-            for step, value in values:
-                column[index[step]] = float(value)
-            columns[key] = column
-        for key, values in columns.items():
+        for index, name in enumerate(["step", *losses]):
             array = vtk.vtkDoubleArray()
-            array.SetName(key)
-            array.SetNumberOfValues(len(values))
-            for i, value in enumerate(values):
-                array.SetValue(i, value)
+            array.SetName(name)
+            array.SetNumberOfValues(len(rows))
+            for i, row in enumerate(rows):
+                array.SetValue(i, row[index])
             table.AddColumn(array)
         table.Modified()
         table_node.Modified()
         table_node.EndModify(was_modifying)
 
-        chart = self._tagged("vtkMRMLPlotChartNode", name) or self._tag(
-            self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{name} loss curve"), name)
-        chart.SetTitle(f"{name}: training loss")
-        chart.SetXAxisTitle("step")
-        chart.SetYAxisTitle("loss")
-        for key in history:
-            series_name = f"{name} {key}"
-            series = None
-            for i in range(chart.GetNumberOfPlotSeriesNodes()):
-                candidate = chart.GetNthPlotSeriesNode(i)
-                if candidate is not None and candidate.GetName() == series_name:
-                    series = candidate
-            if series is None:
-                series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", series_name)
-                series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
-                series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
-                chart.AddAndObservePlotSeriesNodeID(series.GetID())
-            series.SetAndObserveTableNodeID(table_node.GetID())
-            series.SetXColumnName("step")
-            series.SetYColumnName(key)
-        return chart
+    def _set_loss_series(self, chart: Any, table_node: Any, losses: list[str]) -> None:
+        """A line per loss: the plot's series nodes (the chart's first) reused in order, new ones made,
+        extra ones removed."""
+        import slicer
 
-    def _tagged(self, class_name: str, name: str) -> Any:
-        for i in range(self.scene.GetNumberOfNodesByClass(class_name)):
-            node = self.scene.GetNthNodeByClass(i, class_name)
-            if node is not None and node.GetAttribute(LOSS_PLOT_ATTRIBUTE) == name:
-                return node
-        return None
+        series = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
+        series = [node for node in series if node is not None]
+        series += [node for node in self._loss_plot_nodes("vtkMRMLPlotSeriesNode") if node not in series]
+        chart.RemoveAllPlotSeriesNodeIDs()
+        for extra in series[len(losses):]:
+            self.scene.RemoveNode(extra)
+        for index, loss in enumerate(losses):
+            if index < len(series):
+                node = series[index]
+                node.SetName(loss)
+            else:
+                node = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", loss)
+                node.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+                node.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
+                node.SetAttribute(LOSS_PLOT_ATTRIBUTE, "series")
+            node.SetAndObserveTableNodeID(table_node.GetID())
+            node.SetXColumnName("step")
+            node.SetYColumnName(loss)
+            chart.AddAndObservePlotSeriesNodeID(node.GetID())
 
-    @staticmethod
-    def _tag(node: Any, name: str) -> Any:
-        node.SetAttribute(LOSS_PLOT_ATTRIBUTE, name)
-        return node
+
+def loss_rows(history: Mapping[str, Sequence[tuple[float, float]]], losses: Sequence[str]) -> list[list[float]]:
+    """The rows of the loss table: ``[step, value per loss]`` for every step of any of ``losses``, in
+    step order (NaN where a loss has no value at that step)."""
+    values = {loss: dict(history[loss]) for loss in losses}
+    steps = sorted({step for loss in losses for step in values[loss]})
+    return [[float(step), *(float(values[loss].get(step, math.nan)) for loss in losses)] for step in steps]
+
+
+def _same_row(shown: Sequence[Any], row: Sequence[float]) -> bool:
+    """Whether a table row (as read back; NaN for no value) holds ``row``."""
+    return len(shown) == len(row) and all(
+        x == y or (isinstance(x, float) and math.isnan(x) and math.isnan(y)) for x, y in zip(shown, row))

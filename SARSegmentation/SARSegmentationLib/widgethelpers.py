@@ -3,18 +3,21 @@ a job's state in a label, a progress bar and a log box, and a job followed on a 
 
 The classes here make only the few calls named in their docstrings on the widgets and callables they
 are given (Qt's and the module logic's, in Slicer), so what they decide runs and is tested without Qt.
-``slicer`` and ``qt`` are imported only inside :func:`new_timer` and :func:`volume_selector`, which make
-the Qt objects. Only the standard library is imported at module level.
+``slicer`` and ``qt`` are imported only inside the functions that make the Qt objects or list the
+scene's volumes. Only the standard library is imported at module level.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from .channels import ChannelMatch, match_channels
 from .jobs import JobStatus, log_tail
 from .protocols import SARLogicError
 
 VOLUME_NODE = "vtkMRMLScalarVolumeNode"
+CHOSEN = "your choice"
+CLEARED = "none chosen; choose one"
 
 
 def new_timer(callback: Callable[[], None], interval_ms: int = 1000) -> Any:
@@ -41,6 +44,30 @@ def volume_selector(name: str, tooltip: str) -> Any:
     selector.setMRMLScene(slicer.mrmlScene)
     selector.setToolTip(tooltip)
     return selector
+
+
+def scene_volumes(scene: Any = None) -> list[Any]:
+    """The volumes of ``scene`` (default: Slicer's) a :func:`volume_selector` offers: scalar volumes,
+    label maps left out."""
+    if scene is None:
+        import slicer
+
+        scene = slicer.mrmlScene
+    nodes = [scene.GetNthNodeByClass(i, VOLUME_NODE) for i in range(scene.GetNumberOfNodesByClass(VOLUME_NODE))]
+    return [node for node in nodes if node.GetClassName() == VOLUME_NODE]
+
+
+def node_name(node: Any) -> str:
+    return node.GetName()
+
+
+def note_label() -> Any:
+    """A ``qt.QLabel`` for a few lines of explanation (word-wrapped)."""
+    import qt
+
+    label = qt.QLabel()
+    label.wordWrap = True
+    return label
 
 
 class ModelChooser:
@@ -97,36 +124,70 @@ class ModelChooser:
 
 
 class ChannelSelectors:
-    """One volume selector per model channel, each a row ``"<channel> volume:"`` of a form layout.
+    """One volume selector per model channel, each a row ``"<channel> volume:"`` of a form layout, and
+    under them a note saying how each channel got its volume (:mod:`.channels`: by the volume's name,
+    never by the scene's order; the user picks where no name fits).
 
-    Rebuilding for another model keeps the volume chosen at each position. ``on_change`` runs when a
-    selection changes; ``tooltip`` is formatted with the channel's ``number`` (from 1) and ``name``;
-    ``make(name, tooltip)`` makes a selector (:func:`volume_selector`). Calls on ``layout``:
-    ``rowCount``, ``removeRow``, ``addRow(text, widget)``; on a selector: ``currentNode``,
-    ``setCurrentNode``, ``connect("currentNodeChanged(vtkMRMLNode*)", on_change)``.
+    Rebuilding for another model keeps the volume of each channel of the same name. ``on_change()``
+    runs when a selection changes; ``tooltip`` is formatted with the channel's ``number`` (from 1) and
+    ``name``; ``make(name, tooltip)`` makes a selector (:func:`volume_selector`), ``make_note()`` the
+    note (:func:`note_label`); ``volumes()`` lists the volumes to match (:func:`scene_volumes`), named
+    by ``name_of``. Calls on ``layout``: ``rowCount``, ``removeRow``, ``addRow(text, widget)``,
+    ``addRow(widget)``; on a selector: ``currentNode``, ``setCurrentNode``,
+    ``connect("currentNodeChanged(vtkMRMLNode*)", slot)``; on the note: ``text``.
     """
 
-    def __init__(self, layout: Any, on_change: Callable[..., None], tooltip: str,
-                 make: Callable[[str, str], Any] = volume_selector) -> None:
+    def __init__(self, layout: Any, on_change: Callable[[], None], tooltip: str,
+                 make: Callable[[str, str], Any] = volume_selector, make_note: Callable[[], Any] = note_label,
+                 volumes: Callable[[], Sequence[Any]] = scene_volumes,
+                 name_of: Callable[[Any], str] = node_name) -> None:
         self.layout, self.on_change, self.tooltip, self.make = layout, on_change, tooltip, make
+        self.make_note, self.volumes, self.name_of = make_note, volumes, name_of
         self.selectors: list[Any] = []
+        self.matches: list[ChannelMatch] = []
+        self.note: Any = None
 
-    def rebuild(self, names: Sequence[str], defaults: Sequence[Any] = ()) -> None:
-        """A selector per name: the node chosen before at that position, else ``defaults[i]``, else none."""
-        chosen = self.nodes()
+    def rebuild(self, names: Sequence[str]) -> None:
+        """A selector per channel name: the volume the same-named channel had, else the volume named
+        like the channel, else none; the note says which and why."""
+        previous = [(match, node) for match, node in zip(self.matches, self.nodes()) if node is not None]
+        volumes = list(self.volumes())
+        chosen = {}
+        for index, name in enumerate(names):
+            kept = next(((m, node) for m, node in previous if m.channel == name and any(node is v for v in volumes)),
+                        None)
+            if kept is not None:
+                previous.remove(kept)
+                match, node = kept
+                chosen[index] = match if match.volume is node else ChannelMatch(name, node, self.name_of(node), CHOSEN)
+        self.matches = match_channels(names, volumes, self.name_of, chosen)
         while self.layout.rowCount() > 0:
             self.layout.removeRow(0)
         self.selectors = []
-        for index, name in enumerate(names):
+        for index, (name, match) in enumerate(zip(names, self.matches)):
             selector = self.make(name, self.tooltip.format(number=index + 1, name=name))
-            node = chosen[index] if index < len(chosen) else None
-            if node is None and index < len(defaults):
-                node = defaults[index]
-            if node is not None:
-                selector.setCurrentNode(node)
-            selector.connect("currentNodeChanged(vtkMRMLNode*)", self.on_change)
+            if match.volume is not None:
+                selector.setCurrentNode(match.volume)
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self._changed)
             self.layout.addRow(f"{name} volume:", selector)
             self.selectors.append(selector)
+        self.note = self.make_note() if names else None
+        if self.note is not None:
+            self.layout.addRow(self.note)
+            self._show_note()
+
+    def _changed(self, node: Any = None) -> None:
+        """A selection changed (the user's choice, or its volume left the scene): say so, then tell."""
+        for index, (match, node) in enumerate(zip(self.matches, self.nodes())):
+            if node is not match.volume:
+                self.matches[index] = (ChannelMatch(match.channel, node, self.name_of(node), CHOSEN) if node is not None
+                                       else ChannelMatch(match.channel, how=CLEARED))
+        self._show_note()
+        self.on_change()
+
+    def _show_note(self) -> None:
+        if self.note is not None:
+            self.note.text = "\n".join(match.line for match in self.matches)
 
     def nodes(self) -> list[Any]:
         """The chosen node per channel (None where none is chosen)."""
