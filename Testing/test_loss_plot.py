@@ -75,8 +75,8 @@ def test_jobs_table_writes_only_what_changed():
     table = Table()
     view = JobsTable(table, ("id", "kind", "state", "progress", "eta", "out"), make_item=lambda text, tip: (text, tip))
     rows = [job("b"), job("a", state="done", progress="100/100", eta="")]
-    assert view.show(rows, None) == "b"  # none chosen yet: the newest is shown
-    assert len([c for c in table.calls if c[0] == "setItem"]) == 12 and table.selected == 0
+    assert view.show(rows, None) is None  # none chosen yet: none is picked for the user
+    assert len([c for c in table.calls if c[0] == "setItem"]) == 12 and table.selected is None
     assert table.cells[0, 5] == ("/models/b", "/models/b") and table.cells[1, 3] == ("100/100", "a")
     assert table.cells[1, 4] == ("", "a")
 
@@ -94,7 +94,7 @@ def test_jobs_table_writes_only_what_changed():
     assert view.show([job("c"), job("b", progress="20/100", eta="50 s"),
                       job("a", state="done", progress="100/100", eta="")], "a") == "a"
     assert table.calls[0] == ("setRowCount", 3) and table.calls[-1] == ("selectRow", 2)
-    assert view.show([job("c")], "a") == "c" and table.rows == 1 and table.selected == 0  # "a" was removed
+    assert view.show([job("c")], "a") is None and table.rows == 1 and table.selected is None  # "a" was removed
     assert view.show([], "c") is None and table.rows == 0 and table.selected is None
 
 

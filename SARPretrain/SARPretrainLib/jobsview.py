@@ -41,12 +41,13 @@ class JobsTable:
         self._selected = -1
 
     def show(self, rows: Sequence[Any], selected_id: str | None) -> str | None:
-        """Show ``rows`` (newest first) with job ``selected_id`` selected, or the newest when that job
-        is not listed; returns the selected job's id (None: no jobs). Sends no selection signals."""
+        """Show ``rows`` (newest first) with job ``selected_id`` selected, or none when that job is not
+        listed (opening the module picks no job by itself); returns the selected job's id (None: none).
+        Sends no selection signals."""
         cells = [[(str(getattr(row, key) or ""), row.out if key == "out" else row.id) for key in self.columns]
                  for row in rows]
         ids = [row.id for row in rows]
-        selected = ids.index(selected_id) if selected_id in ids else (0 if ids else -1)
+        selected = ids.index(selected_id) if selected_id in ids else -1
         blocked = self.table.blockSignals(True)
         try:
             if len(cells) != len(self._cells):
