@@ -70,14 +70,13 @@ def predict(
     if any(pad):
         inputs = torch.nn.functional.pad(inputs, [0, pad[2], 0, pad[1], 0, pad[0]], mode="replicate")
     total = (4 if cfg.tta else 1) * window_count(inputs.shape[2:], patch_zyx, cfg.overlap)
-    done = 0
+    done, report = 0, on_windows or (lambda done, total: None)
 
     def predictor(patches: torch.Tensor) -> torch.Tensor:
         nonlocal done
         out = net(patches).float()
         done = min(total, done + patches.shape[0])
-        if on_windows is not None:
-            on_windows(done, total)
+        report(done, total)
         return out
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -88,9 +87,7 @@ def predict(
             )
         return labels.activate(logits.float())
 
-    if on_windows is not None:
-        on_windows(0, total)
-
+    report(0, total)
     probs = run(inputs)
     if cfg.tta:
         for axis in (2, 3, 4):
@@ -182,7 +179,7 @@ class Segmenter:
 
 class SegmentProgress:
     """``sarseg segment --progress json``: the events a job's bar and ETA follow, one per stage and one per
-    batch of windows, printed by ``emit``.
+    batch of windows, on stdout.
 
     The run counts units of work: reading the input (1; its size fixes the others, so ``start`` knows no
     total yet), each window of each TTA pass (1 each), post-processing and writing (1). The step only
@@ -190,11 +187,11 @@ class SegmentProgress:
     did (the same grid, written instead of read).
     """
 
-    def __init__(self, device: str, passes: int, emit: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
-        self.passes, self.emit = passes, emit
+    def __init__(self, device: str, passes: int) -> None:
+        self.passes = passes
         self.t0 = self.t_windows = time.monotonic()
         self.read_s, self.total = 0.0, 0
-        self.emit(format_event("start", step=0, device=device, stage="reading"))
+        self._emit("start", step=0, device=device, stage="reading")
 
     def windows(self, done: int, total: int) -> None:
         """A :data:`WindowsDone` callback: reading ended before the first call (done 0)."""
@@ -210,12 +207,15 @@ class SegmentProgress:
 
     def done(self, path: str) -> None:
         steps = self.total + 2
-        self.emit(format_event("done", step=steps, steps=steps, path=path, elapsed_s=self._elapsed()))
+        self._emit("done", step=steps, steps=steps, path=path, elapsed_s=self._elapsed())
 
     def _step(self, step: int, stage: str, eta_s: float | None, **fields: Any) -> None:
         eta = {} if eta_s is None else {"eta_s": round(eta_s, 1)}
-        self.emit(format_event("step", step=step, steps=self.total + 2, stage=stage, **fields, **eta,
-                               elapsed_s=self._elapsed()))
+        self._emit("step", step=step, steps=self.total + 2, stage=stage, **fields, **eta, elapsed_s=self._elapsed())
 
     def _elapsed(self) -> float:
         return round(time.monotonic() - self.t0, 1)
+
+    @staticmethod
+    def _emit(name: str, **fields: Any) -> None:
+        print(format_event(name, **fields), flush=True)
