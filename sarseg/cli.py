@@ -10,7 +10,6 @@ from typing import Sequence
 
 from . import jobs_cli, models_cli
 from .core.errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, BadInput, Cancelled
-from .core.progress import format_event
 from .runtime import configure_threads, thread_policy, tune_malloc
 
 
@@ -265,7 +264,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_segment(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .infer import Segmenter
+    from .infer import Segmenter, SegmentProgress
     from .io import check_output_path, read_image, write_image, write_segmentation
     from .train import resolve_device
 
@@ -274,7 +273,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
         check_output_path(args.probabilities, "--probabilities")
         if Path(args.probabilities).resolve() == Path(args.output).resolve():
             raise BadInput("--probabilities", f"is the same file as --output ({args.output})")
+    if args.overlap is not None and not 0 <= args.overlap < 1:
+        raise BadInput("--overlap", f"must lie in [0, 1) (got {args.overlap})")
     segmenter = Segmenter.load(args.model, resolve_device(args.device))
+    inference = segmenter.config.inference
+    if args.tta or args.overlap is not None:
+        inference = dataclasses.replace(inference, tta=args.tta or inference.tta,
+                                        overlap=inference.overlap if args.overlap is None else args.overlap)
+    progress = SegmentProgress(str(segmenter.device), 4 if inference.tta else 1) if args.progress == "json" else None
     modalities = segmenter.config.modalities
     image = read_image(args.input, modalities)
     if image.channels != len(modalities):
@@ -282,15 +288,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         given += f" holding {image.channels} channels" if image.channels != len(args.input) else ""
         raise BadInput("--input", f"{given}, but the model {args.model} wants {len(modalities)}, one per modality: "
                                   f"{', '.join(modalities)}")
-    inference = segmenter.config.inference
-    if args.tta or args.overlap is not None:
-        if args.overlap is not None and not 0 <= args.overlap < 1:
-            raise BadInput("--overlap", f"must lie in [0, 1) (got {args.overlap})")
-        inference = dataclasses.replace(inference, tta=args.tta or inference.tta,
-                                        overlap=inference.overlap if args.overlap is None else args.overlap)
-    if args.progress == "json":
-        print(format_event("start", step=0, steps=1, device=str(segmenter.device)), flush=True)
-    label, probs = segmenter(image, args.roi, inference)
+    label, probs = segmenter(image, args.roi, inference, progress.windows if progress else None)
+    if progress:
+        progress.writing()
     write_segmentation(args.output, label, image.geometry, segmenter.labels.segments())
     if args.probabilities is not None:
         try:
@@ -298,8 +298,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         except BadInput:
             Path(args.output).unlink(missing_ok=True)  # all outputs or none
             raise
-    if args.progress == "json":
-        print(format_event("done", step=1, steps=1, path=str(args.output)), flush=True)
+    if progress:
+        progress.done(str(args.output))
     else:
         print(f"segmentation written to {args.output}")
     return EXIT_OK

@@ -1,25 +1,33 @@
 """Segmentation: MONAI sliding-window inference (Gaussian blending, flip TTA, AMP on CUDA, stitching on
 the CPU so large volumes fit), an optional region of interest, post-processing, and a label map on the
-exact grid of the input.
+exact grid of the input; progress per batch of windows for a job's bar and ETA.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
+from monai.inferers.utils import _get_scan_interval
 from scipy import ndimage
 
 from .config import FinetuneConfig
 from .core.card import InferenceConfig, ModelCard, read_card
 from .core.errors import BadInput
 from .core.labels import LabelScheme
+from .core.progress import format_event
 from .io import Geometry, Image, normalisation_for
 from .model import build_net, load_weights, net_config
+
+WindowsDone = Callable[[int, int], None]
+"""Told (windows done, windows in all, every TTA pass counted) before the first batch of windows and after each."""
 
 
 def normalise_channels(image: Image, modalities: Sequence[str], table: dict) -> np.ndarray:
@@ -30,6 +38,14 @@ def normalise_channels(image: Image, modalities: Sequence[str], table: dict) -> 
     return np.stack([normalisation_for(m, table)(c) for m, c in zip(modalities, image.array)])
 
 
+def window_count(shape_zyx: Sequence[int], patch_zyx: Sequence[int], overlap: float) -> int:
+    """How many windows ``sliding_window_inference`` runs over one volume of this shape: MONAI's own rule
+    (its scan interval and patch slices), so the count is the one it iterates over."""
+    size = tuple(max(int(s), int(p)) for s, p in zip(shape_zyx, patch_zyx))
+    patch = tuple(int(p) for p in patch_zyx)
+    return len(dense_patch_slices(size, patch, _get_scan_interval(size, patch, len(size), (overlap,) * len(size))))
+
+
 @torch.no_grad()
 def predict(
     net: torch.nn.Module,
@@ -38,11 +54,13 @@ def predict(
     labels: LabelScheme,
     cfg: InferenceConfig,
     device: torch.device,
+    on_windows: WindowsDone | None = None,
 ) -> torch.Tensor:
     """Probabilities (K, Z, Y, X) on the CPU for a normalised (C, Z, Y, X) volume.
 
     Patches run on ``device``; the blended output is stitched on the CPU, so a volume too large for the
-    GPU still works. TTA averages the probabilities of the flips along each axis.
+    GPU still works. TTA averages the probabilities of the flips along each axis. ``on_windows`` follows
+    the work: MONAI calls the predictor once per batch of windows, which counts them.
     """
     net.eval()
     amp = device.type == "cuda"
@@ -51,15 +69,25 @@ def predict(
     inputs = volume[None].float()
     if any(pad):
         inputs = torch.nn.functional.pad(inputs, [0, pad[2], 0, pad[1], 0, pad[0]], mode="replicate")
+    total = (4 if cfg.tta else 1) * window_count(inputs.shape[2:], patch_zyx, cfg.overlap)
+    done, report = 0, on_windows or (lambda done, total: None)
+
+    def predictor(patches: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        out = net(patches).float()
+        done = min(total, done + patches.shape[0])
+        report(done, total)
+        return out
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = sliding_window_inference(
-                x, tuple(patch_zyx), cfg.sw_batch_size, lambda p: net(p).float(), overlap=cfg.overlap,
+                x, tuple(patch_zyx), cfg.sw_batch_size, predictor, overlap=cfg.overlap,
                 mode="gaussian", sw_device=device, device=torch.device("cpu"),
             )
         return labels.activate(logits.float())
 
+    report(0, total)
     probs = run(inputs)
     if cfg.tta:
         for axis in (2, 3, 4):
@@ -133,16 +161,61 @@ class Segmenter:
                                 inference=card.inference or InferenceConfig())
         return cls(net.to(device).eval(), card, config, device)
 
-    def __call__(self, image: Image, roi: Sequence[float] | None = None, inference: InferenceConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, image: Image, roi: Sequence[float] | None = None, inference: InferenceConfig | None = None,
+                 on_windows: WindowsDone | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Label map (Z, Y, X) and probabilities (K, Z, Y, X) on the input's grid (zero outside the ROI)."""
         cfg = inference or self.config.inference
         volume = normalise_channels(image, self.config.modalities, self.config.normalisation)
         region = roi_box(image.geometry, roi) if roi is not None else (slice(None),) * 3
         probs = predict(self.net, torch.from_numpy(np.ascontiguousarray(volume[(slice(None), *region)])),
-                        self.config.patch_zyx, self.labels, cfg, self.device)
+                        self.config.patch_zyx, self.labels, cfg, self.device, on_windows)
         label = np.zeros(image.array.shape[1:], dtype=np.int16)
         label[region] = postprocess(self.labels.to_label_map(probs), self.labels, cfg, image.geometry.spacing)
         full = np.zeros((probs.shape[0], *image.array.shape[1:]), dtype=np.float32)
         full[(slice(None), *region)] = probs.numpy()
         return label, full
 
+
+
+class SegmentProgress:
+    """``sarseg segment --progress json``: the events a job's bar and ETA follow, one per stage and one per
+    batch of windows, on stdout.
+
+    The run counts units of work: reading the input (1; its size fixes the others, so ``start`` knows no
+    total yet), each window of each TTA pass (1 each), post-processing and writing (1). The step only
+    grows. The ETA is the windows left at the rate so far, plus writing, taken to last as long as reading
+    did (the same grid, written instead of read).
+    """
+
+    def __init__(self, device: str, passes: int) -> None:
+        self.passes = passes
+        self.t0 = self.t_windows = time.monotonic()
+        self.read_s, self.total = 0.0, 0
+        self._emit("start", step=0, device=device, stage="reading")
+
+    def windows(self, done: int, total: int) -> None:
+        """A :data:`WindowsDone` callback: reading ended before the first call (done 0)."""
+        now = time.monotonic()
+        if done == 0:
+            self.read_s, self.t_windows, self.total = now - self.t0, now, total
+        eta = (now - self.t_windows) / done * (total - done) + self.read_s if done else None
+        self._step(1 + done, "segmenting", eta, **{"pass": max(1, math.ceil(done * self.passes / total)),
+                                                   "passes": self.passes})
+
+    def writing(self) -> None:
+        self._step(self.total + 1, "writing", self.read_s)
+
+    def done(self, path: str) -> None:
+        steps = self.total + 2
+        self._emit("done", step=steps, steps=steps, path=path, elapsed_s=self._elapsed())
+
+    def _step(self, step: int, stage: str, eta_s: float | None, **fields: Any) -> None:
+        eta = {} if eta_s is None else {"eta_s": round(eta_s, 1)}
+        self._emit("step", step=step, steps=self.total + 2, stage=stage, **fields, **eta, elapsed_s=self._elapsed())
+
+    def _elapsed(self) -> float:
+        return round(time.monotonic() - self.t0, 1)
+
+    @staticmethod
+    def _emit(name: str, **fields: Any) -> None:
+        print(format_event(name, **fields), flush=True)

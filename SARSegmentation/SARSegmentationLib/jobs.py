@@ -88,6 +88,8 @@ class JobStatus:
     out: str | None = None
     exit_code: int | None = None
     evaluation: dict = field(default_factory=dict)
+    stage: str = ""  # a stage-reporting job (segment): what it does now, e.g. "segmenting (TTA pass 2 of 4)"
+    waiting: str = ""  # a queued job: what it waits for, e.g. "waiting for job ID (pretrain) on cpu"
 
     @property
     def finished(self) -> bool:
@@ -110,10 +112,17 @@ class JobStatus:
 
     @property
     def summary(self) -> str:
-        """A one-line message: ``pretrain running: step 40/200, loss 0.1234, about 2 min 10 s left``."""
+        """A one-line message: ``pretrain running: step 40/200, loss 0.1234, about 2 min 10 s left``,
+        ``segment running: segmenting (TTA pass 2 of 4), 45 %, about 12 s left``,
+        ``segment queued: waiting for job ID (segment) on cuda``."""
         parts = [f"{self.kind} {self.state}"]
         details = []
-        if self.steps:
+        if self.state == "queued" and self.waiting:
+            details.append(self.waiting)
+        if self.stage:
+            if self.state == "running":
+                details.append(self.stage + (f", {self.percent} %" if self.fraction is not None else ""))
+        elif self.steps:
             details.append(f"step {self.step}/{self.steps}")
         if self.loss is not None:
             details.append(f"loss {self.loss:.4f}")
@@ -135,13 +144,19 @@ def status_of(job: JobLike) -> JobStatus:
     progress = dict(getattr(job, "progress", None) or {})
     step, steps = number(progress.get("step")), number(progress.get("steps"))
     validation = progress.get("validation") if isinstance(progress.get("validation"), dict) else {}
+    stage = progress.get("stage") if isinstance(progress.get("stage"), str) else ""
+    tta_pass, passes = number(progress.get("pass")), number(progress.get("passes"))
+    if stage == "segmenting" and tta_pass and passes and passes > 1:
+        stage += f" (TTA pass {int(tta_pass)} of {int(passes)})"
+    waiting = getattr(job, "waiting", None)
     return JobStatus(
         id=job.id, kind=job.kind, state=job.state, device=getattr(job, "device", "cpu"),
         step=int(step) if step is not None else None, steps=int(steps) if steps is not None else None,
         fraction=fraction(progress), eta_s=number(progress.get("eta_s")), loss=number(progress.get("loss")),
         dice=number(validation.get("dice")), best_dice=number(validation.get("best_dice")),
         out=getattr(job, "out", None), exit_code=getattr(job, "exit_code", None),
-        evaluation=dict(progress.get("evaluation") or {}),
+        evaluation=dict(progress.get("evaluation") or {}), stage=stage,
+        waiting=waiting if isinstance(waiting, str) else "",
     )
 
 

@@ -14,8 +14,13 @@ process group with stdout/stderr going straight to the files above, waits for it
 code and final state in ``job.json`` (written atomically, under a lock file in ROOT), then starts
 the next queued job. Readers (``list``/``poll``) only read files, so any process can follow a job.
 
-Scheduling: at most ``max_cuda_jobs`` (1) running cuda jobs and ``max_cpu_jobs`` (1, since training
-uses every core) running cpu jobs; the rest wait queued, first in first out per device.
+Scheduling: two queues per device, *inference* (``segment`` jobs) and *training* (every other kind:
+pretrain, finetune). Each runs at most the device's limit at a time, ``max_cuda_jobs`` (1) on cuda and
+``max_cpu_jobs`` (1, since training uses every core) on cpu; the rest wait queued, first in first out
+within their queue. So a segmentation never waits behind an hours-long training on its device (the two
+share it meanwhile: the segmentation's few windows at a time, beside the training), only behind another
+segmentation. A queued job's ``waiting`` (filled when read, like its progress) names what it waits for:
+``waiting for job ID (KIND) on DEVICE``.
 
 States: ``cancel`` sends SIGTERM to the job's process group (the command checkpoints and exits 130),
 then SIGKILL after a timeout -> cancelled. A job found running whose processes are gone (or whose pid
@@ -40,6 +45,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,6 +64,7 @@ except ImportError:  # Windows
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 FINISHED = ("done", "failed", "cancelled", "interrupted")
 DEVICES = ("cpu", "cuda")
+INFERENCE_KINDS = ("segment",)
 JOB_FILE, PROGRESS_FILE, LOG_FILE, LOCK_FILE = "job.json", "progress.jsonl", "log.txt", ".lock"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -99,8 +106,9 @@ class Job:
     # Not stored in job.json: filled from the files when read.
     folder: str | None = None
     progress: dict[str, Any] = field(default_factory=dict)
+    waiting: str | None = None  # a queued job: what it waits for
 
-    _TRANSIENT = ("folder", "progress")
+    _TRANSIENT = ("folder", "progress", "waiting")
 
     def to_dict(self, transient: bool = True) -> dict[str, Any]:
         data = asdict(self)
@@ -151,6 +159,11 @@ class Job:
     def fraction(self) -> float | None:
         """Share of steps done (0..1) from the latest progress line, when known."""
         return fraction(self.progress)
+
+    @property
+    def queue(self) -> tuple[str, str]:
+        """(queue, device) whose slots the job takes: ``inference`` for segmentation, else ``training``."""
+        return ("inference" if self.kind in INFERENCE_KINDS else "training"), self.device
 
 
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -403,12 +416,11 @@ class JobManager:
         with self._locked():
             jobs = self._refresh_all()
             limits = {"cpu": self.max_cpu_jobs, "cuda": self.max_cuda_jobs}
-            running = {d: sum(1 for j in jobs if j.state == "running" and j.device == d) for d in DEVICES}
-            queued = sorted((j for j in jobs if j.state == "queued"), key=lambda j: (j.queued or "", j.id))
-            for job in queued:
-                if running.get(job.device, 0) < limits.get(job.device, 1):
+            running = Counter(j.queue for j in jobs if j.state == "running")
+            for job in sorted((j for j in jobs if j.state == "queued"), key=_queue_order):
+                if running[job.queue] < limits.get(job.device, 1):
                     started.append(self._launch(job))
-                    running[job.device] = running.get(job.device, 0) + 1
+                    running[job.queue] += 1
         return started
 
     def _launch(self, job: Job) -> Job:
@@ -485,6 +497,7 @@ class JobManager:
         if self._freed:
             self.start_next()
             jobs = self._refresh_all()
+        _note_waiting(jobs)
         for job in jobs:
             self._read_progress(job)
         return sorted(jobs, key=lambda j: (j.created or "", j.id))
@@ -500,6 +513,8 @@ class JobManager:
         job = self._refresh(self._read(job_id))
         if self._freed:
             self.start_next()
+        if job.state == "queued":
+            _note_waiting([job, *(j for j in self._refresh_all() if j.id != job_id)])
         self._read_progress(job)
         return job
 
@@ -581,6 +596,23 @@ class JobManager:
             self._write(job)
             self.start_next()
         return self.poll(job_id)
+
+
+def _queue_order(job: Job) -> tuple[str, str]:
+    """First in first out: by when the job was queued (a resumed job queues anew), then by id."""
+    return job.queued or "", job.id
+
+
+def _note_waiting(jobs: list[Job]) -> None:
+    """Fill in each queued job's ``waiting``: the running jobs holding its queue's slots on its device,
+    and how many queued jobs come before it there."""
+    for job in jobs:
+        if job.state != "queued":
+            continue
+        holding = [j for j in jobs if j.state == "running" and j.queue == job.queue]
+        ahead = sum(1 for j in jobs if j.state == "queued" and j.queue == job.queue and _queue_order(j) < _queue_order(job))
+        names = ", ".join(f"job {j.id} ({j.kind})" for j in holding) or "a free slot"
+        job.waiting = f"waiting for {names} on {job.device}" + (f", {ahead} queued before it" if ahead else "")
 
 
 def engine_env(extra: dict[str, str] | None = None) -> dict[str, str]:

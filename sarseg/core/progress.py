@@ -9,7 +9,7 @@ then steps from its checkpoint on.
 Readers follow the file while it grows (:class:`ProgressReader`): each call reads only the bytes
 appended since the last one, a half-written last line waits for the next call, and a replaced
 (shorter, or another) file is read again from its start. What they make of the lines is the job's
-*summary* (latest step, steps, ETA, losses, evaluation, validation, done; ``Job.progress`` in
+*summary* (latest step, steps, ETA, stage, losses, evaluation, validation, done; ``Job.progress`` in
 :mod:`sarseg.core.jobs`) and, when asked for, the *loss history* for plots.
 
 Standard library only.
@@ -65,10 +65,11 @@ def summarise(summary: dict[str, Any], event: dict[str, Any]) -> None:
     summary["event"] = name
     if name == "start":
         summary.update(step=event.get("step"), steps=event.get("steps"), started_step=event.get("step"))
-        summary.pop("eta_s", None)
-        summary.pop("done", None)
-        if "device" in event:
-            summary["device"] = event["device"]
+        for key in ("eta_s", "done", "stage"):
+            summary.pop(key, None)
+        for key in ("device", "stage"):  # stage: what a run that names its stages (segment) begins with
+            if key in event:
+                summary[key] = event[key]
     elif name == "step":
         summary.update(fields)
         summary["losses"] = {k: v for k, v in fields.items() if k.startswith("loss")}
