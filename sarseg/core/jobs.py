@@ -601,9 +601,10 @@ def run_child(folder: str | os.PathLike) -> int:
                 err.write(f"sarseg jobs: could not start {manager.python}: {exc}\n".encode())
                 proc = None
         if proc is not None:
+            child = (proc.pid, procs.start_time(proc.pid, manager.host))
             if signalled:  # a stop that came while starting it may have missed the command
-                proc.send_signal(signal.SIGTERM)
-            manager._update(job.id, child_pid=proc.pid, child_start=procs.start_time(proc.pid, manager.host))
+                procs.stop_command(child, manager.host)
+            manager._update(job.id, child_pid=child[0], child_start=child[1])
             while True:
                 try:
                     code = proc.wait()
