@@ -241,6 +241,8 @@ def test_the_sar_folder_the_user_chose_holds_models_jobs_and_exports(tmp_path: P
         with pytest.raises(SARLogicError):
             set_data_folder(settings, bad)
     assert settings.values[DATA_FOLDER_SETTING] == str(chosen) and sar_home() == chosen  # unchanged
+    os.environ[KEEP] = "many"  # the module still opens; starting a job says what is wrong
+    assert kept_jobs() == 50
 
 
 def test_jobs_of_the_chosen_folder_are_listed_by_the_command_line(tmp_path: Path, monkeypatch, clean_env,

@@ -109,11 +109,16 @@ def set_data_folder(settings: Any, folder: str | os.PathLike) -> Path:
 
 
 def kept_jobs() -> int:
-    """How many finished jobs are kept (``$SARSEG_KEEP_JOBS``, else the engine's default)."""
+    """How many finished jobs are kept (``$SARSEG_KEEP_JOBS``, else the engine's default, also when the
+    variable is not a number: starting a job then says so)."""
+    from sarseg.core.errors import BadInput
     from sarseg.core.jobs import KEEP, KEEP_DEFAULT
     from sarseg.core.paths import limit
 
-    return limit(KEEP, KEEP_DEFAULT)
+    try:
+        return limit(KEEP, KEEP_DEFAULT)
+    except BadInput:
+        return KEEP_DEFAULT
 
 
 def set_kept_jobs(settings: Any, count: int) -> None:
