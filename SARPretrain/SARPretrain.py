@@ -40,7 +40,7 @@ except ImportError:  # a source checkout: the SARSegmentation module folder lies
 
 from SARSegmentationLib import about, dependencies
 from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, selftest_workspace
-from SARSegmentationLib.models import FolderModelStore, models_root, work_root
+from SARSegmentationLib.models import FolderModelStore, apply_settings, models_root, work_root
 from SARSegmentationLib.protocols import SARLogicError
 from SARSegmentationLib.scene import MRMLSceneAdapter
 from SARSegmentationLib.widgethelpers import ChannelSelectors, JobView, ModelChooser, new_timer
@@ -182,6 +182,7 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = None
 
     def enter(self) -> None:
+        self.logic.followDataFolder()  # e.g. another SAR folder was chosen in SAR Segmentation
         self.initializeParameterNode()
         self.refreshModels()
         self.refreshJobs()
@@ -363,7 +364,7 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if row is None:
             self._jobView.idle()
         else:
-            self._jobView.read(row.id, self.logic.jobStatus, self.logic.jobLog)
+            self._jobView.read(row.id, self.logic.jobStatus, self.logic.jobLogReader)
         self._updateButtons()
 
     def onShowLossPlot(self) -> None:
@@ -390,8 +391,7 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onOpenLog(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to open the log."):
-            row = self._requiredRow()
-            self.ui.jobLogTextEdit.setPlainText(self.logic.jobLog(row.id))
+            row = self._requiredRow()  # the log's end is in the box already; the whole log opens in an editor
             path = self.logic.jobLogPath(row.id)
             if path and os.path.isfile(path):
                 qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(path))
@@ -412,6 +412,8 @@ class SARPretrainLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self, runner=None, models=None, scene=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        apply_settings(qt.QSettings())  # the SAR folder chosen in SAR Segmentation
+        self._ownFolders = models is None and runner is None
         self.models = models if models is not None else FolderModelStore(models_root())
         self._runnerArg = runner
         self._sceneNode = scene
@@ -424,6 +426,13 @@ class SARPretrainLogic(ScriptedLoadableModuleLogic):
 
     def getParameterNode(self):
         return SARPretrainParameterNode(super().getParameterNode())
+
+    def followDataFolder(self) -> None:
+        """Use the SAR folder chosen meanwhile in SAR Segmentation (models, jobs and exports there)."""
+        apply_settings(qt.QSettings())
+        if self._ownFolders and self.models.root != models_root():
+            self.models = FolderModelStore(models_root())
+            self._runner = self._pretraining = self._training = self._jobs = None
 
     @property
     def runner(self):
@@ -521,6 +530,10 @@ class SARPretrainLogic(ScriptedLoadableModuleLogic):
 
     def jobLog(self, jobId) -> str:
         return self.jobs.log(jobId)
+
+    def jobLogReader(self, jobId):
+        """A reader of the job's log returning only what was written since its previous read."""
+        return self.jobs.log_reader(jobId)
 
     def jobLogPath(self, jobId):
         return self.jobs.log_path(jobId)

@@ -30,7 +30,8 @@ from slicer.util import VTKObservationMixin
 
 from SARSegmentationLib import about, dependencies
 from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, selftest_workspace
-from SARSegmentationLib.models import FolderModelStore, models_root, work_root
+from SARSegmentationLib.models import (FolderModelStore, apply_settings, folders_text, kept_jobs, models_root,
+                                       sar_home, set_data_folder, set_kept_jobs, work_root)
 from SARSegmentationLib.scene import MRMLSceneAdapter
 from SARSegmentationLib.segmentation import SegmentationLogic
 from SARSegmentationLib.widgethelpers import ChannelSelectors, JobFollower, JobView, ModelChooser
@@ -118,9 +119,11 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._inputs = ChannelSelectors(self.ui.inputVolumesFrame.layout(), self._updateButtons,
                                         "Input channel {number} of the model: the {name} volume.")
         view = JobView(self.ui.statusLabel, self.ui.progressBar, self.ui.logTextEdit, hide_when_idle=True)
-        self._job = JobFollower(view, self.logic.jobStatus, self.logic.jobLog, self.onJobEnded)
+        self._job = JobFollower(view, self.logic.jobStatus, self.logic.jobLogReader, self.onJobEnded)
         view.idle()
-        self.ui.modelsFolderLabel.text = str(self.logic.modelsFolder())
+        self.ui.dataFolderButton.directory = str(sar_home())
+        self.ui.modelsFolderLabel.text = folders_text()
+        self.ui.keepJobsSpinBox.value = kept_jobs()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -129,6 +132,8 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.refreshModelsButton.connect("clicked()", self.refreshModels)
         self.ui.importModelButton.connect("clicked()", self.onImportModel)
         self.ui.openModelsFolderButton.connect("clicked()", self.onOpenModelsFolder)
+        self.ui.dataFolderButton.connect("directoryChanged(QString)", self.onDataFolderChanged)
+        self.ui.keepJobsSpinBox.connect("valueChanged(int)", self.onKeepJobsChanged)
         self.ui.applyButton.connect("clicked()", self.onApply)
         self.ui.cancelButton.connect("clicked()", self.onCancel)
 
@@ -207,6 +212,7 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self.ui.applyButton.toolTip = "Segment in the background; Slicer stays usable meanwhile."
         self.ui.cancelButton.enabled = running and not self.logic.cancelling(self._job.job_id)
+        self.ui.dataFolderButton.enabled = not running  # the running job's result belongs to this folder's logic
 
     def onImportModel(self) -> None:
         path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Import a SAR model", "",
@@ -219,6 +225,21 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.modelName = model.name
             self.refreshModels()
             self._job.view.message(f"Imported model {model.name}.")
+
+    def onDataFolderChanged(self, path) -> None:
+        """The user chose another SAR folder: models, jobs and exported inputs are there from now on."""
+        if Path(path) == sar_home():
+            return
+        with slicer.util.tryWithErrorDisplay("Cannot use this folder for SAR."):
+            self.logic.setDataFolder(path)
+            self._job.view.message(f"SAR keeps its models and jobs in {sar_home()} now.")
+        self.ui.dataFolderButton.directory = str(sar_home())  # the folder in use, also when refused
+        self.ui.modelsFolderLabel.text = folders_text()
+        self.refreshModels()
+
+    def onKeepJobsChanged(self, count) -> None:
+        with slicer.util.tryWithErrorDisplay("Cannot change the number of finished jobs kept."):
+            set_kept_jobs(qt.QSettings(), int(count))
 
     def onOpenModelsFolder(self) -> None:
         root = self.logic.modelsFolder()
@@ -274,6 +295,7 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self, runner=None, models=None, scene=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        apply_settings(qt.QSettings())  # the SAR folder the user chose (and how many finished jobs are kept)
         self.models = models if models is not None else FolderModelStore(models_root(), [builtinModelsFolder()])
         self._runner = runner
         self._scene = scene
@@ -297,6 +319,14 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
     # models
     def modelsFolder(self) -> Path:
         return self.models.root
+
+    def setDataFolder(self, folder) -> Path:
+        """Keep models, jobs and exported inputs in ``folder`` from now on (kept in Slicer's settings): the
+        models listed and the jobs started afterwards are there; running jobs stay where they are."""
+        path = set_data_folder(qt.QSettings(), folder)
+        self.models = FolderModelStore(models_root(), [builtinModelsFolder()])
+        self._segmentation = None
+        return path
 
     def segmentationModels(self) -> list:
         return self.models.list(("segmentation",))
@@ -328,8 +358,9 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
     def jobStatus(self, jobId):
         return self.segmentation.status(jobId)
 
-    def jobLog(self, jobId) -> str:
-        return self.segmentation.log(jobId)
+    def jobLogReader(self, jobId):
+        """A reader of the job's log returning only what was written since its previous read."""
+        return self.segmentation.log_reader(jobId)
 
     def cancelJob(self, jobId) -> bool:
         """Ask the job to stop; returns at once (a detached process waits for it)."""

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from sarseg.cli import main
-from sarseg.core import jobs
-from sarseg.core.jobs import Job, JobError, JobManager, group_alive, merge_args
+from sarseg.core import jobs, procs
+from sarseg.core.jobs import Job, JobError, JobManager, merge_args
+
+HOST = procs.this_host()
 
 ENV = {"OMP_NUM_THREADS": "1"}  # two cores here: one thread per job keeps runs short and steady
 
@@ -80,7 +82,7 @@ def test_cancel_checkpoints_and_resume_finishes(manager: JobManager, tmp_path: P
     wait_for(manager, job.id, lambda j: j.progress.get("event") == "step" or j.finished)
     job = manager.cancel(job.id, timeout=60)
     assert job.state == "cancelled" and job.exit_code == 130, manager.log(job.id)
-    assert not group_alive(job.pgid)
+    assert not procs.group_alive(job.pgid, HOST)
     with pytest.raises(ProcessLookupError):
         os.killpg(job.pgid, 0)
     assert (out / "checkpoint.pt").is_file()
@@ -121,7 +123,7 @@ def test_a_command_whose_runner_died_is_stopped_and_then_interrupted(manager: Jo
     os.kill(job.pid, signal.SIGKILL)  # only the runner: its command goes on, and nobody would record its end
     job = wait_for(manager, job.id, lambda j: j.state != "running", timeout=30)
     assert job.state == "interrupted" and job.orphaned
-    assert not jobs.pid_alive(job.child_pid, job.child_start)
+    assert not procs.alive(job.child_pid, job.child_start, HOST)
     assert "the runner of this job died" in manager.log(job.id)
     assert (tmp_path / "orphan" / "checkpoint.pt").is_file()
     job = manager.resume(job.id, ["--steps", str(job.progress["step"] + 3)])
@@ -132,7 +134,7 @@ def test_a_command_whose_runner_died_is_stopped_and_then_interrupted(manager: Jo
 def _fake_launch(self: JobManager, job: Job) -> Job:
     """Mark a job running as this test process (alive and ours) without starting anything."""
     return self._update(job.id, state="running", pid=os.getpid(), pgid=None,
-                        pid_start=jobs._start_time(os.getpid()), started=jobs.now())
+                        pid_start=procs.start_time(os.getpid(), self.host), started=jobs.now())
 
 
 def test_one_cuda_job_and_one_cpu_job_at_a_time(tmp_path: Path, monkeypatch) -> None:
@@ -165,7 +167,7 @@ def test_dead_or_reused_pid_is_interrupted(tmp_path: Path, monkeypatch) -> None:
     reused = m.submit("pretrain", ["pretrain"], "cpu")
     m._update(queued.id, state="done", exit_code=0)
     assert m.poll(reused.id).state == "queued" and m.start_next()[0].id == reused.id
-    m._update(reused.id, pid_start=jobs._start_time(os.getpid()) + 12345)  # our pid, started at another time
+    m._update(reused.id, pid_start=procs.start_time(os.getpid(), HOST) + 12345)  # our pid, started at another time
     states = {j.id: j.state for j in m.list()}
     if Path("/proc/self/stat").is_file():
         assert states[reused.id] == "interrupted"
@@ -265,12 +267,12 @@ def no_signals(monkeypatch) -> list:
 
 def test_cancel_never_signals_a_group_the_job_does_not_own(tmp_path: Path, no_signals, capsys) -> None:
     m = JobManager(tmp_path / "jobs")
-    init_start = jobs._start_time(1)
+    init_start = procs.start_time(1, HOST)
     own = os.getpgrp()
     cases = {
         "init without start time": {"pid": 1, "pgid": 1},
         "init with its real start time": {"pid": 1, "pgid": 1, "pid_start": init_start},
-        "the caller's own group": {"pid": own, "pgid": own, "pid_start": jobs._start_time(own)},
+        "the caller's own group": {"pid": own, "pgid": own, "pid_start": procs.start_time(own, HOST)},
         "a live process, start time of another": {"pid": os.getpid(), "pgid": os.getpid(), "pid_start": 12345},
     }
     for name, fields in cases.items():
@@ -290,7 +292,7 @@ def test_cancel_never_signals_a_group_the_job_does_not_own(tmp_path: Path, no_si
 def test_cli_cancel_of_a_forged_record_exits_2(tmp_path: Path, no_signals, capsys) -> None:
     from sarseg.cli import main
     root = tmp_path / "jobs"
-    job_id = _forge(JobManager(root), pid=1, pgid=1, pid_start=jobs._start_time(1))
+    job_id = _forge(JobManager(root), pid=1, pgid=1, pid_start=procs.start_time(1, HOST))
     capsys.readouterr()
     assert main(["jobs", "--root", str(root), "cancel", job_id]) == 2
     err = capsys.readouterr().err

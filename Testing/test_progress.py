@@ -154,8 +154,8 @@ def test_lines_that_are_not_progress_are_skipped_and_kept_for_the_log(tmp_path):
     manager = JobManager(root)
     assert manager.poll("job-1").progress == reader.summary and manager.poll("job-1").fraction == 1.0
     log = manager.log("job-1")
-    assert log.startswith("stderr line\n--- stdout ---\n")
-    assert log.splitlines()[2:] == [*garbage, "\ufffd\ufffd bytes", '{"event": "do']
+    assert log.startswith("stderr line\n[stdout] ")
+    assert log.splitlines()[1:] == [f"[stdout] {line}" for line in (*garbage, "\ufffd\ufffd bytes", '{"event": "do')]
 
 
 def test_format_and_parse():

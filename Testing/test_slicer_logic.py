@@ -106,6 +106,12 @@ class FakeRunner:
     def log(self, job_id):
         return self.logs.get(job_id, "")
 
+    def log_reader(self, job_id):
+        from sarseg.core.progress import LogReader
+
+        folder = Path(self.jobs[job_id].folder)
+        return LogReader(folder / "log.txt", folder / "progress.jsonl")
+
 
 def write_model(folder: Path, kind: str = "segmentation", modalities=("mr",), labels=TUMOR, **extra) -> Path:
     """A model folder with a valid model.json and a weights file whose SHA-256 matches."""
@@ -262,7 +268,7 @@ def test_dependency_checks_without_installing():
     assert need.torch == ">=2.8" and need.packages == ["scipy>=1.10"] and not need.engine and not need.python
     assert "PyTorch" in need.describe() and "scipy" in need.describe()
     assert dependencies.missing(versions.get, python=(3, 9)).python
-    assert dependencies.constraints_text(versions.get) == "SimpleITK==2.4.0\nnumpy==1.0.0\n"
+    assert dependencies.pins(versions.get) == ["SimpleITK==2.4.0", "numpy==1.0.0"]
     here = dependencies.missing()  # this environment has everything
     assert here.nothing, here
     assert dependencies.ensure_engine_on_path()

@@ -141,6 +141,16 @@ class LogBox:
     def setPlainText(self, text: str) -> None:
         self.text = text
 
+    def appendPlainText(self, text: str) -> None:  # QPlainTextEdit: a new paragraph
+        self.text = text if self.text is None else f"{self.text}\n{text}"
+
+
+class NoLog:
+    """A job log that stays empty (``LogReader``'s interface)."""
+
+    def read(self, final: bool = False) -> tuple[str, bool]:
+        return "", False
+
 
 class Timer:
     def __init__(self, callback) -> None:
@@ -225,11 +235,11 @@ def test_channel_selectors_match_by_name_and_keep_each_channels_volume_across_mo
 def test_job_view_shows_state_progress_and_the_logs_end():
     label, bar, box = SimpleNamespace(text=""), Bar(), LogBox()
     view = JobView(label, bar, box, hide_when_idle=True, log_lines=2)
-    view.show(status("running"), "one\ntwo\n\nthree\n")
-    assert bar.range == (0, 0) and bar.visible and box.text == "two\nthree"  # busy until steps are known
+    view.show(status("running"))
+    assert bar.range == (0, 0) and bar.visible  # busy until steps are known
     assert label.text == "segment running"
     view.show(status("running", 30, 120, out="/models/brain-v2"))
-    assert (bar.range, bar.value) == ((0, 100), 25) and box.text == "two\nthree"  # no log given: kept
+    assert (bar.range, bar.value) == ((0, 100), 25)
     assert label.text == "segment running: step 30/120 -> /models/brain-v2"
     view.show(status("queued"))
     assert (bar.range, bar.value, bar.visible) == ((0, 100), 0, True)
@@ -241,17 +251,17 @@ def test_job_view_shows_state_progress_and_the_logs_end():
     def unreadable(job_id):
         raise SARLogicError(f"{job_id}: no such job under /jobs")
 
-    assert view.read("job-9", unreadable, lambda job_id: "") is None
+    assert view.read("job-9", unreadable, lambda job_id: NoLog()) is None
     assert label.text == "Cannot read job job-9: job-9: no such job under /jobs" and not bar.visible
-    shown = view.read("job-1", lambda job_id: status("running", 1, 4), lambda job_id: "log of " + job_id)
-    assert shown.step == 1 and box.text == "log of job-1" and bar.visible and bar.value == 25
+    shown = view.read("job-1", lambda job_id: status("running", 1, 4), lambda job_id: NoLog())
+    assert shown.step == 1 and box.text == "" and bar.visible and bar.value == 25
 
 
 def test_job_follower_shows_the_job_until_it_ends_then_hands_it_over_once():
     states = iter([status("queued"), status("running", 2, 4), status("done", 4, 4)])
     ended, timers = [], []
     view = JobView(SimpleNamespace(text=""), Bar(), LogBox(), hide_when_idle=True)
-    follower = JobFollower(view, lambda job_id: next(states), lambda job_id: "", lambda *args: ended.append(args),
+    follower = JobFollower(view, lambda job_id: next(states), lambda job_id: NoLog(), lambda *args: ended.append(args),
                            timer=lambda callback: timers.append(Timer(callback)) or timers[-1])
     timer = timers[0]
     assert timer.callback == follower.tick and not timer.running and follower.job_id is None
@@ -269,7 +279,7 @@ def test_job_follower_shows_the_job_until_it_ends_then_hands_it_over_once():
     def gone(job_id):
         raise OSError("jobs folder removed")
 
-    lost = JobFollower(view, gone, lambda job_id: "", lambda *args: ended.append(args), timer=Timer)
+    lost = JobFollower(view, gone, lambda job_id: NoLog(), lambda *args: ended.append(args), timer=Timer)
     lost.follow("job-2")
     assert ended[-1] == ("job-2", None) and not lost.timer.running and lost.job_id is None
     assert view.label.text == "Cannot read job job-2: jobs folder removed"

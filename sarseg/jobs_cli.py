@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .core.errors import EXIT_OK
-from .core.jobs import DEVICES, Job, JobError, JobManager, merge_args, run_child
+from .core.jobs import DEVICES, KEEP, KEEP_DEFAULT, Job, JobError, JobManager, merge_args, run_child
 
 JOB_COMMANDS = ("pretrain", "finetune", "segment")  # the commands that report --progress json
 _ROOT_HELP = "jobs folder (default: $SARSEG_JOBS, else jobs/ in the per-user sarseg data folder)"
@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     """Add ``jobs`` with its sub-commands to the ``sarseg`` parser's sub-parsers."""
     p = subparsers.add_parser("jobs", help="background jobs: submit, list, follow, cancel, resume")
     p.add_argument("--root", type=Path, default=None, help=_ROOT_HELP)
-    visible = ("list", "show", "cancel", "resume", "log", "submit")
+    visible = ("list", "show", "cancel", "resume", "log", "prune", "submit")
     sub = p.add_subparsers(dest="jobs_command", required=True, parser_class=type(p), metavar="{" + ",".join(visible) + "}")
 
     def command(name: str, help: str | None) -> argparse.ArgumentParser:
@@ -44,6 +44,9 @@ def add_parser(subparsers) -> None:
     q.add_argument("extra", nargs=argparse.REMAINDER, help="options replacing the job's own")
     q = command("log", "the job's log (stderr)")
     q.add_argument("id")
+    q = command("prune", "remove the folders of all but the last finished jobs (queued and running ones stay)")
+    q.add_argument("--keep", type=int, default=None,
+                   help=f"finished jobs kept (default: ${KEEP}, else {KEEP_DEFAULT}; every submit prunes too)")
     q = command("submit", "queue a sarseg command: submit [--device D] KIND -- OPTIONS (KIND: "
                           + ", ".join(JOB_COMMANDS) + ")")
     q.add_argument("--device", choices=DEVICES, default="cpu", help="the queue the job waits in")
@@ -130,6 +133,11 @@ def run(args: argparse.Namespace, check: Callable[[list[str]], object]) -> int:
         print(f"{job.id}: {job.state}")
     elif cmd == "log":
         sys.stdout.write(manager.log(args.id))
+    elif cmd == "prune":
+        if args.keep is not None and args.keep < 0:
+            raise JobError("--keep", f"must be 0 or more (got {args.keep})")
+        for job_id in manager.prune(args.keep):
+            print(f"{job_id}: removed")
     else:
         return _submit(manager, args, check)
     return EXIT_OK

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from SARSegmentationLib import outcomes
 from SARSegmentationLib.jobs import BackgroundCanceller, JobStatus, status_of
 from SARSegmentationLib.models import MODEL_JSON
-from SARSegmentationLib.protocols import JobRunner, SARLogicError
+from SARSegmentationLib.protocols import JobRunner, LogFollower, SARLogicError
 
 RESUMABLE_KINDS = ("pretrain", "finetune")
 RESUMABLE_STATES = ("cancelled", "interrupted", "failed")
@@ -79,6 +79,9 @@ class JobsPanelLogic:
 
     def log(self, job_id: str) -> str:
         return self.runner.log(job_id)
+
+    def log_reader(self, job_id: str) -> LogFollower:
+        return self.runner.log_reader(job_id)
 
     def log_path(self, job_id: str) -> str | None:
         folder = getattr(self.runner.poll(job_id), "folder", None)

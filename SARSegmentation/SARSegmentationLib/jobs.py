@@ -215,7 +215,8 @@ class SubprocessCanceller:
     """Cancels jobs from a small detached process (``python -m sarseg jobs --root ROOT cancel ID``).
 
     What the GUI uses: nothing waits in Slicer's process (not even a thread, which inside Slicer only
-    runs while the main thread gives up Python's lock), and the stop completes even if Slicer closes.
+    runs while the main thread gives up Python's lock), and the stop completes even if Slicer closes
+    (the helper runs in its own session, without a console window on Windows).
     The job's state (``cancelled``) shows on the next poll.
     """
 
@@ -230,13 +231,14 @@ class SubprocessCanceller:
     def cancel(self, job_id: str) -> bool:
         import subprocess
 
+        from sarseg.core import procs
         from sarseg.core.jobs import engine_env  # the same engine for the helper (e.g. the extension's copy)
 
         if self.busy(job_id):
             return False
         self._procs[job_id] = subprocess.Popen(self.command(job_id), stdin=subprocess.DEVNULL,
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=engine_env(),
-                                               start_new_session=True, close_fds=True)
+                                               close_fds=True, **procs.detached(procs.this_host()))
         return True
 
     def busy(self, job_id: str) -> bool:

@@ -8,6 +8,10 @@ Slicer and the ``sarseg`` command; see ``sarseg/core/paths.py``)::
     jobs/<job id>/                                   background jobs (sarseg.core.jobs)
     work/                                            inputs exported for segmentation, pretraining data
 
+The user sees this folder in SAR Segmentation (Advanced) and can choose another one there; the choice
+is kept in Slicer's settings and becomes ``$SARSEG_HOME`` of Slicer's process and of every job it starts
+(:func:`apply_settings`), as does the number of finished jobs kept (``$SARSEG_KEEP_JOBS``).
+
 A model's versions are sibling folders ``<base>``, ``<base>-v2``, ``<base>-v3``...; fine-tuning a
 model writes the next free version. The models are read from ``model.json`` only (plain JSON: no
 torch needed in Slicer's own process). Only the standard library is imported at module level.
@@ -58,6 +62,71 @@ def jobs_root() -> Path:
 def work_root() -> Path:
     """Files made for jobs (exported inputs, pretraining data): ``sar_home()/work``."""
     return sar_home() / "work"
+
+
+def folders_text() -> str:
+    """The folders in the SAR folder, as the module shows them."""
+    return (f"models and the training cases added to them: {models_root()}\n"
+            f"jobs: {jobs_root()}\ninputs exported for jobs: {work_root()}")
+
+
+# -- the user's choices, kept in Slicer's settings (``qt.QSettings()``: ``value(key)``, ``setValue(key, v)``)
+
+DATA_FOLDER_SETTING = "SARExtension/DataFolder"
+KEEP_JOBS_SETTING = "SARExtension/FinishedJobsKept"
+
+
+def apply_settings(settings: Any) -> None:
+    """Use the SAR folder and the number of finished jobs kept that the user chose (stored in
+    ``settings``): they become ``$SARSEG_HOME`` and ``$SARSEG_KEEP_JOBS`` of this process, and so of the
+    engine and of every job started from it. Nothing stored: the engine's defaults."""
+    from sarseg.core import jobs, paths
+
+    folder = settings.value(DATA_FOLDER_SETTING)
+    if folder:
+        os.environ[paths.HOME] = str(folder)
+    keep = str(settings.value(KEEP_JOBS_SETTING) or "")
+    if keep.isdigit() and int(keep) > 0:
+        os.environ[jobs.KEEP] = keep
+
+
+def set_data_folder(settings: Any, folder: str | os.PathLike) -> Path:
+    """Keep models, jobs and exported inputs in ``folder`` from now on (stored in ``settings``); returns
+    it. :class:`SARLogicError` when it cannot be made or written."""
+    text = str(folder or "").strip()
+    if not text:
+        raise SARLogicError("choose a folder for SAR's models and jobs")
+    path = Path(text).expanduser().absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SARLogicError(f"cannot use {path} for SAR's models and jobs: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SARLogicError(f"cannot use {path} for SAR's models and jobs: it is not writable")
+    settings.setValue(DATA_FOLDER_SETTING, str(path))
+    apply_settings(settings)
+    return path
+
+
+def kept_jobs() -> int:
+    """How many finished jobs are kept (``$SARSEG_KEEP_JOBS``, else the engine's default, also when the
+    variable is not a number: starting a job then says so)."""
+    from sarseg.core.errors import BadInput
+    from sarseg.core.jobs import KEEP, KEEP_DEFAULT
+    from sarseg.core.paths import limit
+
+    try:
+        return limit(KEEP, KEEP_DEFAULT)
+    except BadInput:
+        return KEEP_DEFAULT
+
+
+def set_kept_jobs(settings: Any, count: int) -> None:
+    """Keep the last ``count`` finished jobs from now on (stored in ``settings``)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise SARLogicError(f"the number of finished jobs kept must be 1 or more (got {count!r})")
+    settings.setValue(KEEP_JOBS_SETTING, count)
+    apply_settings(settings)
 
 
 def safe_name(text: str, fallback: str = "model") -> str:

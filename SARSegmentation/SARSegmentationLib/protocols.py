@@ -61,6 +61,15 @@ class JobRunner(Protocol):
 
     def log(self, job_id: str) -> str: ...
 
+    def log_reader(self, job_id: str) -> LogFollower: ...
+
+
+@runtime_checkable
+class LogFollower(Protocol):
+    """A job's log read on from where the previous read stopped (``sarseg.core.progress.LogReader``)."""
+
+    def read(self, final: bool = False) -> tuple[str, bool]: ...
+
 
 @runtime_checkable
 class ModelStore(Protocol):

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 from . import outcomes
 from .jobs import BackgroundCanceller, JobStatus, log_tail, status_of
 from .models import cuda_available, resolve_device, work_root
-from .protocols import JobRunner, ModelStore, SARLogicError, SceneAdapter
+from .protocols import JobRunner, LogFollower, ModelStore, SARLogicError, SceneAdapter
 
 OUTPUT_NAME = "segmentation.nii.gz"
 
@@ -146,8 +146,8 @@ class SegmentationLogic:
     def status(self, job_id: str) -> JobStatus:
         return status_of(self.runner.poll(job_id))
 
-    def log(self, job_id: str) -> str:
-        return self.runner.log(job_id)
+    def log_reader(self, job_id: str) -> LogFollower:
+        return self.runner.log_reader(job_id)
 
     def cancel(self, job_id: str) -> bool:
         return self.canceller.cancel(job_id)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from .channels import ChannelMatch, match_channels
 from .jobs import JobStatus, log_tail
-from .protocols import SARLogicError
+from .protocols import LogFollower, SARLogicError
 
 VOLUME_NODE = "vtkMRMLScalarVolumeNode"
 CHOSEN = "your choice"
@@ -201,16 +201,18 @@ class ChannelSelectors:
 
 class JobView:
     """A job's state in a status label (``text``), a progress bar (``setRange``, ``setValue``, and
-    ``show``/``hide`` with ``hide_when_idle``) and optionally a log box (``setPlainText``)."""
+    ``show``/``hide`` with ``hide_when_idle``) and optionally a log box (``setPlainText``,
+    ``appendPlainText``) that gets only the lines the job's log gained since the last look."""
 
     def __init__(self, label: Any, bar: Any, log_box: Any = None, hide_when_idle: bool = False,
                  log_lines: int = 200) -> None:
         self.label, self.bar, self.log_box = label, bar, log_box
         self.hide_when_idle, self.log_lines = hide_when_idle, log_lines
+        self._log: tuple[str, LogFollower] | None = None  # the job whose log the box shows, and its reader
 
-    def show(self, status: JobStatus, log: str | None = None) -> None:
-        """Summary line (with the output folder, when the job has one), percent done, the log's end.
-        A running job that has not reported its steps yet shows a busy bar."""
+    def show(self, status: JobStatus) -> None:
+        """Summary line (with the output folder, when the job has one) and percent done. A running job
+        that has not reported its steps yet shows a busy bar."""
         self.label.text = status.summary + (f" -> {status.out}" if status.out else "")
         if status.state == "running" and not status.steps:
             self.bar.setRange(0, 0)
@@ -221,8 +223,21 @@ class JobView:
             self.bar.hide()
         elif self.hide_when_idle:
             self.bar.show()
-        if log is not None and self.log_box is not None:
-            self.log_box.setPlainText(log_tail(log, self.log_lines))
+
+    def show_log(self, job_id: str, log_reader: Callable[[str], LogFollower], final: bool = False) -> None:
+        """Append the lines job ``job_id``'s log gained since the last call (``final``: the job has ended,
+        its unfinished last line too). Another job's log, or one that was replaced, starts the box anew
+        with the end of the whole log. Nothing is read again."""
+        if self.log_box is None:
+            return
+        fresh = self._log is None or self._log[0] != job_id
+        if fresh:
+            self._log = (job_id, log_reader(job_id))
+        text, restarted = self._log[1].read(final)
+        if fresh or restarted:
+            self.log_box.setPlainText(log_tail(text, self.log_lines))
+        elif text.strip():
+            self.log_box.appendPlainText(log_tail(text, self.log_lines))
 
     def message(self, text: str) -> None:
         """A message instead of a job's state: its first line (the rest belongs in a details box)."""
@@ -235,16 +250,20 @@ class JobView:
         if self.hide_when_idle:
             self.bar.hide()
 
-    def read(self, job_id: str, status: Callable[[str], JobStatus], log: Callable[[str], str]) -> JobStatus | None:
-        """Show job ``job_id`` as ``status(job_id)`` and ``log(job_id)`` give it; None (and a message)
-        when it cannot be read, e.g. its folder was removed."""
+    def read(self, job_id: str, status: Callable[[str], JobStatus],
+             log_reader: Callable[[str], LogFollower]) -> JobStatus | None:
+        """Show job ``job_id`` as ``status(job_id)`` gives it, and what its log gained (a reader from
+        ``log_reader(job_id)``, kept while the same job is shown); None (and a message) when it cannot be
+        read, e.g. its folder was removed."""
         try:
-            current, text = status(job_id), log(job_id)
+            current = status(job_id)
+            self.show_log(job_id, log_reader, final=current.finished)
         except Exception as exc:  # any failure to read is shown; the GUI goes on
+            self._log = None
             self.message(f"Cannot read job {job_id}: {exc}")
             self.idle()
             return None
-        self.show(current, text)
+        self.show(current)
         return current
 
 
@@ -254,10 +273,10 @@ class JobFollower:
     ended, or can no longer be read, the timer stops and ``on_end(job_id, status)`` runs once (status
     None when the job could not be read)."""
 
-    def __init__(self, view: JobView, status: Callable[[str], JobStatus], log: Callable[[str], str],
+    def __init__(self, view: JobView, status: Callable[[str], JobStatus], log_reader: Callable[[str], LogFollower],
                  on_end: Callable[[str, JobStatus | None], None],
                  timer: Callable[[Callable[[], None]], Any] = new_timer) -> None:
-        self.view, self.status, self.log, self.on_end = view, status, log, on_end
+        self.view, self.status, self.log_reader, self.on_end = view, status, log_reader, on_end
         self.timer = timer(self.tick)
         self.job_id: str | None = None
 
@@ -271,7 +290,7 @@ class JobFollower:
         if self.job_id is None:
             self.timer.stop()
             return
-        status = self.view.read(self.job_id, self.status, self.log)
+        status = self.view.read(self.job_id, self.status, self.log_reader)
         if status is not None and not status.finished:
             return
         job_id, self.job_id = self.job_id, None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import BadInput
 
@@ -26,10 +28,25 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[str]:
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def replace(source: str | os.PathLike, target: str | os.PathLike, system: str = sys.platform,
+            rename: Callable[[str | os.PathLike, str | os.PathLike], None] = os.replace, seconds: float = 2.0) -> None:
+    """``os.replace``; on Windows a reader that holds ``target`` open for a moment (another process
+    reading a job record) makes the rename fail with PermissionError, so it is tried again meanwhile."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            rename(source, target)
+            return
+        except PermissionError:
+            if system != "win32" or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)
 
 
 def write_bytes(path: Path, data: bytes) -> None:

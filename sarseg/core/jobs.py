@@ -11,8 +11,10 @@ A job is a folder ``ROOT/ID`` (ROOT: ``$SARSEG_JOBS``, else ``jobs`` in the engi
 Robust to the parent (Slicer) closing: a job runs under a small runner, ``python -m sarseg jobs run-child
 DIR``, started in a new session. The runner starts ``python -m sarseg ARGS --progress json`` in its own
 process group with stdout/stderr going straight to the files above, waits for it, records the exit
-code and final state in ``job.json`` (written atomically, under a lock file in ROOT), then starts
-the next queued job. Readers (``list``/``poll``) only read files, so any process can follow a job.
+code and final state in ``job.json`` (written atomically, under a lock on a file in ROOT, see
+``core/locking.py``), then starts the next queued job. Readers (``list``/``poll``/``log_reader``) only
+read files, so any process can follow a job. Only the last ``keep`` finished jobs are kept (``prune``,
+run on every submit: ``$SARSEG_KEEP_JOBS``, else 50); a queued or running job is never removed.
 
 Scheduling: two queues per device, *inference* (``segment`` jobs) and *training* (every other kind:
 pretrain, finetune). Each runs at most the device's limit at a time, ``max_cuda_jobs`` (1) on cuda and
@@ -23,10 +25,11 @@ segmentation. A queued job's ``waiting`` (filled when read, like its progress) n
 ``waiting for job ID (KIND) on DEVICE``.
 
 States: ``cancel`` sends SIGTERM to the job's process group (the command checkpoints and exits 130),
-then SIGKILL after a timeout -> cancelled. A job found running whose processes are gone (or whose pid
-now belongs to another process, by the start time in /proc) without a recorded exit code ->
-interrupted (e.g. the machine died). A command stopped by a signal nobody asked for through the
-manager -> interrupted too. Exit 0 -> done, other codes -> failed.
+then SIGKILL to the group and every process the job started after a timeout -> cancelled (on Windows,
+which has no such signal, the job's whole tree is ended at once; see ``core/procs.py``). A job found
+running whose processes are gone (or whose pid now belongs to another process, by its start time)
+without a recorded exit code -> interrupted (e.g. the machine died). A command stopped by a signal
+nobody asked for through the manager -> interrupted too. Exit 0 -> done, other codes -> failed.
 
 ``resume`` re-runs a finished job *in the same folder* (one folder per model): its argv gains
 ``--resume`` plus any overrides (``--steps 500`` replaces an earlier ``--steps``), the previous run is
@@ -40,6 +43,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,21 +55,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from . import locking, procs
 from .errors import EXIT_CANCELLED, EXIT_OK, BadInput
 from .files import atomic_path
 from .paths import jobs as jobs_folder
-from .progress import ProgressReader, fraction, parse_line
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
+from .paths import limit
+from .progress import LogReader, ProgressReader, fraction
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 FINISHED = ("done", "failed", "cancelled", "interrupted")
 DEVICES = ("cpu", "cuda")
 INFERENCE_KINDS = ("segment",)
 JOB_FILE, PROGRESS_FILE, LOG_FILE, LOCK_FILE = "job.json", "progress.jsonl", "log.txt", ".lock"
+KEEP, KEEP_DEFAULT = "SARSEG_KEEP_JOBS", 50  # finished jobs kept (prune)
+_PRUNED = ".pruned-"  # a pruned job's folder while it is removed (not a job id: listings skip it)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -96,7 +99,7 @@ class Job:
     exit_code: int | None = None
     pid: int | None = None  # the runner (leader of the job's process group)
     pgid: int | None = None
-    pid_start: int | None = None  # start time (clock ticks after boot) from /proc, to spot pid reuse
+    pid_start: int | None = None  # its start time (core/procs.py), to spot pid reuse
     child_pid: int | None = None  # the sarseg command itself
     child_start: int | None = None
     cancel_requested: bool = False
@@ -133,7 +136,8 @@ class Job:
                 continue
             if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
                 raise JobError(where, f"field {key!r} has the wrong type ({type(value).__name__})")
-            if expected is int and not (-256 if key == "exit_code" else 0) <= value < 2**31:
+            high = 2**53 if key.endswith("_start") else 2**31  # start times: milliseconds since 1970 with psutil
+            if expected is int and not (-256 if key == "exit_code" else 0) <= value < high:
                 raise JobError(where, f"field {key!r} is out of range ({value})")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in values.get("env", {}).items()):
             raise JobError(where, "env must map names to strings")
@@ -174,104 +178,29 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
-# -- processes ----------------------------------------------------------------------------------
+# -- processes (how each system answers: core/procs.py) ------------------------------------------
 
-def _proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, pgrp, starttime) from /proc/PID/stat, or None when unavailable."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = text[text.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
-    try:
-        return rest[0], int(rest[2]), int(rest[19])
-    except (IndexError, ValueError):
-        return None
+def _roots(job: "Job") -> list[procs.Member]:
+    """The runner and the command the job record names, as (pid, start time)."""
+    return [(job.pid, job.pid_start), (job.child_pid, job.child_start)]
 
 
-def _has_proc() -> bool:
-    return Path("/proc/self/stat").is_file()
-
-
-def _start_time(pid: int) -> int | None:
-    stat = _proc_stat(pid)
-    return stat[2] if stat else None
-
-
-def pid_alive(pid: int | None, start: int | None = None) -> bool:
-    """Whether ``pid`` runs and is still the process that started at ``start`` (zombies count as gone;
-    where /proc exists, a pid without its start time counts as gone)."""
-    if not pid or pid <= 0:
-        return False
-    if _has_proc():  # without a recorded start time nothing proves the pid is still ours
-        stat = _proc_stat(pid)
-        return stat is not None and stat[0] not in ("Z", "X") and start is not None and stat[2] == start
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process took the pid
-        return False
-    except OSError:
-        return False
-    return True
-
-
-def group_alive(pgid: int | None) -> bool:
-    """Whether any (non-zombie) process is left in process group ``pgid``."""
-    if not pgid or pgid <= 0:
-        return False
-    if _has_proc():
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                stat = _proc_stat(int(entry.name))
-                if stat and stat[1] == pgid and stat[0] not in ("Z", "X"):
-                    return True
-        return False
-    if not hasattr(os, "killpg"):
-        return pid_alive(pgid)
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def owned_group(job: "Job") -> int | None:
-    """The job's process group, only while its runner (or the command it started) still leads or belongs
-    to it: same pid, same start time, group > 1 and not the caller's own. Otherwise None.
+def owned_group(job: "Job", host: procs.Host) -> int | None:
+    """The job's process group, only while its runner (or the command it started) is still the process
+    the record names (same pid, same start time) and leads or belongs to it, the group > 1 and not the
+    caller's own. Otherwise None. (On Windows the group is the runner's console process group.)
 
     A job record is a file anyone with access to the jobs folder can edit: ``"pgid": 1`` would make
     ``killpg`` signal every process of the user, so nothing is signalled without this check."""
     pgid = job.pgid
     if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1 or job.pid != pgid:
         return None
-    if hasattr(os, "getpgrp") and pgid == os.getpgrp():
+    if not host.windows and hasattr(os, "getpgrp") and pgid == os.getpgrp():
         return None
-    if not _has_proc():
-        return pgid if pid_alive(job.pid) else None
-    for pid, start in ((job.pid, job.pid_start), (job.child_pid, job.child_start)):
-        stat = _proc_stat(pid) if isinstance(pid, int) and pid > 1 else None
-        if stat and start is not None and stat[2] == start and stat[1] == pgid and stat[0] not in ("Z", "X"):
+    for pid, start in _roots(job):
+        if procs.alive(pid, start, host) and (host.windows or procs.group_of(pid, host) == pgid):
             return pgid
     return None
-
-
-def _signal_pid(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        if hasattr(os, "killpg"):
-            os.killpg(pgid, sig)
-        else:  # Windows: no process groups to signal; terminate the runner
-            os.kill(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
@@ -316,14 +245,19 @@ class JobManager:
 
     ``python``: interpreter that runs ``-m sarseg`` (PythonSlicer inside Slicer; default this one).
     ``env``: extra environment variables for the jobs this manager submits (stored with each job).
+    ``keep``: finished jobs kept by :meth:`prune` (default ``$SARSEG_KEEP_JOBS``, else 50).
+    ``host``: the system the processes run on (:func:`sarseg.core.procs.this_host`; tests pass another).
     """
 
     def __init__(self, root: str | os.PathLike | None = None, python: str | None = None,
-                 max_cpu_jobs: int = 1, max_cuda_jobs: int = 1, env: dict[str, str] | None = None) -> None:
+                 max_cpu_jobs: int = 1, max_cuda_jobs: int = 1, env: dict[str, str] | None = None,
+                 keep: int | None = None, host: procs.Host | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else jobs_folder()
         self.python = python or sys.executable
         self.max_cpu_jobs, self.max_cuda_jobs = max_cpu_jobs, max_cuda_jobs
         self.env = dict(env or {})
+        self.keep = keep
+        self.host = host or procs.this_host()
         self._procs: dict[str, subprocess.Popen] = {}  # runners started here, reaped on refresh
         self._progress: dict[str, ProgressReader] = {}  # each job's progress file, read on from where it was
         self._rlock = threading.RLock()
@@ -337,17 +271,24 @@ class JobManager:
         with self._rlock:
             if self._depth == 0:
                 self.root.mkdir(parents=True, exist_ok=True)
-                self._lock_fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-                if fcntl is not None:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    locking.acquire(fd, self.host.system)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._lock_fd = fd
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
                 if self._depth == 0 and self._lock_fd is not None:
-                    os.close(self._lock_fd)  # also releases the flock
-                    self._lock_fd = None
+                    try:
+                        locking.release(self._lock_fd, self.host.system)
+                    finally:
+                        os.close(self._lock_fd)
+                        self._lock_fd = None
 
     def folder(self, job_id: str) -> Path:
         if not isinstance(job_id, str) or not _ID.match(job_id) or not (self.root / job_id / JOB_FILE).is_file():
@@ -388,6 +329,7 @@ class JobManager:
             raise JobError("device", f"unknown device {device!r}; choose cpu or cuda")
         if not re.match(r"^[A-Za-z0-9_-]+$", kind or ""):
             raise JobError("kind", f"{kind!r} is not a simple name like pretrain, finetune or segment")
+        procs.require(self.host)
         args = [str(a) for a in args]
         cwd = os.getcwd()
         out = _option_value(args, "--out")
@@ -408,6 +350,7 @@ class JobManager:
                       created=created, queued=created)
             self._write(job)
             self.start_next()
+            self.prune()
         return self.poll(job_id)
 
     def start_next(self) -> list[Job]:
@@ -432,13 +375,14 @@ class JobManager:
                     [job.python or self.python, "-m", "sarseg", "jobs", "run-child", str(folder)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                     cwd=job.cwd if job.cwd and os.path.isdir(job.cwd) else None,
-                    start_new_session=True, close_fds=True)
+                    close_fds=True, **procs.detached(self.host))
         except OSError as exc:
             with open(folder / LOG_FILE, "a") as log:
                 print(f"sarseg jobs: could not start {job.python}: {exc}", file=log)
             return self._update(job.id, state="failed", started=now(), ended=now(), exit_code=None)
         self._procs[job.id] = proc
-        return self._update(job.id, state="running", pid=proc.pid, pgid=proc.pid, pid_start=_start_time(proc.pid),
+        return self._update(job.id, state="running", pid=proc.pid, pgid=proc.pid,
+                            pid_start=procs.start_time(proc.pid, self.host),
                             child_pid=None, child_start=None, orphaned=None, started=now(), ended=None, exit_code=None,
                             cancel_requested=False, runs=job.runs + 1)
 
@@ -449,14 +393,14 @@ class JobManager:
                 del self._procs[job_id]
 
     def _runner_alive(self, job: Job) -> bool:
-        return pid_alive(job.pid, job.pid_start) or pid_alive(job.child_pid, job.child_start)
+        return any(procs.alive(pid, start, self.host) for pid, start in _roots(job))
 
     def _refresh(self, job: Job) -> Job:
         """Mark a running job whose processes are gone (and recorded no exit code) interrupted. A command
         whose runner died is stopped (it checkpoints): nobody would record how it ended."""
-        if job.state != "running" or pid_alive(job.pid, job.pid_start):
+        if job.state != "running" or procs.alive(job.pid, job.pid_start, self.host):
             return job
-        if pid_alive(job.child_pid, job.child_start):
+        if procs.alive(job.child_pid, job.child_start, self.host):
             self._stop_orphan(job)
             return job
         with self._locked():
@@ -468,11 +412,11 @@ class JobManager:
         return job
 
     def _stop_orphan(self, job: Job) -> None:
-        if job.orphaned is None and owned_group(job) is not None:
+        if job.orphaned is None and owned_group(job, self.host) is not None:
             with open(self.root / job.id / LOG_FILE, "a", encoding="utf-8") as log:
                 print(f"sarseg jobs: the runner of this job died; stopping its command (pid {job.child_pid}), "
                       "which checkpoints: resume the job to go on", file=log)
-            _signal_pid(job.child_pid, signal.SIGTERM)
+            procs.stop_command((job.child_pid, job.child_start), self.host)
             self._update(job.id, orphaned=now())
 
     def _refresh_all(self) -> list[Job]:
@@ -525,21 +469,41 @@ class JobManager:
         reader.update()
         job.progress = dict(reader.summary)
 
-    def log(self, job_id: str) -> str:
-        """The job's log: the command's stderr, then any stdout lines that were not progress JSON."""
+    def log_reader(self, job_id: str) -> LogReader:
+        """A reader of the job's log that returns only what was written since its previous read."""
         folder = self.folder(job_id)
-        text = (folder / LOG_FILE).read_text(errors="replace") if (folder / LOG_FILE).is_file() else ""
-        progress = folder / PROGRESS_FILE
-        lines = progress.read_text(errors="replace").splitlines() if progress.is_file() else []
-        other = [raw for raw in lines if raw.strip() and parse_line(raw) is None]
-        if other:
-            text += ("" if not text or text.endswith("\n") else "\n") + "--- stdout ---\n" + "\n".join(other) + "\n"
-        return text
+        return LogReader(folder / LOG_FILE, folder / PROGRESS_FILE)
+
+    def log(self, job_id: str) -> str:
+        """The job's whole log: the command's stderr, then the stdout lines that were not progress JSON."""
+        return self.log_reader(job_id).read(final=True)[0]
+
+    def prune(self, keep: int | None = None) -> list[str]:
+        """Remove the folders of the finished jobs beyond the ``keep`` (default: ``self.keep``, else
+        ``$SARSEG_KEEP_JOBS``, else 50) that ended last; a queued or running job is never removed.
+        Returns the ids removed. A folder that cannot be moved aside now (open elsewhere, on Windows)
+        stays for the next time."""
+        keep = keep if keep is not None else self.keep if self.keep is not None else limit(KEEP, KEEP_DEFAULT)
+        removed = []
+        with self._locked():
+            finished = sorted((j for j in self._refresh_all() if j.finished),
+                              key=lambda j: (j.ended or j.created or "", j.id), reverse=True)
+            for job in finished[max(keep, 0):]:
+                try:
+                    os.replace(self.root / job.id, self.root / f"{_PRUNED}{job.id}")
+                except OSError:
+                    continue
+                self._progress.pop(job.id, None)
+                removed.append(job.id)
+            for entry in self.root.glob(f"{_PRUNED}*"):  # this time's, and any an earlier prune left
+                shutil.rmtree(entry, ignore_errors=True)
+        return removed
 
     # -- stopping and resuming
     def cancel(self, job_id: str, timeout: float = 60.0) -> Job:
         """Stop a job: queued -> cancelled at once; running -> SIGTERM to its process group (the command
-        checkpoints and exits 130), SIGKILL when still there after ``timeout`` s. Finished: unchanged."""
+        checkpoints and exits 130), SIGKILL to the group and every process the job started when still
+        there after ``timeout`` s (Windows: the whole tree is ended at once). Finished: unchanged."""
         with self._locked():
             job = self._refresh(self._read(job_id))
             if job.state == "queued":
@@ -547,18 +511,21 @@ class JobManager:
                 return self.poll(job_id)
             if job.state != "running":
                 return self.poll(job_id)
-            pgid = owned_group(job)
+            pgid = owned_group(job, self.host)
             if pgid is None:
                 job.state, job.ended = "interrupted", now()
                 self._write(job)
                 raise JobError(job_id, f"is stale: its record names process group {job.pgid!r}, which is not "
                                        "this job's runner; nothing was signalled and the job is now interrupted")
             job = self._update(job_id, cancel_requested=True)
-        _signal_group(pgid, signal.SIGTERM)
-        if not self._wait_gone(job, timeout):
-            if owned_group(job) == pgid:
-                _signal_group(pgid, getattr(signal, "SIGKILL", signal.SIGTERM))
-            self._wait_gone(job, 10.0)
+            members = procs.tree(_roots(job), self.host)  # taken first: a child outlives its parent's end
+        procs.terminate(pgid, members, self.host)
+        if not self._wait_gone(job, members, timeout):
+            group = owned_group(job, self.host)  # None once the runner and its command are gone
+            if group is not None:
+                members += [m for m in procs.tree(_roots(job), self.host) if m not in members]
+            procs.kill(group, members, self.host)
+            self._wait_gone(job, members, 10.0)
         with self._locked():
             job = self._read(job_id)
             if job.state == "running":  # the runner could not record it (killed, or died before)
@@ -567,11 +534,11 @@ class JobManager:
         self.start_next()
         return self.poll(job_id)
 
-    def _wait_gone(self, job: Job, timeout: float) -> bool:
+    def _wait_gone(self, job: Job, members: Sequence[procs.Member], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
             self._reap()
-            if not group_alive(job.pgid) and not self._runner_alive(job):
+            if not procs.group_alive(job.pgid, self.host) and not any(procs.alive(*m, self.host) for m in members):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -584,6 +551,7 @@ class JobManager:
             job = self._refresh(self._read(job_id))
             if not job.finished:
                 raise JobError(job_id, f"is {job.state}; only a finished job can be resumed")
+            procs.require(self.host)
             job.history.append({k: getattr(job, k) for k in ("argv", "state", "started", "ended", "exit_code")})
             extra = [str(a) for a in extra_args]
             if "--resume" not in job.argv and "--resume" not in extra:
@@ -659,14 +627,16 @@ def run_child(folder: str | os.PathLike) -> int:
             try:
                 proc = subprocess.Popen([manager.python, "-m", "sarseg", *argv], stdin=subprocess.DEVNULL,
                                         stdout=out, stderr=err, env=_child_env(job),
-                                        cwd=job.cwd if job.cwd and os.path.isdir(job.cwd) else None)
+                                        cwd=job.cwd if job.cwd and os.path.isdir(job.cwd) else None,
+                                        **procs.hidden(manager.host))
             except OSError as exc:
                 err.write(f"sarseg jobs: could not start {manager.python}: {exc}\n".encode())
                 proc = None
         if proc is not None:
+            child = (proc.pid, procs.start_time(proc.pid, manager.host))
             if signalled:  # a stop that came while starting it may have missed the command
-                proc.send_signal(signal.SIGTERM)
-            manager._update(job.id, child_pid=proc.pid, child_start=_start_time(proc.pid))
+                procs.stop_command(child, manager.host)
+            manager._update(job.id, child_pid=child[0], child_start=child[1])
             while True:
                 try:
                     code = proc.wait()

@@ -6,11 +6,12 @@ A training or segmentation command run with ``--progress json`` prints one JSON 
 and is only shown in the job's log. A resumed job appends to the same file: a new ``start`` line,
 then steps from its checkpoint on.
 
-Readers follow the file while it grows (:class:`ProgressReader`): each call reads only the bytes
-appended since the last one, a half-written last line waits for the next call, and a replaced
-(shorter, or another) file is read again from its start. What they make of the lines is the job's
-*summary* (latest step, steps, ETA, stage, losses, evaluation, validation, done; ``Job.progress`` in
-:mod:`sarseg.core.jobs`) and, when asked for, the *loss history* for plots.
+Readers follow the file while it grows (:class:`ProgressReader`, over a :class:`Tail`): each call reads
+only the bytes appended since the last one, a half-written last line waits for the next call, and a
+replaced (shorter, or another) file is read again from its start. A job's log is followed the same way
+(:class:`LogReader`): its ``log.txt`` and the stdout lines that are not progress. What the readers make
+of the progress lines is the job's *summary* (latest step, steps, ETA, stage, losses, evaluation, validation,
+done; ``Job.progress`` in :mod:`sarseg.core.jobs`) and, when asked for, the *loss history* for plots.
 
 Standard library only.
 """
@@ -82,6 +83,69 @@ def summarise(summary: dict[str, Any], event: dict[str, Any]) -> None:
         summary["step"] = event.get("step", summary.get("step"))
 
 
+class Tail:
+    """A growing file read on from where the last read stopped (a byte offset); a replaced (another, or
+    shorter) file is read again from its start."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = path
+        self.reset()
+
+    def reset(self) -> None:
+        self.offset = 0
+        self.file: tuple[int, int] | None = None  # (device, inode) of the file read so far
+
+    def read(self, partial: bool = False) -> tuple[bytes, bool]:
+        """(the whole lines appended since the last call, and with ``partial`` an unfinished last line
+        too; whether the file was replaced or removed since, so what was read before no longer holds)."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:  # not written yet, or removed
+            restarted = self.file is not None
+            self.reset()
+            return b"", restarted
+        restarted = False
+        if (stat.st_dev, stat.st_ino) != self.file or stat.st_size < self.offset:
+            restarted = self.file is not None
+            self.offset, self.file = 0, (stat.st_dev, stat.st_ino)
+        if stat.st_size == self.offset:
+            return b"", restarted
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read(stat.st_size - self.offset)
+        end = len(chunk) if partial else chunk.rfind(b"\n") + 1
+        self.offset += end
+        return chunk[:end], restarted
+
+
+STDOUT_MARK = "[stdout] "  # in a job's log, before a line its command printed on stdout that is not progress
+
+
+class LogReader:
+    """Follows a job's log: ``log`` (the command's stderr and the runner's notes), then the lines of
+    ``stdout`` (its progress file) that are not progress, each marked :data:`STDOUT_MARK`. Each
+    :meth:`read` returns only what was written since the previous one, so a view appends it."""
+
+    def __init__(self, log: str | os.PathLike, stdout: str | os.PathLike) -> None:
+        self._log, self._stdout = Tail(log), Tail(stdout)
+
+    def read(self, final: bool = False) -> tuple[str, bool]:
+        """(the new text, whether it is the whole log again because a file was replaced: what was shown
+        before should go). Whole lines only, unless ``final`` (the job has ended: its last line too)."""
+        log, restarted = self._log.read(final)
+        out, out_restarted = self._stdout.read(final)
+        if restarted or out_restarted:
+            self._log.reset()
+            self._stdout.reset()
+            return self.read(final)[0], True
+        text = log.decode("utf-8", "replace")
+        lines = out.decode("utf-8", "replace").splitlines()
+        other = "".join(f"{STDOUT_MARK}{line}\n" for line in lines if line.strip() and parse_line(line) is None)
+        if other and text and not text.endswith("\n"):
+            text += "\n"
+        return text + other, False
+
+
 class ProgressReader:
     """Follows one job's progress file from its start, reading only what was appended since the last
     :meth:`update` (byte offset); only whole lines count.
@@ -95,34 +159,20 @@ class ProgressReader:
     def __init__(self, path: str | os.PathLike, history: bool = False) -> None:
         self.path = path
         self.keep_history = history
-        self._reset()
+        self._tail = Tail(path)
+        self._forget()
 
-    def _reset(self) -> None:
-        self._offset = 0
-        self._file: tuple[int, int] | None = None  # (device, inode) of the file read so far
+    def _forget(self) -> None:
         self.summary: dict[str, Any] = {}
         self._losses: dict[str, dict[float, float]] = {}
 
     def update(self) -> list[dict[str, Any]]:
         """Read the lines appended since the last call; returns their events (all of them again,
-        from the start, when the file was replaced)."""
-        try:
-            stat = os.stat(self.path)
-        except OSError:  # not written yet, or removed: nothing to show
-            if self._file is not None:
-                self._reset()
-            return []
-        if (stat.st_dev, stat.st_ino) != self._file or stat.st_size < self._offset:
-            self._reset()
-            self._file = (stat.st_dev, stat.st_ino)
-        if stat.st_size == self._offset:
-            return []
-        with open(self.path, "rb") as handle:
-            handle.seek(self._offset)
-            chunk = handle.read(stat.st_size - self._offset)
-        end = chunk.rfind(b"\n") + 1  # a half-written last line waits for the next call
-        self._offset += end
-        events = [e for e in map(parse_line, chunk[:end].decode("utf-8", "replace").splitlines()) if e]
+        from the start, when the file was replaced; none, and an empty summary, once it is removed)."""
+        chunk, restarted = self._tail.read()  # a half-written last line waits for the next call
+        if restarted:
+            self._forget()
+        events = [e for e in map(parse_line, chunk.decode("utf-8", "replace").splitlines()) if e]
         for event in events:
             summarise(self.summary, event)
             if self.keep_history:
