@@ -38,6 +38,9 @@ except ImportError:  # a source checkout: the SARSegmentation module folder lies
     sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "SARSegmentation"))
 
 from SARSegmentationLib import about, dependencies
+
+REQUIREMENTS = about.check_slicer(slicer.app.majorVersion, slicer.app.minorVersion)
+
 from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, selftest_workspace
 from SARSegmentationLib.models import FolderModelStore, models_root, work_root
 from SARSegmentationLib.protocols import SARLogicError
@@ -75,7 +78,7 @@ class SARPretrain(ScriptedLoadableModule):
             "versions are kept). <b>Jobs</b>: progress, ETA and loss of every job; cancel, resume, log. "
             "Jobs go on when Slicer closes and are listed again after a restart. "
             f'See the <a href="{about.HOMEPAGE}">documentation</a>.'
-            + about.REQUIREMENTS
+            + REQUIREMENTS
         )
         self.parent.acknowledgementText = about.ACKNOWLEDGEMENT
 

@@ -18,6 +18,11 @@ from typing import Annotated, Optional
 import qt
 import slicer
 import vtk
+
+from SARSegmentationLib import about  # standard library only: the Slicer version is checked before the rest
+
+REQUIREMENTS = about.check_slicer(slicer.app.majorVersion, slicer.app.minorVersion)
+
 from slicer import vtkMRMLMarkupsROINode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, Default, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -28,7 +33,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from SARSegmentationLib import about, dependencies
+from SARSegmentationLib import dependencies
 from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, selftest_workspace
 from SARSegmentationLib.models import FolderModelStore, models_root, work_root
 from SARSegmentationLib.protocols import SARLogicError
@@ -60,7 +65,7 @@ class SARSegmentation(ScriptedLoadableModule):
             "segments appear in the chosen (or a new) segmentation node, in the input's study. Train and "
             "fine-tune your own models in the <b>SAR Pretrain</b> module. "
             f'See the <a href="{about.HOMEPAGE}">documentation</a>.'
-            + about.REQUIREMENTS
+            + REQUIREMENTS
         )
         self.parent.acknowledgementText = about.ACKNOWLEDGEMENT
 
