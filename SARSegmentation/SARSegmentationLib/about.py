@@ -7,7 +7,7 @@ import logging
 
 CONTRIBUTORS = ["SARExtension developers"]
 
-HOMEPAGE = "https://github.com/sar-extension/SARExtension"
+HOMEPAGE = "https://github.com/sar-extension/SlicerSAR"
 
 # The oldest Slicer the modules run in (also CMakeLists.txt's find_package): 5.10 ships Python 3.12 (the
 # engine needs 3.10+) and has vtkMRMLMarkupsROINode in MRML Core, where these modules import it from.
