@@ -7,15 +7,16 @@ Two halves:
   comes from Slicer or the libraries it ships, keyed by ``(kind, name)``. ``Testing/test_slicer_names.py``
   checks each of them is in the checked list, ``Testing/slicer_names.json``.
 * :func:`main` makes that list by searching Slicer's source at each tag in :data:`TAGS` (a git mirror of
-  github.com/Slicer/Slicer), CTK at the commit each tag builds (``SuperBuild/External_CTK.cmake``) and
-  SlicerPyTorch (``PyTorchUtils``); every name gets the file where it was found at each tag, and how
-  (declared in a C++ header, defined in Slicer's Python, or, for VTK and Qt, whose sources Slicer does not
-  hold, used the same way in Slicer's own code). Regenerate after changing the modules::
+  github.com/Slicer/Slicer), CTK at the commit each tag builds (``SuperBuild/External_CTK.cmake``),
+  PythonQt's Qt wrappers (a last resort for Qt names no Slicer or CTK code uses) and SlicerPyTorch
+  (``PyTorchUtils``); every name gets the file where it was found at each tag, and how (declared in a
+  C++ header, defined in Slicer's Python, or, for VTK and Qt, whose sources Slicer does not hold, used the
+  same way in Slicer's own code). Regenerate after changing the modules::
 
-      python Testing/tools/slicer_names.py --slicer MIRROR --ctk MIRROR --pytorch MIRROR
+      python Testing/tools/slicer_names.py [--slicer GIT_DIR] [--ctk GIT_DIR] [--pythonqt GIT_DIR] [--pytorch GIT_DIR]
 
-  (each MIRROR a git directory; the defaults are this project's mirrors under /work/.mirror). A name
-  found at no tag is printed and the command exits 1: fix the code, not the list.
+  (git directories of the mirrors; the defaults are this project's, under /work/.mirror). A name found at
+  no tag is printed and the command exits 1: fix the code, not the list.
 
 Names are taken where their owner is known (``slicer.util.loadUI``, ``qt.QTimer``, a member of a Slicer
 base class reached through ``self``, a member of a ``.ui`` widget reached through ``self.ui``) and, for
