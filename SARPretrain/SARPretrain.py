@@ -14,7 +14,6 @@ application); this file holds the Slicer module, its thin widget, the module log
 Only Slicer-shipped modules are imported at load time; the engine, torch and MONAI on first use.
 """
 
-import logging
 import os
 import sys
 import time
@@ -39,7 +38,10 @@ except ImportError:  # a source checkout: the SARSegmentation module folder lies
     sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "SARSegmentation"))
 
 from SARSegmentationLib import about, dependencies
-from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, selftest_workspace
+
+REQUIREMENTS = about.check_slicer(slicer.app.majorVersion, slicer.app.minorVersion)
+
+from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, selftest_missing, selftest_workspace
 from SARSegmentationLib.models import FolderModelStore, apply_settings, models_root, work_root
 from SARSegmentationLib.protocols import SARLogicError
 from SARSegmentationLib.scene import MRMLSceneAdapter
@@ -77,7 +79,7 @@ class SARPretrain(ScriptedLoadableModule):
             "versions are kept). <b>Jobs</b>: progress, ETA and loss of every job; cancel, resume, log. "
             "Jobs go on when Slicer closes and are listed again after a restart. "
             f'See the <a href="{about.HOMEPAGE}">documentation</a>.'
-            + about.REQUIREMENTS
+            + REQUIREMENTS
         )
         self.parent.acknowledgementText = about.ACKNOWLEDGEMENT
 
@@ -593,7 +595,9 @@ class SARPretrainLogic(ScriptedLoadableModuleLogic):
 
 class SARPretrainTest(ScriptedLoadableModuleTest):
     """The whole flow in Slicer on a generated volume: pretrain a tiny model, annotate a case, fine-tune
-    the next version, and find it listed for SAR Segmentation and in the jobs panel."""
+    the next version (10 steps each, on a 24x48x48 volume), and find it listed for SAR Segmentation and in
+    the jobs panel. Everything is written into a folder of its own (``selftest_workspace``), removed when
+    the test passes; nothing is downloaded (without SAR's Python packages the test is skipped)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -603,42 +607,42 @@ class SARPretrainTest(ScriptedLoadableModuleTest):
         self.test_SARPretrain_whole_flow()
 
     def test_SARPretrain_whole_flow(self):
-        self.delayDisplay("Checking the Python packages SAR needs")
-        self.assertTrue(dependencies.ensure_dependencies(ask=False), "the SAR dependencies are not available")
+        missing = selftest_missing()
+        if missing:
+            self.skipTest(missing)
 
         import numpy as np
         from sarseg import mrml, phantom
 
-        root, models, runner = selftest_workspace("SARPretrainTest")
-        logic = SARPretrainLogic(runner=runner, models=models)
-        shape = (24, 48, 48)
-        images, label = phantom.make_case(3, shape)
-        volume = mrml.add_volume_node(slicer.mrmlScene, images["mr"], "SAR test MR", phantom.geometry(shape))
+        with selftest_workspace("SARPretrainTest") as (root, models, runner):
+            logic = SARPretrainLogic(runner=runner, models=models)
+            shape = (24, 48, 48)
+            images, label = phantom.make_case(3, shape)
+            volume = mrml.add_volume_node(slicer.mrmlScene, images["mr"], "SAR test MR", phantom.geometry(shape))
 
-        self.delayDisplay("Pretraining on the scene volume in the background")
-        job, pretrained = logic.startPretraining("sar-test", [logic.volumeSource("mr", volume)], preset="tiny",
-                                                 steps=10, device="CPU")
-        status = logic.waitForJob(job.id)
-        self.assertEqual(status.state, "done", logic.jobLog(job.id))
-        self.assertEqual([m.name for m in models.list(("pretrained",))], [pretrained.name])
+            self.delayDisplay("Pretraining on the scene volume in the background")
+            job, pretrained = logic.startPretraining("sar-test", [logic.volumeSource("mr", volume)], preset="tiny",
+                                                     steps=10, device="CPU")
+            status = logic.waitForJob(job.id)
+            self.assertEqual(status.state, "done", logic.jobLog(job.id))
+            self.assertEqual([m.name for m in models.list(("pretrained",))], [pretrained.name])
 
-        self.delayDisplay("Annotating a case and fine-tuning the next version")
-        segmentation = mrml.labelmap_to_segmentation(
-            slicer.mrmlScene, (label > 0).astype(np.int16), phantom.geometry(shape),
-            [{"name": "tumor", "value": 1, "color": [0.9, 0.3, 0.2]}], volume)
-        entry = logic.addCase(pretrained.name, [volume], segmentation, channelsText="mr")
-        self.assertTrue(os.path.isfile(entry["label"]))
-        job, version = logic.finetune(pretrained.name, preset="tiny", steps=10, device="CPU")
-        status = logic.waitForJob(job.id)
-        self.assertEqual(status.state, "done", logic.jobLog(job.id))
-        self.assertEqual([m.name for m in models.list(("segmentation",))], [version.name])
-        self.assertEqual([label["name"] for label in models.get(version.name).labels], ["tumor"])
+            self.delayDisplay("Annotating a case and fine-tuning the next version")
+            segmentation = mrml.labelmap_to_segmentation(
+                slicer.mrmlScene, (label > 0).astype(np.int16), phantom.geometry(shape),
+                [{"name": "tumor", "value": 1, "color": [0.9, 0.3, 0.2]}], volume)
+            entry = logic.addCase(pretrained.name, [volume], segmentation, channelsText="mr")
+            self.assertTrue(os.path.isfile(entry["label"]))
+            job, version = logic.finetune(pretrained.name, preset="tiny", steps=10, device="CPU")
+            status = logic.waitForJob(job.id)
+            self.assertEqual(status.state, "done", logic.jobLog(job.id))
+            self.assertEqual([m.name for m in models.list(("segmentation",))], [version.name])
+            self.assertEqual([label["name"] for label in models.get(version.name).labels], ["tumor"])
 
-        self.delayDisplay("The jobs panel lists both jobs")
-        rows = logic.jobRows()
-        self.assertEqual([(r.kind, r.state) for r in rows], [("finetune", "done"), ("pretrain", "done")])
-        chart = logic.showLossPlot(job.id, "finetune")
-        self.assertIs(logic.showLossPlot(job.id, "finetune"), chart)  # one plot, reused
-        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLPlotChartNode"), 1)
-        logging.info(f"SAR Pretrain test folder: {root}")
+            self.delayDisplay("The jobs panel lists both jobs")
+            rows = logic.jobRows()
+            self.assertEqual([(r.kind, r.state) for r in rows], [("finetune", "done"), ("pretrain", "done")])
+            chart = logic.showLossPlot(job.id, "finetune")
+            self.assertIs(logic.showLossPlot(job.id, "finetune"), chart)  # one plot, reused
+            self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLPlotChartNode"), 1)
         self.delayDisplay("Test passed")

@@ -9,7 +9,6 @@ Only Slicer-shipped modules are imported here at load time; the engine (``sarseg
 imported on first use, after :func:`SARSegmentationLib.dependencies.ensure_dependencies`.
 """
 
-import logging
 import os
 import time
 from pathlib import Path
@@ -18,6 +17,11 @@ from typing import Annotated, Optional
 import qt
 import slicer
 import vtk
+
+from SARSegmentationLib import about  # standard library only: the Slicer version is checked before the rest
+
+REQUIREMENTS = about.check_slicer(slicer.app.majorVersion, slicer.app.minorVersion)
+
 from slicer import vtkMRMLMarkupsROINode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, Default, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -28,8 +32,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from SARSegmentationLib import about, dependencies
-from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, selftest_workspace
+from SARSegmentationLib import dependencies
+from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, selftest_missing, selftest_workspace
 from SARSegmentationLib.models import (FolderModelStore, apply_settings, folders_text, kept_jobs, models_root,
                                        sar_home, set_data_folder, set_kept_jobs, work_root)
 from SARSegmentationLib.scene import MRMLSceneAdapter
@@ -62,7 +66,7 @@ class SARSegmentation(ScriptedLoadableModule):
             "result is never written into. Train and "
             "fine-tune your own models in the <b>SAR Pretrain</b> module. "
             f'See the <a href="{about.HOMEPAGE}">documentation</a>.'
-            + about.REQUIREMENTS
+            + REQUIREMENTS
         )
         self.parent.acknowledgementText = about.ACKNOWLEDGEMENT
 
@@ -393,7 +397,9 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
 
 class SARSegmentationTest(ScriptedLoadableModuleTest):
     """The whole flow in Slicer on generated volumes: tiny models are pretrained and fine-tuned as
-    background jobs, a scene volume is segmented twice and the segments are checked."""
+    background jobs (10 steps each, on 24x48x48 volumes), a scene volume is segmented twice and the
+    segments are checked. Everything is written into a folder of its own (``selftest_workspace``), removed
+    when the test passes; nothing is downloaded (without SAR's Python packages the test is skipped)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -414,48 +420,49 @@ class SARSegmentationTest(ScriptedLoadableModuleTest):
         return job
 
     def test_SARSegmentation_whole_flow(self):
-        self.delayDisplay("Checking the Python packages SAR needs")
-        self.assertTrue(dependencies.ensure_dependencies(ask=False), "the SAR dependencies are not available")
+        missing = selftest_missing()
+        if missing:
+            self.skipTest(missing)
 
         import numpy as np
         from sarseg import io as sario
         from sarseg import mrml, phantom
 
-        root, models, runner = selftest_workspace("SARSegmentationTest")
-        shape = (24, 48, 48)
+        with selftest_workspace("SARSegmentationTest") as (root, models, runner):
+            shape = (24, 48, 48)
+            images, labels = [], []
+            for seed in range(2):
+                caseImages, label = phantom.make_case(50 + seed, shape)
+                images.append(str(sario.write_image(root / "cases" / f"case{seed}_0000.nii.gz", caseImages["mr"],
+                                                    phantom.geometry(shape))))
+                labels.append(str(sario.write_image(root / "cases" / f"case{seed}.nii.gz",
+                                                    (label > 0).astype(np.int16), phantom.geometry(shape))))
 
-        self.delayDisplay("Pretraining a tiny SAR model in the background")
-        pretrained = root / "models" / "sar-pretrained"
-        job = runner.submit("pretrain", ["pretrain", "--preset", "tiny", "--steps", "10", "--workers", "0",
-                                         "--out", str(pretrained)], "cpu")
-        self._waitForJob(runner, job.id)
+            self.delayDisplay("Pretraining a tiny SAR model on two generated volumes in the background")
+            pretrained = root / "models" / "sar-pretrained"
+            job = runner.submit("pretrain", ["pretrain", "--data", *(f"mr={image}" for image in images),
+                                             "--preset", "tiny", "--steps", "10", "--workers", "0",
+                                             "--out", str(pretrained)], "cpu")
+            self._waitForJob(runner, job.id)
 
-        self.delayDisplay("Fine-tuning it on generated cases")
-        images, labels = [], []
-        for seed in range(2):
-            caseImages, label = phantom.make_case(50 + seed, shape)
-            images.append(str(sario.write_image(root / "cases" / f"case{seed}_0000.nii.gz", caseImages["mr"],
-                                                phantom.geometry(shape))))
-            labels.append(str(sario.write_image(root / "cases" / f"case{seed}.nii.gz",
-                                                (label > 0).astype(np.int16), phantom.geometry(shape))))
-        job = runner.submit("finetune", ["finetune", "--init", str(pretrained), "--images", *images,
-                                         "--labels", *labels, "--preset", "tiny", "--steps", "10",
-                                         "--label-scheme", "binary", "--modalities", "mr",
-                                         "--out", str(root / "models" / "tumor")], "cpu")
-        self._waitForJob(runner, job.id)
-        self.assertEqual([m.name for m in models.list()], ["tumor"])
+            self.delayDisplay("Fine-tuning it on the generated cases")
+            job = runner.submit("finetune", ["finetune", "--init", str(pretrained), "--images", *images,
+                                             "--labels", *labels, "--preset", "tiny", "--steps", "10",
+                                             "--label-scheme", "binary", "--modalities", "mr",
+                                             "--out", str(root / "models" / "tumor")], "cpu")
+            self._waitForJob(runner, job.id)
+            self.assertEqual([m.name for m in models.list()], ["tumor"])
 
-        self.delayDisplay("Segmenting a generated volume (twice)")
-        caseImages, label = phantom.make_case(7, shape)
-        volume = mrml.add_volume_node(slicer.mrmlScene, caseImages["mr"], "SAR test MR", phantom.geometry(shape))
-        logic = SARSegmentationLogic(runner=runner, models=models)
-        segmentation = logic.segmentAndWait("tumor", [volume], device="CPU")
-        names = [segmentation.GetSegmentation().GetNthSegment(i).GetName()
-                 for i in range(segmentation.GetSegmentation().GetNumberOfSegments())]
-        self.assertEqual(names, ["tumor"])
-        again = logic.segmentAndWait("tumor", [volume], device="CPU")
-        self.assertIs(again, segmentation)
-        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 1)
-        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"), 1)
-        logging.info(f"SAR Segmentation test folder: {root}")
+            self.delayDisplay("Segmenting a generated volume (twice)")
+            caseImages, label = phantom.make_case(7, shape)
+            volume = mrml.add_volume_node(slicer.mrmlScene, caseImages["mr"], "SAR test MR", phantom.geometry(shape))
+            logic = SARSegmentationLogic(runner=runner, models=models)
+            segmentation = logic.segmentAndWait("tumor", [volume], device="CPU")
+            names = [segmentation.GetSegmentation().GetNthSegment(i).GetName()
+                     for i in range(segmentation.GetSegmentation().GetNumberOfSegments())]
+            self.assertEqual(names, ["tumor"])
+            again = logic.segmentAndWait("tumor", [volume], device="CPU")
+            self.assertIs(again, segmentation)
+            self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 1)
+            self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"), 1)
         self.delayDisplay("Test passed")

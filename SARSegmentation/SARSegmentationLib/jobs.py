@@ -7,6 +7,8 @@ responsive and a job goes on when Slicer closes. Only the standard library is im
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -14,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .models import FolderModelStore, jobs_root
 from .protocols import JobLike, JobRunner
@@ -47,13 +49,58 @@ def default_runner(root: str | Path | None = None, python: str | None = None,
     return JobManager(root, python or slicer_python(), env={**paths.environment(root), **(env or {})})
 
 
-def selftest_workspace(name: str) -> tuple[Path, FolderModelStore, JobRunner]:
-    """A new folder under Slicer's temporary folder with a models store and a job runner (two threads
-    per job) of its own, for a module's self-test: it never touches the user's models or jobs."""
-    import slicer
+def selftest_missing(need: Any = None) -> str:
+    """Why a module's self-test cannot run its jobs here (empty when it can): SAR's Python packages are not
+    all installed (``need``: :func:`.dependencies.missing`'s answer). The test then skips: it installs
+    nothing itself (PyTorch alone is gigabytes); the user installs them from the module, which asks first."""
+    from .dependencies import missing
 
-    root = Path(slicer.app.temporaryPath) / f"{name}-{os.getpid()}-{int(time.time())}"
-    return root, FolderModelStore(root / "models"), default_runner(root / "jobs", env={"OMP_NUM_THREADS": "2"})
+    need = missing() if need is None else need
+    if need.nothing:
+        return ""
+    if need.engine or need.python:
+        return "SAR cannot run here (see the SAR modules' messages when they load or Apply); the test is skipped."
+    return (f"SAR's Python packages are not all installed here (missing: {need.describe()}); this test downloads "
+            "nothing. Install them from a SAR module (Apply asks before installing), then run the test again.")
+
+
+@contextlib.contextmanager
+def selftest_workspace(name: str, parent: str | Path | None = None) -> Iterator[tuple[Path, FolderModelStore, JobRunner]]:
+    """For a module's self-test: a new folder (under ``parent``, by default Slicer's temporary folder), a
+    models store and a job runner (two threads per job) of its own. While the test runs, SAR's folders
+    (home, models, jobs, cache: ``sarseg.core.paths``) all lie in it, for this process and the jobs it
+    starts, so nothing is written into the user's folders. Removed when the test passes; kept, and its
+    path logged, when it fails."""
+    from sarseg.core import paths
+
+    if parent is None:
+        import slicer
+
+        parent = slicer.app.temporaryPath
+    root = Path(parent) / f"{name}-{os.getpid()}-{int(time.time())}"
+    root.mkdir(parents=True)
+    folders = {paths.HOME: root / "home", paths.MODELS: root / "models", paths.JOBS: root / "jobs",
+               paths.CACHE: root / "cache"}
+    saved = {variable: os.environ.get(variable) for variable in folders}
+    os.environ.update({variable: str(folder) for variable, folder in folders.items()})
+    try:
+        yield root, FolderModelStore(folders[paths.MODELS]), default_runner(folders[paths.JOBS],
+                                                                            env={"OMP_NUM_THREADS": "2"})
+    except BaseException:
+        logging.warning(f"{name} failed; its files are kept in {root}")
+        raise
+    else:
+        for _ in range(10):  # a job's runner may still take the jobs folder's lock once after its job ended
+            shutil.rmtree(root, ignore_errors=True)
+            time.sleep(0.5)
+            if not root.exists():
+                break
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
 
 
 def format_eta(seconds: Any) -> str:

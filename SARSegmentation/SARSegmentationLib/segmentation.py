@@ -216,7 +216,7 @@ class SegmentationLogic:
                 return outcomes.unreadable("segmentation", job_id, "it could not be read for a moment and is no "
                                            f"longer followed (it is {status.state})", folder)
         if status.state != "done":
-            return outcomes.stopped("segmentation", status, self.log)
+            return outcomes.stopped("segmentation", status, self.runner.log)
         try:
             node = self.finish(job_id)
             if node is None:
