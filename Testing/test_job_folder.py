@@ -69,8 +69,8 @@ def test_only_the_last_finished_jobs_are_kept_and_never_a_running_or_queued_one(
     (leftover / "log.txt").write_text("x")
     assert m.prune() == [] and not leftover.exists()
 
-    for job_id in ids[4:]:
-        m._update(job_id, state="cancelled", ended=now())
+    for order, job_id in enumerate(ids[4:]):  # ended in this order (now() could give both the same millisecond)
+        m._update(job_id, state="cancelled", ended=f"2026-01-02T00:00:0{order}+00:00")
     monkeypatch.setenv(KEEP, "1")  # every submit prunes, keeping $SARSEG_KEEP_JOBS finished jobs
     newest = JobManager(m.root).submit("segment", ["segment", "--out", "o7"])
     assert [j.id for j in m.list()] == [ids[0], ids[5], newest.id]
