@@ -9,7 +9,6 @@ Only Slicer-shipped modules are imported here at load time; the engine (``sarseg
 imported on first use, after :func:`SARSegmentationLib.dependencies.ensure_dependencies`.
 """
 
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -284,11 +283,6 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 
-def builtinModelsFolder() -> Path:
-    """Models shipped with the extension (read-only), next to this file."""
-    return Path(os.path.dirname(os.path.abspath(__file__))) / "Resources" / "Models"
-
-
 class SARSegmentationLogic(ScriptedLoadableModuleLogic):
     """Wires ``SARSegmentationLib`` to Slicer: the scene, the models folder, the jobs folder; what the
     widget asks for goes through the methods here.
@@ -300,7 +294,7 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
     def __init__(self, runner=None, models=None, scene=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         apply_settings(qt.QSettings())  # the SAR folder the user chose (and how many finished jobs are kept)
-        self.models = models if models is not None else FolderModelStore(models_root(), [builtinModelsFolder()])
+        self.models = models if models is not None else FolderModelStore(models_root())
         self._runner = runner
         self._scene = scene
         self._segmentation = None
@@ -328,7 +322,7 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
         """Keep models, jobs and exported inputs in ``folder`` from now on (kept in Slicer's settings): the
         models listed and the jobs started afterwards are there; running jobs stay where they are."""
         path = set_data_folder(qt.QSettings(), folder)
-        self.models = FolderModelStore(models_root(), [builtinModelsFolder()])
+        self.models = FolderModelStore(models_root())
         self._segmentation = None
         return path
 

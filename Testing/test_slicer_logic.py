@@ -194,7 +194,7 @@ def test_model_store_lists_versions_and_never_overwrites(tmp_path):
     assert model.modalities == ["flair", "t1c"] and model.in_channels == 2 and model.version == 2
     assert model.labels == TUMOR and "flair, t1c" in model.display_name
     assert store.get("demo").builtin
-    with pytest.raises(SARLogicError, match="no model named"):
+    with pytest.raises(SARLogicError, match="nope: no model of that name"):
         store.get("nope")
 
     assert store.next_version("brain") == store.next_version("brain-v2") == "brain-v3"

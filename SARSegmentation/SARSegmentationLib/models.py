@@ -20,10 +20,8 @@ torch needed in Slicer's own process). Only the standard library is imported at 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,8 +30,6 @@ from .protocols import SARLogicError
 
 MODEL_JSON = "model.json"
 TRAINING = "training"
-_VERSIONED = re.compile(r"^(?P<base>.+?)-v(?P<version>[0-9]+)$")
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 # -- folders (defined once in sarseg.core.paths, so Slicer and a terminal use the same ones) ----------
@@ -130,15 +126,17 @@ def set_kept_jobs(settings: Any, count: int) -> None:
 
 
 def safe_name(text: str, fallback: str = "model") -> str:
-    """A folder / case name from free text: letters, digits, '.', '_' and '-' only."""
-    name = _SAFE_NAME.sub("_", str(text).strip()).strip("._-")
-    return name or fallback
+    """A folder / case name from free text: letters, digits, '.', '_' and '-' only (``sarseg.core.registry``)."""
+    from sarseg.core.registry import safe_name as core_safe_name
+
+    return core_safe_name(text, fallback)
 
 
 def split_version(name: str) -> tuple[str, int]:
-    """``"brain-v3"`` -> ``("brain", 3)``; a name without ``-vN`` is version 1."""
-    match = _VERSIONED.match(name)
-    return (match.group("base"), int(match.group("version"))) if match else (name, 1)
+    """``"brain-v3"`` -> ``("brain", 3)``; a name without ``-vN`` is version 1 (``sarseg.core.registry``)."""
+    from sarseg.core.registry import split_version as core_split_version
+
+    return core_split_version(name)
 
 
 # -- models --------------------------------------------------------------------------------------
@@ -229,101 +227,48 @@ def read_model(folder: str | Path, builtin: bool = False) -> ModelInfo:
 
 
 class FolderModelStore:
-    """Models as folders under ``root`` (the user's, writable) and ``builtin_roots`` (read-only).
+    """The models the modules offer: ``sarseg.core.registry.Registry`` (the user's versioned models under
+    ``root`` and the read-only built-ins, the same listing as ``sarseg models list``) seen as
+    :class:`ModelInfo`, its errors as :class:`SARLogicError`.
 
     Implements :class:`SARSegmentationLib.protocols.ModelStore`. Nothing is ever overwritten: new
-    models and imports get the next free version name.
+    models and imports get the next free version name. ``builtin_roots``: None for the built-ins
+    shipped with the engine.
     """
 
-    def __init__(self, root: str | Path | None = None, builtin_roots: Sequence[str | Path] = ()) -> None:
-        self.root = Path(root) if root is not None else models_root()
-        self.builtin_roots = [Path(r) for r in builtin_roots]
+    def __init__(self, root: str | Path | None = None, builtin_roots: Sequence[str | Path] | None = None) -> None:
+        from sarseg.core.registry import Registry
 
-    # listing
-    def _candidates(self) -> list[tuple[Path, bool]]:
-        out = []
-        for root, builtin in [(self.root, False)] + [(r, True) for r in self.builtin_roots]:
-            if root.is_dir():
-                out.extend((p, builtin) for p in sorted(root.iterdir()) if (p / MODEL_JSON).is_file())
-        return out
+        self.registry = Registry(root if root is not None else models_root(), builtin_roots)
+        self.root = self.registry.root
 
     def list(self, kinds: Sequence[str] = ("segmentation",)) -> list[ModelInfo]:
         """Readable models of these kinds: the user's first (by base name, then version), then built-ins."""
-        models, seen = [], set()
-        for folder, builtin in self._candidates():
-            if folder.name in seen:
-                continue  # a user model shadows a built-in one of the same name
-            try:
-                model = read_model(folder, builtin)
-            except SARLogicError:
-                continue
-            if model.kind in kinds:
-                models.append(model)
-                seen.add(folder.name)
-        return sorted(models, key=lambda m: (m.builtin, m.base.lower(), m.version, m.name))
+        return [ModelInfo(m.name, m.folder, m.card, m.builtin) for m in self.registry.list(tuple(kinds))]
 
     def get(self, name: str) -> ModelInfo:
-        for folder, builtin in self._candidates():
-            if folder.name == name:
-                return read_model(folder, builtin)
-        raise SARLogicError(f"no model named {name!r} in {self.root}")
-
-    # versions
-    def _taken(self) -> set[str]:
-        names = set()
-        for root in [self.root, *self.builtin_roots]:
-            if root.is_dir():
-                names.update(p.name for p in root.iterdir())
-        return names
+        model = core_call(self.registry.get, name)
+        return ModelInfo(model.name, model.folder, model.card, model.builtin)
 
     def next_version(self, name: str) -> str:
         """The next free version name of ``name``'s model: ``brain`` / ``brain-v2`` -> ``brain-v3``..."""
-        base = split_version(safe_name(name))[0]
-        taken = self._taken()
-        versions = [split_version(n)[1] for n in taken if split_version(n)[0] == base]
-        version = max(versions, default=1) + 1
-        while f"{base}-v{version}" in taken:
-            version += 1
-        return f"{base}-v{version}"
+        return self.registry.next_version(name)
 
     def reserve(self, name: str, new_version: bool = True) -> Path:
         """Create (and so reserve) an empty folder for a new model: ``name`` itself when free and
         ``new_version`` is False, else the next free version. Never returns an existing folder."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        candidate = safe_name(name)
-        if new_version or candidate in self._taken():
-            candidate = self.next_version(candidate)
-        for _ in range(1000):
-            try:
-                (self.root / candidate).mkdir()
-                return self.root / candidate
-            except FileExistsError:  # another process took it meanwhile
-                candidate = self.next_version(candidate)
-        raise SARLogicError(f"could not find a free model name for {name!r} in {self.root}")
+        return core_call(self.registry.reserve, name, new_version)
 
     def training_folder(self, name: str) -> Path:
         """Where the training cases annotated for model ``name`` go (in the user's folder, also for
         a built-in model)."""
         return self.root / safe_name(name) / TRAINING
 
-    # importing
     def import_zip(self, path: str | Path) -> ModelInfo:
         """Unpack a zipped model folder as a new model: only its model card and the weights it names are
         written, both checked (``sarseg.core.archive``). A taken name gets the next version."""
-        from sarseg.core.archive import unpack_model
-
-        path = Path(path)
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".import-", dir=self.root))
-        try:
-            name = safe_name(core_call(unpack_model, path, staging))
-            target = self.reserve(name, new_version=False)
-            target.rmdir()  # reserved, now replaced by the checked folder
-            os.replace(staging, target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-        return read_model(target)
+        model = core_call(self.registry.import_zip, Path(path))
+        return ModelInfo(model.name, model.folder, model.card, model.builtin)
 
 
 def cuda_available() -> bool:
