@@ -288,6 +288,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         given += f" holding {image.channels} channels" if image.channels != len(args.input) else ""
         raise BadInput("--input", f"{given}, but the model {args.model} wants {len(modalities)}, one per modality: "
                                   f"{', '.join(modalities)}")
+    _warn_unlike_training(segmenter.card, image, args.input)
     label, probs = segmenter(image, args.roi, inference, progress.windows if progress else None)
     if progress:
         progress.writing()
@@ -303,6 +304,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     else:
         print(f"segmentation written to {args.output}")
     return EXIT_OK
+
+
+def _warn_unlike_training(card, image, inputs: Sequence[str]) -> None:
+    """Say on stderr when the scan does not look like what the model was trained on (see core/expects.py)."""
+    from .core.expects import background_fraction
+
+    if card.expects is not None:
+        for warning in card.expects.warnings(image.geometry.spacing, background_fraction(image.array)):
+            print(f"sarseg: warning: {', '.join(map(str, inputs))}: {warning}", file=sys.stderr, flush=True)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

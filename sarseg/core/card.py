@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from . import fields
 from .errors import BadInput
+from .expects import Expectations
 from .files import atomic_path
 from .labels import LabelScheme
 
@@ -175,7 +176,7 @@ class Weights:
         return cls(name, digest)
 
 
-_SEGMENTATION = ("modalities", "patch_size", "labels", "label_mode", "inference")
+_SEGMENTATION = ("modalities", "patch_size", "labels", "label_mode", "inference", "expects")
 _PRETRAINED = ("sources", "input_size", "scales")
 _COMMON = ("format", "format_version", "kind", "preset", "architecture", "in_channels", "normalisation", "provenance", "weights")
 
@@ -196,6 +197,7 @@ class ModelCard:
     patch_size: tuple[int, int, int] | None = None
     labels: LabelScheme | None = None
     inference: InferenceConfig | None = None
+    expects: Expectations | None = None  # what the input must look like (warned about, not enforced)
     sources: tuple[str, ...] = ()
     input_size: tuple[int, int, int] | None = None
     scales: dict | None = None
@@ -223,7 +225,7 @@ class ModelCard:
         segmentation = kind == "segmentation"
         own = _SEGMENTATION if segmentation else _PRETRAINED
         needed = ("kind", "architecture", "weights") if legacy else ("kind", "preset", "architecture", "normalisation", "weights",
-                                                                     *(k for k in own if k != "label_mode"))
+                                                                     *(k for k in own if k not in ("label_mode", "expects")))
         fields.mapping(data, where, "the card", (*_COMMON, *own), required=needed)
         labels = LabelScheme.from_segments(data.get("labels"), data.get("label_mode"), where) if segmentation else None
         arch = Architecture.from_dict(data["architecture"], where, kind, labels, legacy)
@@ -234,6 +236,7 @@ class ModelCard:
                    patch_size=_optional(data, "patch_size", lambda v: _patch(v, where, "patch_size")),
                    input_size=_optional(data, "input_size", lambda v: _patch(v, where, "input_size")),
                    inference=_optional(data, "inference", lambda v: InferenceConfig.from_dict(v, where)),
+                   expects=_optional(data, "expects", lambda v: Expectations.from_dict(v, where)),
                    scales=_optional(data, "scales", lambda v: _scales(v, where)),
                    modalities=_names(data.get("modalities", []), where, "modalities", MAX_IN_CHANNELS),
                    sources=_names(data.get("sources", []), where, "sources", MAX_SOURCES))
@@ -267,7 +270,8 @@ class ModelCard:
                         labels=[{**segment, "values": list(values)} for segment, values
                                 in zip(self.labels.segments(), self.labels.values)] if self.labels else None,
                         label_mode=self.labels.mode if self.labels else None,
-                        inference=None if self.inference is None else asdict(self.inference))
+                        inference=None if self.inference is None else asdict(self.inference),
+                        expects=None if self.expects is None else self.expects.to_dict())
         else:
             data.update(sources=list(self.sources), input_size=None if self.input_size is None else list(self.input_size),
                         scales=self.scales)
