@@ -255,6 +255,11 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not dependencies.ensure_dependencies():
                 return
             parameters = self._parameterNode
+            warnings = self.logic.inputWarnings(parameters.modelName, self._inputs.nodes())
+            if warnings and not slicer.util.confirmOkCancelDisplay(
+                    "The input does not look like what this model was trained on:\n- " + "\n- ".join(warnings)
+                    + "\n\nThe result may be wrong. Segment anyway?", windowTitle="SAR Segmentation"):
+                return
             run = self.logic.startSegmentation(
                 parameters.modelName, self._inputs.nodes(), device=parameters.device, roiNode=parameters.roi,
                 segmentationNode=parameters.outputSegmentation, tta=parameters.tta)
@@ -341,10 +346,11 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
         """What the module says about the chosen model (None: that there is none yet)."""
         if model is None:
             return "No segmentation model yet: train one in the SAR Pretrain module or import a model zip."
-        labels = ", ".join(label["name"] for label in model.labels)
-        steps = f", {model.steps} steps" if model.steps else ""
-        return (f"{model.name}: {model.in_channels} channel(s) ({', '.join(model.modalities)}); segments: {labels}; "
-                f"preset {model.preset}{steps}.")
+        return model.description
+
+    def inputWarnings(self, modelName, volumeNodes) -> list:
+        """Why the volumes do not look like the model's training data (see SegmentationLogic.input_warnings)."""
+        return self.segmentation.input_warnings(modelName, volumeNodes)
 
     # jobs
     def startSegmentation(self, modelName, volumeNodes, device="auto", roiNode=None, segmentationNode=None,

@@ -3,6 +3,7 @@ warning (on stderr from ``sarseg segment``, in the module), measured on the real
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -69,3 +70,27 @@ def test_background_share_tells_stripped_brains_from_other_scans(shared_data: Pa
         assert background_fraction(image.array) < 0.1, scan
         assert len(BRATS.warnings(image.geometry.spacing, background_fraction(image.array))) == 2, scan
     assert background_fraction(np.zeros((4, 3, 3))) == 1.0
+
+
+def test_the_module_asks_before_segmenting_a_scan_unlike_the_training_data(tmp_path: Path) -> None:
+    """SegmentationLogic.input_warnings against real MRML: the widget shows these and asks to go on."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core (Slicer's MRML for plain Python) is not installed")
+    from sarseg import mrml
+    from SARSegmentationLib.models import FolderModelStore
+    from SARSegmentationLib.scene import MRMLSceneAdapter
+    from SARSegmentationLib.segmentation import SegmentationLogic
+    from test_slicer_logic import write_model
+
+    scene = slicer.vtkMRMLScene()
+    images, _ = phantom.make_case(3, SHAPE)
+    head = mrml.add_volume_node(scene, images["mr"], "head MR", phantom.geometry(SHAPE))
+    stripped = np.where(images["mr"] > np.percentile(images["mr"], 50), images["mr"], images["mr"].min())
+    one_mm = dataclasses.replace(phantom.geometry(SHAPE), spacing=(1.0, 1.0, 1.0))
+    brain = mrml.add_volume_node(scene, stripped.astype(np.float32), "brain", one_mm)
+    write_model(tmp_path / "models" / "glioma", expects=BRATS.to_dict())
+    write_model(tmp_path / "models" / "any")
+    logic = SegmentationLogic(None, FolderModelStore(tmp_path / "models", []), MRMLSceneAdapter(scene))
+    warnings = logic.input_warnings("glioma", [head])
+    assert len(warnings) == 2 and "skull-stripped" in warnings[1]
+    assert logic.input_warnings("glioma", [brain]) == []
+    assert logic.input_warnings("any", [head]) == [] and logic.input_warnings("glioma", [None]) == []

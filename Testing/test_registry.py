@@ -137,3 +137,22 @@ def test_segment_and_finetune_take_a_model_name(tmp_path: Path, capsys, monkeypa
     assert_bad(*run_cli(capsys, ["finetune", "--init", "nothing-here", "--images", image, "--labels", labels,
                                  "--out", tmp_path / "ft"]), "nothing-here", "no model of that name")
     assert not (tmp_path / "ft").exists() and not (tmp_path / "s2.nii.gz").exists()
+
+
+def test_the_card_is_described_for_a_person(registry: Registry, tmp_path: Path) -> None:
+    """What `sarseg models show` and the Slicer module print: inputs, training, validation, intended use."""
+    from SARSegmentationLib.models import FolderModelStore
+    from sarseg.core.registry import describe
+
+    folder = tmp_path / "builtin" / "glioma"
+    data = json.loads((folder / "model.json").read_text())
+    data["provenance"].update(validation={"cases": ["A", "B"], "dice": {"whole tumor": 0.8512, "tumor core": 0.7}},
+                              licenses=["BraTS terms", "CC BY 3.0"], input_requirements="skull-stripped MR")
+    (folder / "model.json").write_text(json.dumps(data))
+    text = describe(read_card(folder))
+    assert "inputs, in this order: mr" in text and "segments: tumor" in text
+    assert "validation: Dice whole tumor 0.851, tumor core 0.700 on 2 held-back case(s): A, B" in text
+    assert "data licenses: BraTS terms; CC BY 3.0" in text and "input must be: skull-stripped MR" in text
+    assert "intended use: research, not for clinical use" in text
+    shown = FolderModelStore(tmp_path / "mine", [tmp_path / "builtin"]).get("glioma").description
+    assert shown == "glioma (built-in, read-only)\n" + text

@@ -8,9 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from .core.card import ModelCard
 from .core.errors import EXIT_OK
-from .core.registry import Model, Registry
+from .core.registry import Model, Registry, describe
 
 _ROOT_HELP = "the user's models folder (default: $SARSEG_MODELS, else models/ in the per-user sarseg data folder)"
 
@@ -46,25 +45,6 @@ def summary(model: Model) -> dict:
     else:
         out.update(sources=list(card.sources))
     return out
-
-
-def describe(card: ModelCard) -> str:
-    """The card for a person: inputs, outputs, training, validation, intended use."""
-    info = card.provenance
-    lines = [f"kind: {card.kind}, preset {card.preset or '-'}, {card.architecture.in_channels} input channel(s)"]
-    if card.kind == "segmentation":
-        lines.append(f"inputs, in this order: {', '.join(card.modalities)}")
-        if card.labels:
-            lines.append(f"segments: {', '.join(card.labels.names)} ({card.labels.mode})")
-    else:
-        lines.append(f"pretrained on: {', '.join(card.sources) or '-'}")
-    for key, title in (("input_requirements", "input must be"), ("intended_use", "intended use"),
-                       ("training_data", "trained on"), ("licenses", "data licenses"), ("steps", "steps"),
-                       ("init", "initialised from"), ("validation", "validation")):
-        if key in info:
-            value = info[key]
-            lines.append(f"{title}: {value if isinstance(value, (str, int, float)) else json.dumps(value)}")
-    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:

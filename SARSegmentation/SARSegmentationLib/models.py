@@ -206,6 +206,13 @@ class ModelInfo:
         return list(self.card.sources)
 
     @property
+    def description(self) -> str:
+        """The model card for a person, as ``sarseg models show`` prints it (``sarseg.core.registry.describe``)."""
+        from sarseg.core.registry import describe
+
+        return f"{self.name}{' (built-in, read-only)' if self.builtin else ''}\n{describe(self.card)}"
+
+    @property
     def display_name(self) -> str:
         parts = [self.kind]
         if self.kind == "segmentation":

@@ -62,6 +62,18 @@ class MRMLSceneAdapter:
         return [write_image(folder / f"{prefix}_{c:04d}.nii.gz", image.array[c], image.geometry)
                 for c in range(image.channels)]
 
+    def unlike_training(self, volumes: Sequence[Any], expects: Any) -> list[str]:
+        """How the volumes differ from what the model expects (``sarseg.core.expects.Expectations``):
+        voxel size, skull stripping; empty when they look right or cannot be read (Apply then says why)."""
+        from sarseg.core.errors import BadInput
+        from sarseg.core.expects import background_fraction
+
+        try:
+            image = _mrml().image_from_volume_nodes(list(volumes))
+        except BadInput:
+            return []
+        return expects.warnings(image.geometry.spacing, background_fraction(image.array))
+
     def load_label_map(self, path: Path, labels: Sequence[Mapping[str, Any]], reference_volume: Any,
                        segmentation_node: Any = None, name: str = "") -> Any:
         """Show a label map file (on the reference volume's grid) as segments named and colored by

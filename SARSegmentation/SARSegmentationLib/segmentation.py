@@ -93,6 +93,14 @@ class SegmentationLogic:
         """One label per input selector: the model's channel (modality) names."""
         return list(self.models.get(model_name).modalities)
 
+    def input_warnings(self, model_name: str, volumes: Sequence[Any]) -> list[str]:
+        """Why these volumes do not look like the model's training data (its card's ``expects``), for
+        the user to confirm before segmenting; empty when they do, or the card says nothing."""
+        expects = self.models.get(model_name).card.expects
+        if expects is None or not volumes or any(v is None for v in volumes):
+            return []
+        return self.scene.unlike_training(volumes, expects)
+
     # running
     @staticmethod
     def segment_args(model_path: Path, inputs: Sequence[Path], output: Path, device: str,

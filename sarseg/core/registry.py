@@ -9,6 +9,7 @@ an import or a fine-tuning writes the next free version. Standard library only.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -188,3 +189,33 @@ class Registry:
                 out.write(model.folder / MODEL_JSON, f"{model.name}/{MODEL_JSON}")
                 out.write(weights, f"{model.name}/{weights.name}")
         return archive
+
+
+def describe(card: ModelCard) -> str:
+    """The card for a person (``sarseg models show``, the Slicer modules): inputs, outputs, training,
+    validation, intended use."""
+    info = card.provenance
+    lines = [f"kind: {card.kind}, preset {card.preset or '-'}, {card.architecture.in_channels} input channel(s)"]
+    if card.kind == "segmentation":
+        lines.append(f"inputs, in this order: {', '.join(card.modalities)}")
+        if card.labels:
+            lines.append(f"segments: {', '.join(card.labels.names)} ({card.labels.mode})")
+    else:
+        lines.append(f"pretrained on: {', '.join(card.sources) or '-'}")
+    for key, title in (("input_requirements", "input must be"), ("intended_use", "intended use"),
+                       ("training_data", "trained on"), ("licenses", "data licenses"), ("steps", "steps"),
+                       ("init", "initialised from"), ("validation", "validation")):
+        if key in info:
+            lines.append(f"{title}: {_shown(info[key])}")
+    return "\n".join(lines)
+
+
+def _shown(value: object) -> str:
+    """A provenance value in words: validation as Dice per region on its cases, lists joined."""
+    if isinstance(value, dict) and isinstance(value.get("dice"), dict):
+        dice = ", ".join(f"{name} {score:.3f}" for name, score in value["dice"].items() if isinstance(score, (int, float)))
+        cases = value.get("cases") if isinstance(value.get("cases"), list) else []
+        return f"Dice {dice}" + (f" on {len(cases)} held-back case(s): {', '.join(map(str, cases))}" if cases else "")
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "; ".join(value)
+    return value if isinstance(value, str) else json.dumps(value)
