@@ -456,10 +456,13 @@ class JobManager:
         self._reap()
         self._freed = False
         job = self._refresh(self._read(job_id))
-        if self._freed:
+        others = [j for j in self._refresh_all() if j.id != job_id] if job.state == "queued" else []
+        if self._freed:  # a dead job held a slot (this one's, maybe): what may start now starts
             self.start_next()
+            job = self._read(job_id)
+            others = [j for j in self._refresh_all() if j.id != job_id] if job.state == "queued" else []
         if job.state == "queued":
-            _note_waiting([job, *(j for j in self._refresh_all() if j.id != job_id)])
+            _note_waiting([job, *others])
         self._read_progress(job)
         return job
 
@@ -486,6 +489,7 @@ class JobManager:
         stays for the next time."""
         keep = keep if keep is not None else self._keep()
         removed = []
+        self._freed = False
         with self._locked():
             finished = sorted((j for j in self._refresh_all() if j.finished),
                               key=lambda j: (j.ended or j.created or "", j.id), reverse=True)
@@ -498,6 +502,8 @@ class JobManager:
                 removed.append(job.id)
             for entry in self.root.glob(f"{_PRUNED}*"):  # this time's, and any an earlier prune left
                 shutil.rmtree(entry, ignore_errors=True)
+            if self._freed:  # a dead job held a slot
+                self.start_next()
         return removed
 
     def _keep(self) -> int:
