@@ -356,8 +356,8 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onJobSelected(self) -> None:
         rows = sorted({item.row() for item in self.ui.jobsTable.selectedItems()})
-        if rows and rows[0] < len(self._rows):
-            self._selectedJobId = self._rows[rows[0]].id
+        # none highlighted (the user cleared it): no job is acted on either
+        self._selectedJobId = self._rows[rows[0]].id if rows and rows[0] < len(self._rows) else None
         self.showSelectedJob()
 
     def showSelectedJob(self) -> None:
