@@ -356,8 +356,8 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onJobSelected(self) -> None:
         rows = sorted({item.row() for item in self.ui.jobsTable.selectedItems()})
-        if rows and rows[0] < len(self._rows):
-            self._selectedJobId = self._rows[rows[0]].id
+        # none highlighted (the user cleared it): no job is acted on either
+        self._selectedJobId = self._rows[rows[0]].id if rows and rows[0] < len(self._rows) else None
         self.showSelectedJob()
 
     def showSelectedJob(self) -> None:
@@ -414,8 +414,9 @@ class SARPretrainLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self, runner=None, models=None, scene=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        apply_settings(qt.QSettings())  # the SAR folder chosen in SAR Segmentation
         self._ownFolders = models is None and runner is None
+        if self._ownFolders:  # given ones (the self-test's workspace) keep their own folders
+            apply_settings(qt.QSettings())  # the SAR folder chosen in SAR Segmentation
         self.models = models if models is not None else FolderModelStore(models_root())
         self._runnerArg = runner
         self._sceneNode = scene
@@ -435,6 +436,7 @@ class SARPretrainLogic(ScriptedLoadableModuleLogic):
         if self._ownFolders and self.models.root != models_root():
             self.models = FolderModelStore(models_root())
             self._runner = self._pretraining = self._training = self._jobs = None
+            self._lossPlot = None  # it reads its job through the old folder's panel; its nodes are reused when asked
 
     @property
     def runner(self):

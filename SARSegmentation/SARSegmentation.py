@@ -298,7 +298,8 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self, runner=None, models=None, scene=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        apply_settings(qt.QSettings())  # the SAR folder the user chose (and how many finished jobs are kept)
+        if runner is None and models is None:  # given ones (the self-test's workspace) keep their own folders
+            apply_settings(qt.QSettings())  # the SAR folder the user chose (and how many finished jobs are kept)
         self.models = models if models is not None else FolderModelStore(models_root())
         self._runner = runner
         self._scene = scene

@@ -15,6 +15,7 @@ import pytest
 
 from sarseg.cli import main
 from sarseg.core import procs
+from sarseg.core.errors import BadInput
 from sarseg.core.jobs import KEEP, Job, JobManager, now
 from sarseg.core.progress import LogReader
 
@@ -85,6 +86,22 @@ def test_only_the_last_finished_jobs_are_kept_and_never_a_running_or_queued_one(
     assert main(["jobs", "--root", str(m.root), "prune"]) == 2
     assert "SARSEG_KEEP_JOBS: must be a positive whole number" in capsys.readouterr().err
     assert [j.id for j in m.list()] == [ids[0], newest.id]
+
+
+def test_a_bad_keep_variable_refuses_the_submit_before_a_job_is_queued(tmp_path: Path, monkeypatch, clean_env,
+                                                                      capsys) -> None:
+    """Every submit prunes; a bad ``$SARSEG_KEEP_JOBS`` is bad input (exit 2, nothing written), not an error
+    raised after the job was queued and started (a module would then delete the inputs of a running job)."""
+    monkeypatch.setattr(JobManager, "_launch", _fake_launch)
+    monkeypatch.setenv(KEEP, "many")
+    m = JobManager(tmp_path / "jobs")
+    with pytest.raises(BadInput, match="SARSEG_KEEP_JOBS"):
+        m.submit("segment", ["segment", "--out", "o"])
+    assert m.list() == []
+    assert main(["jobs", "--root", str(m.root), "submit", "segment", "--", "--model", "m", "--input", "a.nii.gz",
+                 "--output", str(tmp_path / "o.nii.gz")]) == 2
+    assert "SARSEG_KEEP_JOBS: must be a positive whole number" in capsys.readouterr().err
+    assert m.list() == []
 
 
 # ------------------------------------------------------------------------------------- logs

@@ -62,6 +62,25 @@ def test_each_device_has_a_training_and_a_segmentation_queue(tmp_path: Path, mon
     assert m.poll(finetune2.id).waiting == f"waiting for job {finetune.id} (finetune) on cuda"
 
 
+@pytest.mark.parametrize("finder", ["poll", "prune"])
+def test_a_queued_job_starts_once_the_dead_job_holding_its_slot_is_found(tmp_path: Path, monkeypatch,
+                                                                         finder: str) -> None:
+    """Following a queued job (what the module's timer does), or pruning, finds the job ahead of it dead (its
+    runner was killed; nothing recorded its end): that job is now interrupted and the queued one starts,
+    not left queued for a slot nobody holds."""
+    monkeypatch.setattr(JobManager, "_launch", _fake_launch)
+    m = JobManager(tmp_path / "jobs")
+    ahead, waiting = (m.submit("segment", ["segment"], "cpu") for _ in range(2))
+    assert m.poll(waiting.id).state == "queued"
+    m._update(ahead.id, pid_start=1)  # its runner's pid now belongs to another process
+    if finder == "prune":
+        assert m.prune() == []
+    for _ in range(2):
+        polled = m.poll(waiting.id)
+    assert m.poll(ahead.id).state == "interrupted"
+    assert polled.state == "running" and polled.waiting is None
+
+
 @pytest.fixture
 def sleeper(tmp_path: Path) -> str:
     """An interpreter for jobs: the job runner (``-m sarseg jobs run-child``) runs for real, the job's own

@@ -98,6 +98,17 @@ def test_jobs_table_writes_only_what_changed():
     assert view.show([], "c") is None and table.rows == 0 and table.selected is None
 
 
+def test_the_highlighted_row_is_the_chosen_job_after_a_click_and_a_new_job():
+    """The user clicks a job (Qt selects its row; the module follows that job), and a job is added on top
+    before the table is shown again: the highlight moves with the chosen job, so Cancel and the table agree."""
+    table = Table()
+    view = JobsTable(table, ("id", "state"), make_item=lambda text, tip: (text, tip))
+    assert view.show([job("c"), job("b")], "b") == "b" and table.selected == 1
+    table.selected = 0  # the user clicked "c"
+    assert view.show([job("n"), job("c"), job("b")], "c") == "c"
+    assert table.selected == 1
+
+
 # --------------------------------------------------------------------------- the loss plot, MRML
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (Slicer's MRML for plain Python) is not installed")

@@ -39,6 +39,7 @@ class JobsTable:
         self.table, self.columns, self.make_item = table, tuple(columns), make_item
         self._cells: list[list[tuple[str, str]]] = []  # (text, tooltip) per cell, as last written
         self._selected = -1
+        self._ids: list[str] = []  # the jobs listed last time, in their rows
 
     def show(self, rows: Sequence[Any], selected_id: str | None) -> str | None:
         """Show ``rows`` (newest first) with job ``selected_id`` selected, or none when that job is not
@@ -56,14 +57,14 @@ class JobsTable:
                 for c, cell in enumerate(row):
                     if r >= len(self._cells) or self._cells[r][c] != cell:
                         self.table.setItem(r, c, self.make_item(*cell))
-            if selected != self._selected:
+            if selected != self._selected or ids != self._ids:  # rows moved: a row the user clicked is another job now
                 if selected >= 0:
                     self.table.selectRow(selected)
                 else:
                     self.table.clearSelection()
         finally:
             self.table.blockSignals(blocked)
-        self._cells, self._selected = cells, selected
+        self._cells, self._selected, self._ids = cells, selected, ids
         return ids[selected] if selected >= 0 else None
 
 

@@ -72,7 +72,7 @@ class SegmentationLogic:
     ``models``: :class:`~SARSegmentationLib.protocols.ModelStore`; ``scene``:
     :class:`~SARSegmentationLib.protocols.SceneAdapter`; ``work_folder``: where inputs are exported;
     ``cuda``: tells whether a GPU is there (for device "auto"); ``canceller``: how cancelling runs
-    (the GUI passes a :class:`BackgroundCanceller` with a worker thread; default: at once).
+    (the module passes a :class:`~.jobs.SubprocessCanceller`, a detached helper process; default: at once).
     """
 
     def __init__(self, runner: JobRunner, models: ModelStore, scene: SceneAdapter,

@@ -330,6 +330,7 @@ class JobManager:
         if not re.match(r"^[A-Za-z0-9_-]+$", kind or ""):
             raise JobError("kind", f"{kind!r} is not a simple name like pretrain, finetune or segment")
         procs.require(self.host)
+        keep = self._keep()  # read (and checked) before anything is written: every submit prunes
         args = [str(a) for a in args]
         cwd = os.getcwd()
         out = _option_value(args, "--out")
@@ -350,7 +351,7 @@ class JobManager:
                       created=created, queued=created)
             self._write(job)
             self.start_next()
-            self.prune()
+            self.prune(keep)
         return self.poll(job_id)
 
     def start_next(self) -> list[Job]:
@@ -455,10 +456,13 @@ class JobManager:
         self._reap()
         self._freed = False
         job = self._refresh(self._read(job_id))
-        if self._freed:
+        others = [j for j in self._refresh_all() if j.id != job_id] if job.state == "queued" else []
+        if self._freed:  # a dead job held a slot (this one's, maybe): what may start now starts
             self.start_next()
+            job = self._read(job_id)
+            others = [j for j in self._refresh_all() if j.id != job_id] if job.state == "queued" else []
         if job.state == "queued":
-            _note_waiting([job, *(j for j in self._refresh_all() if j.id != job_id)])
+            _note_waiting([job, *others])
         self._read_progress(job)
         return job
 
@@ -483,8 +487,9 @@ class JobManager:
         ``$SARSEG_KEEP_JOBS``, else 50) that ended last; a queued or running job is never removed.
         Returns the ids removed. A folder that cannot be moved aside now (open elsewhere, on Windows)
         stays for the next time."""
-        keep = keep if keep is not None else self.keep if self.keep is not None else limit(KEEP, KEEP_DEFAULT)
+        keep = keep if keep is not None else self._keep()
         removed = []
+        self._freed = False
         with self._locked():
             finished = sorted((j for j in self._refresh_all() if j.finished),
                               key=lambda j: (j.ended or j.created or "", j.id), reverse=True)
@@ -497,7 +502,12 @@ class JobManager:
                 removed.append(job.id)
             for entry in self.root.glob(f"{_PRUNED}*"):  # this time's, and any an earlier prune left
                 shutil.rmtree(entry, ignore_errors=True)
+            if self._freed:  # a dead job held a slot
+                self.start_next()
         return removed
+
+    def _keep(self) -> int:
+        return self.keep if self.keep is not None else limit(KEEP, KEEP_DEFAULT)
 
     # -- stopping and resuming
     def cancel(self, job_id: str, timeout: float = 60.0) -> Job:
