@@ -380,13 +380,18 @@ def test_engine_ships_inside_the_extension():
     assert relative == [["RELATIVE_PATH", "_name", "${CMAKE_CURRENT_SOURCE_DIR}/../sarseg",
                          "${CMAKE_CURRENT_SOURCE_DIR}/${_script}"],
                         ["RELATIVE_PATH", "_name", "${CMAKE_CURRENT_SOURCE_DIR}/../sarseg",
-                         "${CMAKE_CURRENT_SOURCE_DIR}/${_file}"]]
+                         "${CMAKE_CURRENT_SOURCE_DIR}/${_file}"],
+                        ["RELATIVE_PATH", "_name", "${CMAKE_CURRENT_SOURCE_DIR}/../Resources/Models",
+                         "${CMAKE_CURRENT_SOURCE_DIR}/${_model_file}"]]
     assert ["_script", "IN", "LISTS", "SAR_ENGINE_PYTHON_SCRIPTS"] in loop
     assert ["_file", "IN", "LISTS", "SAR_ENGINE_DATA_FILES"] in loop
     copies = [args for name, args in calls if name == "configure_file"]
     assert copies == [["${CMAKE_CURRENT_SOURCE_DIR}/${_script}", "${CMAKE_CURRENT_BINARY_DIR}/sarseg/${_name}", "COPYONLY"],
                       ["${CMAKE_CURRENT_SOURCE_DIR}/${_file}",
-                       "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/sarseg/${_name}", "COPYONLY"]]
+                       "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/sarseg/${_name}", "COPYONLY"],
+                      ["${CMAKE_CURRENT_SOURCE_DIR}/${_model_file}",
+                       "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/sarseg/builtin_models/${_name}",
+                       "COPYONLY"]]
     build = [args for name, args in calls if name == "slicermacrobuildscriptedmodule"]
     assert "${_sar_engine_copies}" in build[0][build[0].index("SCRIPTS"):build[0].index("RESOURCES")]
 

@@ -42,7 +42,7 @@ LICENSES = {
 }
 CHANNELS = (("flair", "flair"), ("t1", "t1"), ("t1c", "t1ce"), ("t2", "t2"))  # model channel, BraTS file suffix
 RECIPES = {  # preset and steps per model; --quick: a smoke run of the whole script
-    "sar-base": {"preset": "small", "steps": 2000, "quick_steps": 4},
+    "sar-base": {"preset": "small", "steps": 1200, "quick_steps": 4},
     "glioma-mr4": {"preset": "small", "steps": 1500, "quick_steps": 4},
 }
 VALIDATION_CASES = 3
