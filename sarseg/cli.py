@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +26,10 @@ class _Help(argparse.HelpFormatter):
         return text
 
 
+_NUMBER = r"(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
+_NEGATIVE_VALUE = re.compile(rf"^-{_NUMBER}$|^-{_NUMBER},-?{_NUMBER},-?{_NUMBER}$")  # a number, or a point X,Y,Z
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the defaults shown, no abbreviated options (``--ou`` is not ``--out``; a job's
     ``--steps`` override must match by name), unknown options named whatever else went wrong, and errors
@@ -35,6 +40,7 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self._argv: list[str] = []
+        self._negative_number_matcher = _NEGATIVE_VALUE  # "--points -3.5,10,2" is a value, not an option
 
     def parse_known_args(self, args=None, namespace=None):
         self._argv = list(sys.argv[1:] if args is None else args)
@@ -111,6 +117,9 @@ def _finetune_args(sub) -> None:
     p.add_argument("--preset", default="small", help="tiny | small | genesis: network size, steps, batch size")
     _preset_settings(p, "steps", "batch-size", "seed")
     p.add_argument("--max-cases", type=int, default=None, help="train on the first K labeled cases only (default: all)")
+    p.add_argument("--promptable", action="store_true",
+                   help="train a promptable (interactive) model: the image plus positive/negative clicks and a box, "
+                        "with simulated prompts; one label (--label-scheme auto: binary)")
     _common(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--config", type=Path, default=None, help="JSON file of settings over the preset (default: none)")
@@ -122,7 +131,17 @@ def _segment_args(sub) -> None:
     p.add_argument("--input", required=True, nargs="+", help="the case's channel files, one per model modality, in its order")
     p.add_argument("--output", required=True, type=Path, help=".nii.gz, .nrrd or .seg.nrrd (segment names and colors)")
     p.add_argument("--roi", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"), default=None,
-                   help="segment only this box, physical LPS mm as SimpleITK and the file's header (default: the whole image)")
+                   help="segment only this box, physical LPS mm as SimpleITK and the file's header; for a promptable "
+                        "model, the box around the lesion (default: the whole image)")
+    p.add_argument("--points", nargs="+", metavar="X,Y,Z", default=None,
+                   help="promptable models: clicks inside the lesion, LPS mm as ITK reads the image (default: none)")
+    p.add_argument("--negative-points", nargs="+", metavar="X,Y,Z", default=None,
+                   help="promptable models: clicks outside the lesion, LPS mm (default: none)")
+    p.add_argument("--prompts", nargs="+", type=Path, metavar="FILE.mrk.json", default=None,
+                   help="promptable models: Slicer markups files, their point lists positive clicks and an ROI the box "
+                        "(default: none)")
+    p.add_argument("--negative-prompts", nargs="+", type=Path, metavar="FILE.mrk.json", default=None,
+                   help="promptable models: Slicer markups files whose points are negative clicks (default: none)")
     p.add_argument("--probabilities", type=Path, default=None, help="also write the probabilities, one component per output (default: not written)")
     p.add_argument("--tta", action="store_true", help="average over flips (test-time augmentation)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model's)")
@@ -252,13 +271,21 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         modalities = tuple(m.strip() for m in args.modalities.split(","))
     if modalities and "modalities" not in overrides:
         overrides["modalities"] = list(modalities)
-    if "labels" not in overrides and cases:
+    if "labels" not in overrides and cases and not (args.promptable and args.label_scheme == "auto"):
         scheme = auto_scheme(cases) if args.label_scheme == "auto" else builtin(args.label_scheme, "--label-scheme", ("auto",))
         overrides["labels"] = scheme.to_dict()
-    config = finetune_config(args.preset, overrides, where=str(args.config or "config"))
+    job = None
+    if args.promptable:
+        from .config import promptable_config
+        from .interactive import PromptTraining
+
+        config, job = promptable_config(args.preset, overrides, where=str(args.config or "config")), PromptTraining
+    else:
+        config = finetune_config(args.preset, overrides, where=str(args.config or "config"))
     return _train_job(args, lambda device, dist_info: finetune(
         config, cases, args.init, args.out, device, dist_info, args.resume, args.progress,
-        steps=args.steps if args.resume else None, max_cases=args.max_cases, allow_partial_init=args.allow_partial_init))
+        steps=args.steps if args.resume else None, max_cases=args.max_cases, allow_partial_init=args.allow_partial_init,
+        job=job))
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -276,6 +303,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.overlap is not None and not 0 <= args.overlap < 1:
         raise BadInput("--overlap", f"must lie in [0, 1) (got {args.overlap})")
     segmenter = Segmenter.load(args.model, resolve_device(args.device))
+    prompts = _prompts(args, segmenter.card)
     inference = segmenter.config.inference
     if args.tta or args.overlap is not None:
         inference = dataclasses.replace(inference, tta=args.tta or inference.tta,
@@ -288,7 +316,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
         given += f" holding {image.channels} channels" if image.channels != len(args.input) else ""
         raise BadInput("--input", f"{given}, but the model {args.model} wants {len(modalities)}, one per modality: "
                                   f"{', '.join(modalities)}")
-    label, probs = segmenter(image, args.roi, inference, progress.windows if progress else None)
+    if prompts is not None:
+        label, probs = _segment_prompted(segmenter, image, prompts, inference, progress)
+    else:
+        label, probs = segmenter(image, args.roi, inference, progress.windows if progress else None)
     if progress:
         progress.writing()
     write_segmentation(args.output, label, image.geometry, segmenter.labels.segments())
@@ -303,6 +334,45 @@ def cmd_segment(args: argparse.Namespace) -> int:
     else:
         print(f"segmentation written to {args.output}")
     return EXIT_OK
+
+
+def _prompts(args: argparse.Namespace, card) -> list[tuple[str, object]] | None:
+    """``segment``'s prompts, each with the option (and file) it came from, checked before any image is
+    read; None for a fixed model, which takes none."""
+    from .core.prompts import Prompts, parse_point, read_markups
+
+    parts: list[tuple[str, Prompts]] = []
+    for option, negative in (("--points", False), ("--negative-points", True)):
+        for text in getattr(args, option[2:].replace("-", "_")) or []:
+            point = (parse_point(text, f"{option} {text}"),)
+            parts.append((f"{option} {text}", Prompts(negative=point) if negative else Prompts(positive=point)))
+    for option, negative in (("--prompts", False), ("--negative-prompts", True)):
+        for path in getattr(args, option[2:].replace("-", "_")) or []:
+            parts.append((f"{option} {path}", read_markups(path, negative)))
+    if not card.promptable:
+        if parts:
+            raise BadInput(args.model, "is not a promptable model: it takes no --points, --negative-points, --prompts "
+                                       "or --negative-prompts (a promptable model's model.json has 'prompts')")
+        return None
+    if args.roi is not None:
+        parts.append(("--roi", Prompts(box=tuple(args.roi))))
+    if not any(p.positive or p.box is not None for _, p in parts):
+        raise BadInput(args.model, "is a promptable model: give the lesion with --points X,Y,Z (LPS mm), --prompts "
+                                   "FILE.mrk.json or --roi (negative clicks alone do not say which lesion)")
+    return parts
+
+
+def _segment_prompted(segmenter, image, parts: list, inference, progress):
+    """Label map and probabilities of a promptable model from the command line's prompts; a click outside
+    the image is named by the option that gave it."""
+    from .core.prompts import Prompts
+    from .prompted import PromptSession
+
+    session, prompts = PromptSession(segmenter, image), Prompts()
+    for where, part in parts:
+        session.voxels(part, where)
+        prompts = prompts + part
+    return session(session.voxels(prompts, "prompts"), inference, progress.windows if progress else None).full(session.shape)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
