@@ -148,6 +148,13 @@ def _segment_args(sub) -> None:
     _common(p, "json: start/done events on stdout (jobs)")
 
 
+def _serve_args(sub) -> None:
+    p = sub.add_parser("serve", help="the interactive worker: a promptable model answering prompts as JSON lines on "
+                                     "stdin/stdout (protocol: sarseg/core/worker.py)")
+    p.add_argument("--model", required=True, type=Path, help="a promptable model: a name (sarseg models list) or folder")
+    _device(p)
+
+
 def _evaluate_args(sub) -> None:
     p = sub.add_parser("evaluate", help="Dice, HD95, surface Dice and volumes of a label map against a reference")
     p.add_argument("--pred", required=True, type=Path, help="the label map to score")
@@ -196,6 +203,7 @@ def parser() -> argparse.ArgumentParser:
     _pretrain_args(sub)
     _finetune_args(sub)
     _segment_args(sub)
+    _serve_args(sub)
     _evaluate_args(sub)
     _demo_args(sub)
     _bench_args(sub)
@@ -431,6 +439,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import protocol_output, serve
+    from .train import resolve_device
+
+    return serve(args.model, resolve_device(args.device), sys.stdin.buffer, protocol_output())
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     from .train import check_output, resolve_device
@@ -476,7 +491,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "segment": cmd_segment, "evaluate": cmd_evaluate,
+COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "segment": cmd_segment, "serve": cmd_serve,
+            "evaluate": cmd_evaluate,
             "demo": cmd_demo, "bench": cmd_bench, "jobs": lambda args: jobs_cli.run(args, parser().parse_args), "models": models_cli.run}
 
 
