@@ -25,7 +25,7 @@ LAYERS = {
     4: {"model", "data"},
     5: {"infer", "train"},
     6: {"pretrain", "finetune", "prompted"},
-    7: {"demo", "bench", "bench_ssl", "jobs_cli", "models_cli", "interactive", "serve"},
+    7: {"demo", "bench", "bench_ssl", "jobs_cli", "models_cli", "interactive", "serve", "bench_interactive"},
     8: {"cli"},
     9: {"__main__"},
 }

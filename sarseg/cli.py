@@ -193,6 +193,19 @@ def _bench_args(sub) -> None:
     r.add_argument("--test-cases", type=int, default=1, help="the last N cases are the test set")
     r.add_argument("--out", type=Path, default=Path("runs/bench-ssl"), help="folder for models, results and plots")
     _device(r)
+    i = bench.add_parser("interactive", help="a promptable model by simulated clicks on held-back cases (Dice after 1, 3 "
+                                             "and 5 clicks, clicks to Dice 0.85 and 0.90), next to a fixed model")
+    i.add_argument("--model", type=Path, required=True, help="the promptable model: a name (sarseg models list) or folder")
+    i.add_argument("--fixed", default=None, help="a fixed (non-promptable) model scored on the same cases (default: none)")
+    i.add_argument("--dataset", type=Path, required=True, help="the cases (dataset.json, Decathlon or nnU-Net v2)")
+    i.add_argument("--test-cases", type=int, default=5, help="the last N labeled cases are scored (held back from training)")
+    i.add_argument("--channel", default=None, help="the channel the promptable model sees, by name or index (default: the first)")
+    i.add_argument("--values", default=None, metavar="V,V,...",
+                   help="label values of the target, e.g. 1,3,4 for the BraTS tumor core (default: any label)")
+    i.add_argument("--clicks", type=int, default=10, help="clicks simulated per case")
+    i.add_argument("--name", default=None, help="the dataset's name in the table (default: its name and the channel)")
+    i.add_argument("--out", type=Path, default=Path("runs/bench-interactive"), help="folder for results.json, results.md and the plot")
+    _device(i)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -459,7 +472,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _bench_module(name: str):
-    """``sarseg.bench`` or ``sarseg.bench_ssl``: installed with pip, left out of the Slicer extension."""
+    """``sarseg.bench``, ``sarseg.bench_ssl`` or ``sarseg.bench_interactive``: installed with pip, left out of the Slicer
+    extension."""
     import importlib
 
     try:
@@ -474,6 +488,19 @@ def _bench_module(name: str):
 def cmd_bench(args: argparse.Namespace) -> int:
     from .train import resolve_device
 
+    if args.bench == "interactive":
+        from .core.registry import Registry
+
+        bench_interactive = _bench_module("bench_interactive")
+        try:
+            values = [int(v) for v in args.values.split(",")] if args.values else []
+        except ValueError:
+            raise BadInput("--values", f"{args.values!r} is not a list of label values V,V,...") from None
+        task = bench_interactive.dataset_task(args.dataset, args.test_cases, args.channel, values, args.name)
+        fixed = None if args.fixed is None else Registry().resolve(args.fixed)
+        print(bench_interactive.benchmark(task, args.model, fixed, args.clicks, args.out, resolve_device(args.device),
+                                          log=lambda line: print(line, file=sys.stderr, flush=True)))
+        return EXIT_OK
     if args.bench == "ssl":
         bench_ssl = _bench_module("bench_ssl")
         sources, tasks = bench_ssl.dataset_tasks(args.dataset, args.test_cases)
