@@ -109,6 +109,8 @@ def test_resume_and_continue_from_a_promptable_model(model: Path, cases, tmp_pat
                           "--progress", "json")
     assert rc == EXIT_OK, err
     assert meta_of(resumed)["prompts"] == meta_of(model)["prompts"] and events(stdout)[-1]["step"] == 7
+    rc, _, err = run("finetune", "--init", "scratch", "--out", resumed, "--resume", "--steps", "8")
+    assert rc == 2 and "holds a promptable model's training: resume it with --promptable" in err
     again = tmp_path / "again"  # a promptable model as --init: everything taken as it is
     rc, stdout, err = run("finetune", "--init", model, "--images", cases[0]["mr"], cases[1]["mr"], "--labels",
                           cases[0]["label"], cases[1]["label"], "--out", again, "--preset", "tiny", "--steps", "2",

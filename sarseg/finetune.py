@@ -275,6 +275,10 @@ def finetune(
     out = Path(out)
     state = resume_state(out, resume)
     if state is not None:
+        promptable = "prompts" in state["config"]
+        if promptable != isinstance(config, PromptableConfig):
+            raise BadInput(out / CHECKPOINT, f"holds a {'promptable' if promptable else 'fixed'} model's training: resume it "
+                                             f"{'with' if promptable else 'without'} --promptable")
         config = from_dict(state["config"], str(out / CHECKPOINT), type(config))
         init = state["init"]
         saved = json.loads(state["cases"])  # the first run's split, reused as it was
