@@ -86,6 +86,10 @@ def test_a_promptable_card(trained, pretrained) -> None:
     assert best["dice"] == max(e["dice"] for e in validations) and best["dice_per_click"][-1] == best["dice"]
     card, _ = load_model(out)
     assert card.promptable
+    rc, listed, err = run("models", "list", "--json", "--root", out.parent)
+    assert rc == EXIT_OK and [m["promptable"] for m in json.loads(listed) if m["name"] == out.name] == [True], err
+    rc, shown, err = run("models", "show", out.name, "--root", out.parent)
+    assert rc == EXIT_OK and "promptable: positive, negative, box" in shown, err
 
 
 def test_guidance_inputs_start_at_zero(pretrained) -> None:

@@ -42,7 +42,8 @@ def summary(model: Model) -> dict:
     out = {"name": model.name, "kind": card.kind, "builtin": model.builtin, "preset": card.preset,
            "folder": str(model.folder)}
     if card.kind == "segmentation":
-        out.update(modalities=list(card.modalities), segments=list(card.labels.names) if card.labels else [])
+        out.update(modalities=list(card.modalities), segments=list(card.labels.names) if card.labels else [],
+                   promptable=card.promptable)
     else:
         out.update(sources=list(card.sources))
     return out
@@ -54,6 +55,8 @@ def describe(card: ModelCard) -> str:
     lines = [f"kind: {card.kind}, preset {card.preset or '-'}, {card.architecture.in_channels} input channel(s)"]
     if card.kind == "segmentation":
         lines.append(f"inputs, in this order: {', '.join(card.modalities)}")
+        if card.prompts is not None:
+            lines.append(f"promptable: {', '.join(card.prompts.channels)} (sarseg segment --points/--prompts, sarseg serve)")
         if card.labels:
             lines.append(f"segments: {', '.join(card.labels.names)} ({card.labels.mode})")
     else:
