@@ -21,11 +21,11 @@ LAYERS = {
     0: {"core"},                                   # formats, records, folders: standard library only
     1: {"io", "runtime", "figures"},               # files and pictures: numpy, SimpleITK, scipy
     2: {"config", "phantom", "mrml"},
-    3: {"nets", "proxy", "metrics"},
+    3: {"nets", "proxy", "metrics", "clicks"},
     4: {"model", "data"},
     5: {"infer", "train"},
-    6: {"pretrain", "finetune"},
-    7: {"demo", "bench", "bench_ssl", "jobs_cli", "models_cli"},
+    6: {"pretrain", "finetune", "prompted"},
+    7: {"demo", "bench", "bench_ssl", "jobs_cli", "models_cli", "interactive", "serve", "bench_interactive"},
     8: {"cli"},
     9: {"__main__"},
 }

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from sarseg.core import card as card_module
-from sarseg.core.card import (FORMAT, FORMAT_VERSION, Architecture, InferenceConfig, ModelCard, Weights, read_card,
-                              sha256)
+from sarseg.core.card import (FORMAT, FORMAT_VERSION, Architecture, InferenceConfig, ModelCard, PromptSpec, Weights,
+                              read_card, sha256)
 from sarseg.core.errors import BadInput
 from sarseg.core.labels import SCHEMES
 
@@ -34,6 +34,14 @@ def pretrained_card() -> ModelCard:
                      preset="tiny", normalisation={"ct": {"kind": "ct", "low": -1000.0, "high": 1000.0}},
                      weights=Weights("weights.safetensors", DIGEST), sources=("ct", "mr"), input_size=(32, 32, 16),
                      scales={"sizes": [32.0, 64.0, 128.0], "unit": "mm"})
+
+
+def promptable_card() -> ModelCard:
+    """One image channel and the three guidance channels: a lesion-click model."""
+    return ModelCard(kind="segmentation", architecture=Architecture("resunet3d", 4, 1, (8, 16, 32, 64, 128), 1, "instance"),
+                     preset="tiny", normalisation={"default": {"kind": "percentile", "low": 0.5, "high": 99.5}},
+                     weights=Weights("weights.safetensors", DIGEST), modalities=("default",), patch_size=(32, 32, 16),
+                     labels=SCHEMES["binary"], inference=InferenceConfig(), prompts=PromptSpec())
 
 
 def folder_with(tmp_path: Path, data: dict, weights: bytes = WEIGHT_BYTES) -> Path:
@@ -72,7 +80,7 @@ LEGACY_PRETRAINED = {
 # ------------------------------------------------------------------------------- round trip
 
 
-@pytest.mark.parametrize("make", [segmentation_card, pretrained_card])
+@pytest.mark.parametrize("make", [segmentation_card, pretrained_card, promptable_card])
 def test_write_and_read_back(make, tmp_path: Path) -> None:
     card = make()
     path = card.write(tmp_path)
@@ -214,6 +222,42 @@ def test_every_field_is_checked(path: str, value, problem: str) -> None:
     with pytest.raises(BadInput) as caught:
         ModelCard.from_dict(changed(path, value), "/models/m/model.json")
     assert str(caught.value).startswith("/models/m/model.json: ") and problem in str(caught.value)
+
+
+def test_promptable_cards_say_so() -> None:
+    data = promptable_card().to_dict()
+    assert data["prompts"] == {"channels": ["positive", "negative", "box"], "sigma": 2.0}
+    assert ModelCard.from_dict(data, "m").promptable and not ModelCard.from_dict(segmentation_card().to_dict(), "m").promptable
+    assert "prompts" not in segmentation_card().to_dict()  # a fixed model's card is as before
+    clicks_only = {**data, "prompts": {"channels": ["positive", "negative"], "sigma": 3}, "in_channels": 3,
+                   "architecture": {**data["architecture"], "in_channels": 3}}
+    assert ModelCard.from_dict(clicks_only, "m").prompts == PromptSpec(("positive", "negative"), 3.0)
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"prompts": {"channels": ["positive", "negative", "box"]}}, "prompts has no 'sigma'"),
+    ({"prompts": {"channels": ["positive", "scribble"], "sigma": 2}}, "prompts.channels[1] is 'scribble'"),
+    ({"prompts": {"channels": ["box", "positive", "negative"], "sigma": 2}}, "distinct and in the order"),
+    ({"prompts": {"channels": ["positive", "positive", "box"], "sigma": 2}}, "distinct and in the order"),
+    ({"prompts": {"channels": ["negative"], "sigma": 2}}, "needs 'positive' or 'box'"),
+    ({"prompts": {"channels": [], "sigma": 2}}, "prompts.channels needs 1 to 3 entries"),
+    ({"prompts": {"channels": ["positive", "negative", "box"], "sigma": 0}}, "prompts.sigma must be a finite number"),
+    ({"prompts": {"channels": ["positive", "negative", "box"], "sigma": 2, "radius": 1}}, "unknown field(s) 'radius'"),
+    ({"prompts": ["positive"]}, "prompts must be a JSON object"),
+    ({"prompts": None, "in_channels": 4}, "the number of modalities is 1, but the architecture needs 4"),
+    ({"modalities": ["flair", "t1c"]}, "the number of modalities and prompt channels is 5, but the architecture needs 4"),
+    ({"labels": [{"name": "a", "value": 1}, {"name": "b", "value": 2}], "label_mode": "classes",
+      "architecture": {"name": "resunet3d", "in_channels": 4, "out_channels": 3, "features": [8, 16, 32, 64, 128],
+                       "res_units": 1, "norm": "instance"}}, "a promptable model segments one label"),
+])
+def test_promptable_fields_are_checked(change: dict, problem: str) -> None:
+    data = {**promptable_card().to_dict(), **change}
+    data = {k: v for k, v in data.items() if v is not None}
+    with pytest.raises(BadInput) as caught:
+        ModelCard.from_dict(data, "/models/m/model.json")
+    assert str(caught.value).startswith("/models/m/model.json: ") and problem in str(caught.value), caught.value
+    with pytest.raises(BadInput, match="the card has unknown field"):  # a pretrained model takes no prompts
+        ModelCard.from_dict({**pretrained_card().to_dict(), "prompts": PromptSpec().to_dict()}, "m")
 
 
 def test_pretrained_counts_agree() -> None:

@@ -76,27 +76,36 @@ def test_fuzz_job_records_through_every_jobs_command(tmp_path: Path, monkeypatch
 
 
 def test_fuzz_model_cards_through_segment_and_finetune(tmp_path: Path, capsys) -> None:
-    """Mutated model.json files (the weights and their SHA-256 stay) given to ``segment`` and to
-    ``finetune --init``: exit 0 or 2 with a clean message, and no output file unless it succeeded."""
+    """Mutated model.json files (the weights and their SHA-256 stay) given to ``segment`` (a promptable
+    one with a click) and to ``finetune --init``: exit 0 or 2 with a clean message, and no output file
+    unless it succeeded."""
+    import dataclasses
+
     from test_model import pretrained_card, saved, segmentation_card
 
     from sarseg import phantom
+    from sarseg.core.card import PromptSpec
     from sarseg.io import write_image
 
     images, label = phantom.make_case(3, (16, 32, 32))
     image = write_image(tmp_path / "mr.nii.gz", images["mr"], phantom.geometry((16, 32, 32)))
     labels = write_image(tmp_path / "label.nii.gz", (label > 0).astype("int16"), phantom.geometry((16, 32, 32)))
-    models = {"segmentation": saved(tmp_path / "seg", segmentation_card())[0],
-              "pretrained": saved(tmp_path / "pre", pretrained_card())[0]}
+    fixed = segmentation_card()
+    promptable = dataclasses.replace(fixed, architecture=dataclasses.replace(fixed.architecture, in_channels=4),
+                                     prompts=PromptSpec())
+    models = {"segmentation": saved(tmp_path / "seg", fixed)[0], "pretrained": saved(tmp_path / "pre", pretrained_card())[0],
+              "promptable": saved(tmp_path / "click", promptable)[0]}
     originals = {kind: json.loads((folder / "model.json").read_text()) for kind, folder in models.items()}
     rng = random.Random(11)
-    for trial in range(60):
+    succeeded = set()
+    for trial in range(90):
         kind = rng.choice(sorted(models))
         folder = models[kind]
         (folder / "model.json").write_text(json.dumps(mutate(originals[kind], rng)))
         out = tmp_path / f"out{trial}"
-        if kind == "segmentation":
-            argv = ["segment", "--model", folder, "--input", image, "--output", out.with_suffix(".nii.gz"), "--device", "cpu"]
+        if kind != "pretrained":
+            argv = ["segment", "--model", folder, "--input", image, "--output", out.with_suffix(".nii.gz"), "--device", "cpu",
+                    *(["--points", "-50,50,-50"] if kind == "promptable" else [])]
             made = out.with_suffix(".nii.gz")
         else:
             argv = ["finetune", "--init", folder, "--images", image, "--labels", labels, "--preset", "tiny",
@@ -110,6 +119,8 @@ def test_fuzz_model_cards_through_segment_and_finetune(tmp_path: Path, capsys) -
             assert "sarseg: error: " in err and not made.exists(), (trial, kind, err)
         else:
             assert made.exists(), (trial, kind)
+            succeeded.add(kind)
+    assert succeeded == set(models)  # each kind ran through at least once, so the fuzz reaches past the card
 
 
 @pytest.mark.parametrize("timeout", ["nan", "-1", "inf"])

@@ -349,7 +349,7 @@ def test_module_cmake_lists_every_file(module):
     assert (folder / "Resources" / "Icons" / f"{module}.png").resolve() in resources
 
 
-NOT_SHIPPED = {"sarseg/bench.py", "sarseg/bench_ssl.py"}  # benchmarks: run from a pip-installed engine
+NOT_SHIPPED = {"sarseg/bench.py", "sarseg/bench_ssl.py", "sarseg/bench_interactive.py"}  # benchmarks: run from a pip-installed engine
 
 
 def _engine_files(variable):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +26,10 @@ class _Help(argparse.HelpFormatter):
         return text
 
 
+_NUMBER = r"(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
+_NEGATIVE_VALUE = re.compile(rf"^-{_NUMBER}$|^-{_NUMBER},-?{_NUMBER},-?{_NUMBER}$")  # a number, or a point X,Y,Z
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the defaults shown, no abbreviated options (``--ou`` is not ``--out``; a job's
     ``--steps`` override must match by name), unknown options named whatever else went wrong, and errors
@@ -35,6 +40,7 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self._argv: list[str] = []
+        self._negative_number_matcher = _NEGATIVE_VALUE  # "--points -3.5,10,2" is a value, not an option
 
     def parse_known_args(self, args=None, namespace=None):
         self._argv = list(sys.argv[1:] if args is None else args)
@@ -111,6 +117,9 @@ def _finetune_args(sub) -> None:
     p.add_argument("--preset", default="small", help="tiny | small | genesis: network size, steps, batch size")
     _preset_settings(p, "steps", "batch-size", "seed")
     p.add_argument("--max-cases", type=int, default=None, help="train on the first K labeled cases only (default: all)")
+    p.add_argument("--promptable", action="store_true",
+                   help="train a promptable (interactive) model: the image plus positive/negative clicks and a box, "
+                        "with simulated prompts; one label (--label-scheme auto: binary)")
     _common(p)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--config", type=Path, default=None, help="JSON file of settings over the preset (default: none)")
@@ -122,11 +131,28 @@ def _segment_args(sub) -> None:
     p.add_argument("--input", required=True, nargs="+", help="the case's channel files, one per model modality, in its order")
     p.add_argument("--output", required=True, type=Path, help=".nii.gz, .nrrd or .seg.nrrd (segment names and colors)")
     p.add_argument("--roi", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"), default=None,
-                   help="segment only this box, physical LPS mm as SimpleITK and the file's header (default: the whole image)")
+                   help="segment only this box, physical LPS mm as SimpleITK and the file's header; for a promptable "
+                        "model, the box around the lesion (default: the whole image)")
+    p.add_argument("--points", nargs="+", metavar="X,Y,Z", default=None,
+                   help="promptable models: clicks inside the lesion, LPS mm as ITK reads the image (default: none)")
+    p.add_argument("--negative-points", nargs="+", metavar="X,Y,Z", default=None,
+                   help="promptable models: clicks outside the lesion, LPS mm (default: none)")
+    p.add_argument("--prompts", nargs="+", type=Path, metavar="FILE.mrk.json", default=None,
+                   help="promptable models: Slicer markups files, their point lists positive clicks and an ROI the box "
+                        "(default: none)")
+    p.add_argument("--negative-prompts", nargs="+", type=Path, metavar="FILE.mrk.json", default=None,
+                   help="promptable models: Slicer markups files whose points are negative clicks (default: none)")
     p.add_argument("--probabilities", type=Path, default=None, help="also write the probabilities, one component per output (default: not written)")
     p.add_argument("--tta", action="store_true", help="average over flips (test-time augmentation)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model's)")
     _common(p, "json: start/done events on stdout (jobs)")
+
+
+def _serve_args(sub) -> None:
+    p = sub.add_parser("serve", help="the interactive worker: a promptable model answering prompts as JSON lines on "
+                                     "stdin/stdout (protocol: sarseg/core/worker.py)")
+    p.add_argument("--model", required=True, type=Path, help="a promptable model: a name (sarseg models list) or folder")
+    _device(p)
 
 
 def _evaluate_args(sub) -> None:
@@ -167,6 +193,19 @@ def _bench_args(sub) -> None:
     r.add_argument("--test-cases", type=int, default=1, help="the last N cases are the test set")
     r.add_argument("--out", type=Path, default=Path("runs/bench-ssl"), help="folder for models, results and plots")
     _device(r)
+    i = bench.add_parser("interactive", help="a promptable model by simulated clicks on held-back cases (Dice after 1, 3 "
+                                             "and 5 clicks, clicks to Dice 0.85 and 0.90), next to a fixed model")
+    i.add_argument("--model", type=Path, required=True, help="the promptable model: a name (sarseg models list) or folder")
+    i.add_argument("--fixed", default=None, help="a fixed (non-promptable) model scored on the same cases (default: none)")
+    i.add_argument("--dataset", type=Path, required=True, help="the cases (dataset.json, Decathlon or nnU-Net v2)")
+    i.add_argument("--test-cases", type=int, default=5, help="the last N labeled cases are scored (held back from training)")
+    i.add_argument("--channel", default=None, help="the channel the promptable model sees, by name or index (default: the first)")
+    i.add_argument("--values", default=None, metavar="V,V,...",
+                   help="label values of the target, e.g. 1,3,4 for the BraTS tumor core (default: any label)")
+    i.add_argument("--clicks", type=int, default=10, help="clicks simulated per case")
+    i.add_argument("--name", default=None, help="the dataset's name in the table (default: its name and the channel)")
+    i.add_argument("--out", type=Path, default=Path("runs/bench-interactive"), help="folder for results.json, results.md and the plot")
+    _device(i)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -177,6 +216,7 @@ def parser() -> argparse.ArgumentParser:
     _pretrain_args(sub)
     _finetune_args(sub)
     _segment_args(sub)
+    _serve_args(sub)
     _evaluate_args(sub)
     _demo_args(sub)
     _bench_args(sub)
@@ -252,13 +292,21 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         modalities = tuple(m.strip() for m in args.modalities.split(","))
     if modalities and "modalities" not in overrides:
         overrides["modalities"] = list(modalities)
-    if "labels" not in overrides and cases:
+    if "labels" not in overrides and cases and not (args.promptable and args.label_scheme == "auto"):
         scheme = auto_scheme(cases) if args.label_scheme == "auto" else builtin(args.label_scheme, "--label-scheme", ("auto",))
         overrides["labels"] = scheme.to_dict()
-    config = finetune_config(args.preset, overrides, where=str(args.config or "config"))
+    job = None
+    if args.promptable:
+        from .config import promptable_config
+        from .interactive import PromptTraining
+
+        config, job = promptable_config(args.preset, overrides, where=str(args.config or "config")), PromptTraining
+    else:
+        config = finetune_config(args.preset, overrides, where=str(args.config or "config"))
     return _train_job(args, lambda device, dist_info: finetune(
         config, cases, args.init, args.out, device, dist_info, args.resume, args.progress,
-        steps=args.steps if args.resume else None, max_cases=args.max_cases, allow_partial_init=args.allow_partial_init))
+        steps=args.steps if args.resume else None, max_cases=args.max_cases, allow_partial_init=args.allow_partial_init,
+        job=job))
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -276,6 +324,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.overlap is not None and not 0 <= args.overlap < 1:
         raise BadInput("--overlap", f"must lie in [0, 1) (got {args.overlap})")
     segmenter = Segmenter.load(args.model, resolve_device(args.device))
+    prompts = _prompts(args, segmenter.card)
     inference = segmenter.config.inference
     if args.tta or args.overlap is not None:
         inference = dataclasses.replace(inference, tta=args.tta or inference.tta,
@@ -289,7 +338,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise BadInput("--input", f"{given}, but the model {args.model} wants {len(modalities)}, one per modality: "
                                   f"{', '.join(modalities)}")
     _warn_unlike_training(segmenter.card, image, args.input)
-    label, probs = segmenter(image, args.roi, inference, progress.windows if progress else None)
+    if prompts is not None:
+        label, probs = _segment_prompted(segmenter, image, prompts, inference, progress)
+    else:
+        label, probs = segmenter(image, args.roi, inference, progress.windows if progress else None)
     if progress:
         progress.writing()
     write_segmentation(args.output, label, image.geometry, segmenter.labels.segments())
@@ -313,6 +365,45 @@ def _warn_unlike_training(card, image, inputs: Sequence[str]) -> None:
     if card.expects is not None:
         for warning in card.expects.warnings(image.geometry.spacing, background_fraction(image.array)):
             print(f"sarseg: warning: {', '.join(map(str, inputs))}: {warning}", file=sys.stderr, flush=True)
+
+
+def _prompts(args: argparse.Namespace, card) -> list[tuple[str, object]] | None:
+    """``segment``'s prompts, each with the option (and file) it came from, checked before any image is
+    read; None for a fixed model, which takes none."""
+    from .core.prompts import Prompts, parse_point, read_markups
+
+    parts: list[tuple[str, Prompts]] = []
+    for option, negative in (("--points", False), ("--negative-points", True)):
+        for text in getattr(args, option[2:].replace("-", "_")) or []:
+            point = (parse_point(text, f"{option} {text}"),)
+            parts.append((f"{option} {text}", Prompts(negative=point) if negative else Prompts(positive=point)))
+    for option, negative in (("--prompts", False), ("--negative-prompts", True)):
+        for path in getattr(args, option[2:].replace("-", "_")) or []:
+            parts.append((f"{option} {path}", read_markups(path, negative)))
+    if not card.promptable:
+        if parts:
+            raise BadInput(args.model, "is not a promptable model: it takes no --points, --negative-points, --prompts "
+                                       "or --negative-prompts (a promptable model's model.json has 'prompts')")
+        return None
+    if args.roi is not None:
+        parts.append(("--roi", Prompts(box=tuple(args.roi))))
+    if not any(p.positive or p.box is not None for _, p in parts):
+        raise BadInput(args.model, "is a promptable model: give the lesion with --points X,Y,Z (LPS mm), --prompts "
+                                   "FILE.mrk.json or --roi (negative clicks alone do not say which lesion)")
+    return parts
+
+
+def _segment_prompted(segmenter, image, parts: list, inference, progress):
+    """Label map and probabilities of a promptable model from the command line's prompts; a click outside
+    the image is named by the option that gave it."""
+    from .core.prompts import Prompts
+    from .prompted import PromptSession
+
+    session, prompts = PromptSession(segmenter, image), Prompts()
+    for where, part in parts:
+        session.voxels(part, where)
+        prompts = prompts + part
+    return session(session.voxels(prompts, "prompts"), inference, progress.windows if progress else None).full(session.shape)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -371,6 +462,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import protocol_output, serve
+    from .train import resolve_device
+
+    return serve(args.model, resolve_device(args.device), sys.stdin.buffer, protocol_output())
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     from .train import check_output, resolve_device
@@ -384,7 +482,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _bench_module(name: str):
-    """``sarseg.bench`` or ``sarseg.bench_ssl``: installed with pip, left out of the Slicer extension."""
+    """``sarseg.bench``, ``sarseg.bench_ssl`` or ``sarseg.bench_interactive``: installed with pip, left out of the Slicer
+    extension."""
     import importlib
 
     try:
@@ -399,6 +498,19 @@ def _bench_module(name: str):
 def cmd_bench(args: argparse.Namespace) -> int:
     from .train import resolve_device
 
+    if args.bench == "interactive":
+        from .core.registry import Registry
+
+        bench_interactive = _bench_module("bench_interactive")
+        try:
+            values = [int(v) for v in args.values.split(",")] if args.values else []
+        except ValueError:
+            raise BadInput("--values", f"{args.values!r} is not a list of label values V,V,...") from None
+        task = bench_interactive.dataset_task(args.dataset, args.test_cases, args.channel, values, args.name)
+        fixed = None if args.fixed is None else Registry().resolve(args.fixed)
+        print(bench_interactive.benchmark(task, args.model, fixed, args.clicks, args.out, resolve_device(args.device),
+                                          log=lambda line: print(line, file=sys.stderr, flush=True)))
+        return EXIT_OK
     if args.bench == "ssl":
         bench_ssl = _bench_module("bench_ssl")
         sources, tasks = bench_ssl.dataset_tasks(args.dataset, args.test_cases)
@@ -416,7 +528,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "segment": cmd_segment, "evaluate": cmd_evaluate,
+COMMANDS = {"pretrain": cmd_pretrain, "finetune": cmd_finetune, "segment": cmd_segment, "serve": cmd_serve,
+            "evaluate": cmd_evaluate,
             "demo": cmd_demo, "bench": cmd_bench, "jobs": lambda args: jobs_cli.run(args, parser().parse_args), "models": models_cli.run}
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .core.card import MAX_FEATURE_WIDTH, MAX_RES_UNITS, InferenceConfig, patch_problem
+from .core.card import MAX_FEATURE_WIDTH, MAX_RES_UNITS, InferenceConfig, PromptSpec, patch_problem
 from .core.errors import BadInput
-from .core.labels import LabelScheme
+from .core.labels import SCHEMES, LabelScheme
 from .io import DEFAULT_NORMALISATION
 
 
@@ -106,6 +106,11 @@ class FinetuneConfig(TrainConfig):
         x, y, z = self.patch_size
         return (z, y, x)
 
+    @property
+    def in_channels(self) -> int:
+        """The network's input channels."""
+        return len(self.modalities)
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -152,7 +157,7 @@ def _build(cls: type, data: Mapping, where: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         default = getattr(defaults, key)
-        if isinstance(default, (LabelScheme, InferenceConfig)):  # they check their own fields
+        if isinstance(default, (LabelScheme, InferenceConfig, PromptSpec)):  # they check their own fields
             kwargs[key] = type(default).from_dict(value, where, key)
         elif dataclasses.is_dataclass(default) or isinstance(default, dict):
             if not isinstance(value, Mapping):
@@ -239,6 +244,12 @@ def validate(config: TrainConfig, where: str = "config") -> None:
             (config.min_train_cases >= 1 and config.val_every >= 1, "min_train_cases and val_every must be at least 1"),
             (config.loss in ("dice_ce", "dice", "ce"), "loss is dice_ce, dice or ce"),
         ]
+    if isinstance(config, PromptableConfig):
+        checks += [
+            (len(config.labels.names) == 1, f"a promptable model segments one label (labels: {', '.join(config.labels.names)})"),
+            (0.0 <= config.box_probability <= 1.0 and 0.0 <= config.box_jitter <= 1.0, "box_probability, box_jitter in [0, 1]"),
+            (0 <= config.max_corrections <= MAX_CORRECTIONS, f"max_corrections must lie in 0..{MAX_CORRECTIONS}"),
+        ]
     for ok, message in checks:
         if not ok:
             raise BadInput(where, message)
@@ -270,3 +281,27 @@ def read_config_file(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise BadInput(path, "must hold a JSON object")
     return data
+
+
+MAX_CORRECTIONS = 20
+
+
+@dataclass
+class PromptableConfig(FinetuneConfig):
+    """``sarseg finetune --promptable``: a segmentation network that also takes clicks and a box (guidance
+    channels after the image channels), trained with simulated prompts (``sarseg.interactive``)."""
+
+    labels: LabelScheme = field(default_factory=lambda: SCHEMES["binary"])  # one label: the lesion prompted
+    prompts: PromptSpec = field(default_factory=PromptSpec)  # guidance channels; clicks 2 voxels wide (MONAI deepgrow's)
+    box_probability: float = 0.5  # default chosen here: share of first prompts that are a box rather than a click
+    box_jitter: float = 0.1  # default chosen here: each side of a box moves up to this share of the lesion's extent
+    max_corrections: int = 4  # default chosen here: corrective clicks simulated before a step, 0..max (DeepEdit-style)
+    pos_fraction: float = 0.9  # default chosen here: most patches hold a lesion to prompt
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.modalities) + len(self.prompts.channels)
+
+
+def promptable_config(preset: str = "small", overrides: Mapping | None = None, where: str = "config") -> PromptableConfig:
+    return _make(PromptableConfig, FINETUNE_PRESETS, preset, overrides, where)

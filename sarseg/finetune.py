@@ -23,7 +23,7 @@ from monai.transforms import Compose, DeleteItemsd, RandCropByPosNegLabeld, Rand
 from monai.transforms.utils import generate_spatial_bounding_box
 
 from . import __version__
-from .config import FinetuneConfig, from_dict, to_dict
+from .config import FinetuneConfig, PromptableConfig, from_dict, to_dict
 from .core import datasets
 from .core.card import Architecture, ModelCard, read_card
 from .core.errors import BadInput
@@ -123,7 +123,7 @@ def check_init(config: FinetuneConfig, init: str, card: ModelCard, state: dict[s
     """Say on stderr what fine-tuning takes from ``init``; refuse an encoder that is not wholly copied
     (or adapted) unless ``allow_partial``: a random encoder is not fine-tuning a pretrained model."""
     with torch.device("meta"):  # names and shapes only
-        own = UNet3D(len(config.modalities), config.labels.outputs, config.net).state_dict()
+        own = UNet3D(config.in_channels, config.labels.outputs, config.net).state_dict()
     report = fill_state(own, state, init_prefix(card))
     encoder = [k for k in own if k.startswith("encoder.")]
     left = [k for k in report["initialised"] if k.startswith("encoder.")]
@@ -154,7 +154,7 @@ def model_meta(config: FinetuneConfig, init: str, init_meta: ModelCard | None, t
     net = config.net
     return ModelCard(
         kind="segmentation",
-        architecture=Architecture("resunet3d", len(config.modalities), config.labels.outputs, tuple(net.features),
+        architecture=Architecture("resunet3d", config.in_channels, config.labels.outputs, tuple(net.features),
                                   net.res_units, net.norm),
         preset=config.preset,
         normalisation=config.normalisation,
@@ -162,6 +162,7 @@ def model_meta(config: FinetuneConfig, init: str, init_meta: ModelCard | None, t
         patch_size=tuple(config.patch_size),
         labels=config.labels,
         inference=config.inference,
+        prompts=config.prompts if isinstance(config, PromptableConfig) else None,
         provenance={
             "init": {"path": init, "kind": init_meta.kind if init_meta else "scratch",
                      "weights_sha256": init_meta.weights.sha256 if init_meta else None},
@@ -266,13 +267,19 @@ def finetune(
     steps: int | None = None,
     max_cases: int | None = None,
     allow_partial_init: bool = False,
+    job: type[Finetuning] | None = None,
 ) -> Path:
     """Fine-tune (or resume) into the model folder ``out``; the folder holds the best model by validation Dice.
-    A new run refuses an initial model whose encoder does not fit wholly unless ``allow_partial_init``."""
+    A new run refuses an initial model whose encoder does not fit wholly unless ``allow_partial_init``.
+    ``job``: the trainer (default :class:`Finetuning`; ``sarseg.interactive`` trains promptable models)."""
     out = Path(out)
     state = resume_state(out, resume)
     if state is not None:
-        config = from_dict(state["config"], str(out / CHECKPOINT), FinetuneConfig)
+        promptable = "prompts" in state["config"]
+        if promptable != isinstance(config, PromptableConfig):
+            raise BadInput(out / CHECKPOINT, f"holds a {'promptable' if promptable else 'fixed'} model's training: resume it "
+                                             f"{'with' if promptable else 'without'} --promptable")
+        config = from_dict(state["config"], str(out / CHECKPOINT), type(config))
         init = state["init"]
         saved = json.loads(state["cases"])  # the first run's split, reused as it was
         train_cases, val_cases = ([Case(tuple(c["images"]), c["label"]) for c in saved[k]] for k in ("train", "validation"))
@@ -289,8 +296,8 @@ def finetune(
                   else split(cases, config.val_fraction, config.min_train_cases, max_cases))
     loader = LoadCase(config)
     loaded = {c: loader({"images": c.images, "label": c.label}) for c in [*train, *val]}  # all checked first
-    job = Finetuning(config, train, val, loaded, init, init_meta, init_state, out, device, dist_info, progress_mode)
-    return job.fit(state)
+    trainer = (job or Finetuning)(config, train, val, loaded, init, init_meta, init_state, out, device, dist_info, progress_mode)
+    return trainer.fit(state)
 
 
 class Finetuning(Trainer):

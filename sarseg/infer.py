@@ -118,7 +118,7 @@ def postprocess(label: np.ndarray, labels: LabelScheme, cfg: InferenceConfig, sp
     return out
 
 
-def roi_box(geometry: Geometry, roi: Sequence[float]) -> tuple[slice, slice, slice]:
+def roi_box(geometry: Geometry, roi: Sequence[float], where: str = "--roi") -> tuple[slice, slice, slice]:
     """Voxel slices (z, y, x) of the voxels whose centres lie in a physical box (x0 y0 z0 x1 y1 z1, LPS mm
     like SimpleITK; a voxel's physical point is its centre)."""
     import SimpleITK as sitk
@@ -130,7 +130,7 @@ def roi_box(geometry: Geometry, roi: Sequence[float]) -> tuple[slice, slice, sli
     low = np.clip(np.ceil(index.min(0) - eps).astype(int), 0, None)
     high = np.minimum(np.floor(index.max(0) + eps).astype(int) + 1, geometry.size)
     if np.any(high <= low):
-        raise BadInput("--roi", f"box {tuple(roi)} lies outside the image or between its voxel centres "
+        raise BadInput(where, f"box {tuple(roi)} lies outside the image or between its voxel centres "
                                 f"(extent {geometry.extent_mm} mm)")
     return tuple(slice(int(lo), int(hi)) for lo, hi in zip(low[::-1], high[::-1]))
 

@@ -41,7 +41,8 @@ def summary(model: Model) -> dict:
     out = {"name": model.name, "kind": card.kind, "builtin": model.builtin, "preset": card.preset,
            "folder": str(model.folder)}
     if card.kind == "segmentation":
-        out.update(modalities=list(card.modalities), segments=list(card.labels.names) if card.labels else [])
+        out.update(modalities=list(card.modalities), segments=list(card.labels.names) if card.labels else [],
+                   promptable=card.promptable)
     else:
         out.update(sources=list(card.sources))
     return out

@@ -7,6 +7,12 @@
   smallest cube).
 * ``glioma-mr4``: fine-tuned from ``sar-base`` on BraTS 2018 (FLAIR, T1, T1c, T2; BraTS regions) with the
   last three cases (sorted by name) kept back; their Dice per region goes into the model card.
+* ``lesion-click``: a promptable model (``finetune --promptable``: one image channel of any modality, clicks
+  and a box) from ``sar-base``, on BraTS 2018 (each training case twice, whole tumor and tumor core, each
+  time another channel alone), LIDC nodule volumes of interest (every tenth of those not kept back),
+  sarcoma STS_001 (CT, MR, PET) and the lung CT. Kept back and scored by ``sarseg bench interactive``
+  (simulated clicks; next to ``glioma-mr4`` on BraTS): the last three BraTS cases per channel and target,
+  the last 50 nodules, sarcoma STS_002 per modality; the scores go into the model card.
 
 Seeds are fixed; the weights are stored as fp16 safetensors (loaded as float32). Each model is built in
 a work folder and moved into place only when complete, so a stopped run leaves the old model in place.
@@ -39,12 +45,16 @@ LICENSES = {
     "tcga_gbm": "TCGA-GBM via pyradiomics test data (TCIA)",
     "sarcoma": "TCIA Soft-tissue-Sarcoma (CC BY 3.0); cite Vallieres et al. 2015",
     "lung_ct": "IBSI lung CT phantom patient (CC BY-NC 3.0); Lambin, CancerData 2016",
+    "lidc_nodules": "LIDC-IDRI (TCIA, CC BY 3.0); cite Armato et al. Med Phys 2011",
 }
 CHANNELS = (("flair", "flair"), ("t1", "t1"), ("t1c", "t1ce"), ("t2", "t2"))  # model channel, BraTS file suffix
 RECIPES = {  # preset and steps per model; --quick: a smoke run of the whole script
     "sar-base": {"preset": "small", "steps": 1200, "quick_steps": 4},
     "glioma-mr4": {"preset": "small", "steps": 1500, "quick_steps": 4},
+    "lesion-click": {"preset": "small", "steps": 3000, "quick_steps": 4},
 }
+LESION_TARGETS = (("whole tumor", (1, 2, 4)), ("tumor core", (1, 4)))  # BraTS 2018 label values
+LIDC_KEPT_BACK = 50
 VALIDATION_CASES = 3
 
 
@@ -153,7 +163,106 @@ def make_glioma(data: Path, out: Path, work: Path, quick: bool) -> None:
         "recipe": "scripts/make_models.py" + (" --quick" if quick else "")})
 
 
-MAKERS = {"sar-base": make_sar_base, "glioma-mr4": make_glioma}
+def target_label(seg: Path, values: tuple[int, ...], path: Path) -> str:
+    """A 0/1 label of the voxels of ``values`` in ``seg``, on its grid (written once)."""
+    import numpy as np
+
+    from sarseg.io import Geometry, read_label, read_sitk, write_image
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_image(path, np.isin(read_label(seg), values).astype(np.int16), Geometry.of(read_sitk(seg)))
+    return str(path)
+
+
+def lesion_training_cases(data: Path, work: Path, quick: bool) -> list[tuple[str, str]]:
+    """(image, label) pairs; the last four (one of each kind) validate."""
+    brats = brats_cases(data)[:-VALIDATION_CASES][:2 if quick else None]
+    pairs = [(str(case / f"{case.name}_{CHANNELS[(i + t) % len(CHANNELS)][1]}.nii.gz"),
+              target_label(case / f"{case.name}_seg.nii.gz", values, work / "labels" / f"{case.name}_{t}.nii.gz"))
+             for i, case in enumerate(brats) for t, (_, values) in enumerate(LESION_TARGETS)]
+    nodules = sorted((data / "lidc_nodules" / "image").glob("*.nii.gz"))[:-LIDC_KEPT_BACK][::10]
+    nodules = nodules[:4] if quick else nodules
+    lidc = [(str(n), str(n.parent.parent / "mask" / n.name)) for n in nodules]
+    sarcoma = [(str(data / "sarcoma" / f"STS_001_{m}_image.nii.gz"), str(data / "sarcoma" / f"STS_001_{m}_mask.nii.gz"))
+               for m in ("CT", "MR_T1", "PET")]
+    lung = [(str(data / "lung_ct" / "image.nii.gz"), str(data / "lung_ct" / "label.nii.gz"))]
+    validation = [pairs.pop(), pairs.pop(), sarcoma.pop(), lidc.pop()]
+    return pairs + lidc + sarcoma + lung + validation
+
+
+def bench_dataset(folder: Path, cases: list[tuple[list[Path], Path]], channels: list[str]) -> Path:
+    """An nnU-Net v2 folder of copies of the kept-back cases (a dataset.json holds only its own files)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    for i, (images, label) in enumerate(cases):
+        for k, image in enumerate(images):
+            shutil.copy(image, folder / "imagesTr" / f"case{i:03d}_{k:04d}.nii.gz")
+        shutil.copy(label, folder / "labelsTr" / f"case{i:03d}.nii.gz")
+    (folder / "dataset.json").write_text(json.dumps({"channel_names": {str(k): c for k, c in enumerate(channels)},
+                                                     "labels": {"background": 0, "lesion": 1}, "numTraining": len(cases),
+                                                     "file_ending": ".nii.gz"}))
+    return folder / "dataset.json"
+
+
+def lesion_benches(data: Path, work: Path, out: Path, quick: bool) -> list[tuple[str, Path, list[str]]]:
+    """(name, dataset.json, extra bench options) of each kept-back set."""
+    held = brats_cases(data)[-VALIDATION_CASES:]
+    brats = bench_dataset(work / "bench" / "brats", [([c / f"{c.name}_{s}.nii.gz" for _, s in CHANNELS], c / f"{c.name}_seg.nii.gz")
+                                                     for c in held], [c for c, _ in CHANNELS])
+    fixed = ["--fixed", str(out / "glioma-mr4")] if (out / "glioma-mr4").is_dir() else []
+    runs = [(f"BraTS {channel}, {target}", brats, ["--channel", channel, "--values", ",".join(map(str, values)),
+                                                   "--test-cases", str(len(held)), *fixed])
+            for channel, _ in CHANNELS for target, values in LESION_TARGETS]
+    nodules = sorted((data / "lidc_nodules" / "image").glob("*.nii.gz"))[-LIDC_KEPT_BACK:]
+    nodules = nodules[:3] if quick else nodules
+    lidc = bench_dataset(work / "bench" / "lidc", [([n], n.parent.parent / "mask" / n.name) for n in nodules], ["CT"])
+    runs.append(("LIDC nodules", lidc, ["--test-cases", str(len(nodules))]))
+    for modality in ("CT", "MR_T1", "PET"):
+        sts = bench_dataset(work / "bench" / f"sarcoma-{modality}", [([data / "sarcoma" / f"STS_002_{modality}_image.nii.gz"],
+                                                                       data / "sarcoma" / f"STS_002_{modality}_mask.nii.gz")], [modality])
+        runs.append((f"sarcoma {modality.replace('_T1', ' T1')}", sts, ["--test-cases", "1"]))
+    return runs
+
+
+def make_lesion_click(data: Path, out: Path, work: Path, quick: bool) -> None:
+    recipe = RECIPES["lesion-click"]
+    steps = recipe["quick_steps"] if quick else recipe["steps"]
+    if not (out / "sar-base").is_dir():
+        sys.exit(f"make_models: lesion-click starts from {out / 'sar-base'}; make it first (--only sar-base lesion-click)")
+    pairs = lesion_training_cases(data, work, quick)
+    folder = work / "lesion-click"
+    shutil.rmtree(folder, ignore_errors=True)
+    config = work / "lesion-click.json"
+    config.write_text(json.dumps({"val_fraction": 4 / len(pairs), "min_train_cases": 1,
+                                  "val_every": 2 if quick else 250, "checkpoint_every": 2 if quick else 250}))
+    sarseg("finetune", "--init", out / "sar-base", "--promptable", "--images", *[i for i, _ in pairs],
+           "--labels", *[l for _, l in pairs], "--modalities", "default", "--preset", recipe["preset"], "--steps", steps,
+           "--seed", 0, "--config", config, "--out", folder, log=work / "lesion-click.log")
+    scores, tables = {}, []
+    for name, dataset, options in lesion_benches(data, work, out, quick):
+        bench = work / "bench" / f"result-{name.replace(' ', '_').replace(',', '')}"
+        shutil.rmtree(bench, ignore_errors=True)
+        sarseg("bench", "interactive", "--model", folder, "--dataset", dataset, "--name", name, "--clicks", 10,
+               "--out", bench, "--device", "cpu", *options, log=work / "lesion-click-bench.log")
+        scores[name] = json.loads((bench / "results.json").read_text())["summary"][0]
+        tables.append((bench / "results.md").read_text().splitlines()[2])
+    print("\n".join(tables), flush=True)
+    install(folder, out / "lesion-click", {
+        "intended_use": INTENDED_USE + "; one lesion (tumor, nodule) from clicks and a box, in any single modality "
+                                       "(sarseg segment --points / --prompts, sarseg serve)",
+        "input_requirements": "one channel, any modality (normalised by its own 0.5-99.5 percentiles); clicks inside "
+                              "the lesion, optionally clicks outside it and a box around it, in LPS mm",
+        "training_data": "BraTS 2018 training cases (whole tumor and core, one channel at a time), LIDC-IDRI nodule "
+                         "volumes of interest, sarcoma STS_001 (CT, MR T1, PET), the IBSI lung CT patient",
+        "licenses": [LICENSES[k] for k in ("brats2018", "lidc_nodules", "sarcoma", "lung_ct")],
+        "init": "sar-base",
+        "validation": {"protocol": "sarseg bench interactive, 10 simulated clicks per kept-back case", "scores": scores},
+        "recipe": "scripts/make_models.py" + (" --quick" if quick else "")})
+
+
+MAKERS = {"sar-base": make_sar_base, "glioma-mr4": make_glioma, "lesion-click": make_lesion_click}
 
 
 def main() -> None:

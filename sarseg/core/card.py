@@ -11,6 +11,11 @@ the head width and the numbers of scales and sources). Folders written before th
 say ``"format": "sar-model", "format_version": 1``; they load as they are: an architecture without its
 output channels gets them from the labels (segmentation) or its input channels (pretrained), and a
 card that gives no feature widths can be listed but not built (:meth:`ModelCard.need` says so).
+
+A promptable segmentation model (interactive: clicks and a box) says so in ``prompts``: its guidance
+channels, which follow the image channels in the network's input, and their click width. The field is
+optional, so every earlier card still reads as a fixed model; a sarseg older than the field refuses a
+promptable card (an unknown field) rather than running it without its prompts.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ MAX_SOURCES = 64
 MAX_PATCH_SIDE = 512
 MAX_PATCH_VOXELS = 256 ** 3  # a patch or cube of more voxels would not fit a batch on any GPU
 MAX_SW_BATCH = 256
+PROMPT_CHANNELS = ("positive", "negative", "box")  # a promptable model's guidance channels, in this order
+MAX_CLICK_SIGMA = 50.0  # voxels
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -98,6 +105,31 @@ class InferenceConfig:
                   "min_size_mm3": lambda v, n: fields.number(v, where, n, 0.0)}
         return cls(**{key: checks.get(key, lambda v, n: fields.boolean(v, where, n))(value, f"{name}.{key}")
                       for key, value in data.items()})
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """What a promptable model takes besides its image channels: guidance channels after them, in the
+    order of :data:`PROMPT_CHANNELS` (Gaussian maps of the positive and negative clicks, ``sigma`` voxels
+    wide with peak 1; the box as a 0/1 mask). A model needs the positive clicks or the box to be told
+    which lesion to segment."""
+
+    channels: tuple[str, ...] = PROMPT_CHANNELS
+    sigma: float = 2.0
+
+    @classmethod
+    def from_dict(cls, data: Any, where: object, name: str = "prompts") -> "PromptSpec":
+        fields.mapping(data, where, name, ("channels", "sigma"), required=("channels", "sigma"))
+        channels = tuple(fields.text(c, where, f"{name}.channels[{i}]", PROMPT_CHANNELS) for i, c
+                         in enumerate(fields.array(data["channels"], where, f"{name}.channels", 1, len(PROMPT_CHANNELS))))
+        fields.require(list(channels) == [c for c in PROMPT_CHANNELS if c in channels], where,
+                       f"{name}.channels must be distinct and in the order {', '.join(PROMPT_CHANNELS)} (got {list(channels)})")
+        fields.require("positive" in channels or "box" in channels, where,
+                       f"{name}.channels needs 'positive' or 'box' to be told which lesion to segment")
+        return cls(channels, fields.number(data["sigma"], where, f"{name}.sigma", 0.1, MAX_CLICK_SIGMA))
+
+    def to_dict(self) -> dict:
+        return {"channels": list(self.channels), "sigma": self.sigma}
 
 
 @dataclass(frozen=True)
@@ -176,7 +208,7 @@ class Weights:
         return cls(name, digest)
 
 
-_SEGMENTATION = ("modalities", "patch_size", "labels", "label_mode", "inference", "expects")
+_SEGMENTATION = ("modalities", "patch_size", "labels", "label_mode", "inference", "expects", "prompts")
 _PRETRAINED = ("sources", "input_size", "scales")
 _COMMON = ("format", "format_version", "kind", "preset", "architecture", "in_channels", "normalisation", "provenance", "weights")
 
@@ -184,8 +216,8 @@ _COMMON = ("format", "format_version", "kind", "preset", "architecture", "in_cha
 @dataclass
 class ModelCard:
     """``model.json`` as typed fields. Segmentation models have modalities, patch size, labels and
-    inference settings; pretrained ones their sources, cube size and scales. ``path``: the file it was
-    read from (None until written)."""
+    inference settings, and promptable ones their ``prompts``; pretrained ones their sources, cube size
+    and scales. ``path``: the file it was read from (None until written)."""
 
     kind: str
     architecture: Architecture
@@ -201,7 +233,12 @@ class ModelCard:
     sources: tuple[str, ...] = ()
     input_size: tuple[int, int, int] | None = None
     scales: dict | None = None
+    prompts: PromptSpec | None = None
     path: Path | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def promptable(self) -> bool:
+        return self.prompts is not None
 
     @property
     def folder(self) -> Path:
@@ -225,7 +262,7 @@ class ModelCard:
         segmentation = kind == "segmentation"
         own = _SEGMENTATION if segmentation else _PRETRAINED
         needed = ("kind", "architecture", "weights") if legacy else ("kind", "preset", "architecture", "normalisation", "weights",
-                                                                     *(k for k in own if k not in ("label_mode", "expects")))
+                                                                     *(k for k in own if k not in ("label_mode", "expects", "prompts")))
         fields.mapping(data, where, "the card", (*_COMMON, *own), required=needed)
         labels = LabelScheme.from_segments(data.get("labels"), data.get("label_mode"), where) if segmentation else None
         arch = Architecture.from_dict(data["architecture"], where, kind, labels, legacy)
@@ -238,6 +275,7 @@ class ModelCard:
                    inference=_optional(data, "inference", lambda v: InferenceConfig.from_dict(v, where)),
                    expects=_optional(data, "expects", lambda v: Expectations.from_dict(v, where)),
                    scales=_optional(data, "scales", lambda v: _scales(v, where)),
+                   prompts=_optional(data, "prompts", lambda v: PromptSpec.from_dict(v, where)),
                    modalities=_names(data.get("modalities", []), where, "modalities", MAX_IN_CHANNELS),
                    sources=_names(data.get("sources", []), where, "sources", MAX_SOURCES))
         card._check_counts(data, where)
@@ -252,14 +290,19 @@ class ModelCard:
                            arch.out_channels, self.labels.outputs))
         else:
             counts.append(("architecture.out_channels (a pretrained model restores its input)", arch.out_channels, arch.in_channels))
+        guidance = len(self.prompts.channels) if self.prompts is not None else 0
         if self.modalities:
-            counts.append(("the number of modalities", len(self.modalities), arch.in_channels))
+            counts.append((f"the number of modalities{' and prompt channels' if guidance else ''}",
+                           len(self.modalities) + guidance, arch.in_channels))
         if self.sources and arch.sources is not None:
             counts.append(("the number of sources", len(self.sources), arch.sources))
         if self.scales is not None and arch.scales is not None:
             counts.append(("the number of scales", len(self.scales["sizes"]), arch.scales))
         for name, got, expected in counts:
             fields.require(got == expected, where, f"{name} is {fields.show(got)}, but the architecture needs {expected}")
+        if self.prompts is not None and self.labels is not None:
+            fields.require(len(self.labels.names) == 1, where, "a promptable model segments one label, the lesion "
+                                                               f"prompted (labels: {', '.join(self.labels.names)})")
 
     def to_dict(self) -> dict:
         """model.json's contents, in the current format."""
@@ -271,7 +314,8 @@ class ModelCard:
                                 in zip(self.labels.segments(), self.labels.values)] if self.labels else None,
                         label_mode=self.labels.mode if self.labels else None,
                         inference=None if self.inference is None else asdict(self.inference),
-                        expects=None if self.expects is None else self.expects.to_dict())
+                        expects=None if self.expects is None else self.expects.to_dict(),
+                        prompts=None if self.prompts is None else self.prompts.to_dict())
         else:
             data.update(sources=list(self.sources), input_size=None if self.input_size is None else list(self.input_size),
                         scales=self.scales)

@@ -50,7 +50,10 @@ def integer(value: Any, where: object, name: str, low: int | None = None, high: 
 
 def number(value: Any, where: object, name: str, low: float = -math.inf, high: float = math.inf) -> float:
     """A finite number in ``[low, high]``."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and low <= value <= high
+    try:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and low <= value <= high
+    except OverflowError:  # an integer of hundreds of digits has no float
+        ok = False
     bounds = "" if math.isinf(low) and math.isinf(high) else f" in [{low}, {high}]"
     require(ok, where, f"{name} must be a finite number{bounds} (got {show(value)})")
     return float(value)

@@ -198,6 +198,8 @@ def describe(card: ModelCard) -> str:
     lines = [f"kind: {card.kind}, preset {card.preset or '-'}, {card.architecture.in_channels} input channel(s)"]
     if card.kind == "segmentation":
         lines.append(f"inputs, in this order: {', '.join(card.modalities)}")
+        if card.prompts is not None:
+            lines.append(f"promptable: {', '.join(card.prompts.channels)} (sarseg segment --points/--prompts, sarseg serve)")
         if card.labels:
             lines.append(f"segments: {', '.join(card.labels.names)} ({card.labels.mode})")
     else:
