@@ -138,8 +138,10 @@ class SARPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = SARPretrainLogic()
+        from sarseg.core.registry import DEFAULT_INIT  # standard library only
+
         self._models = ModelChooser(self.ui.finetuneModelComboBox, self.logic.trainableModels, self.logic.model,
-                                    "finetuneModelName")
+                                    "finetuneModelName", default=DEFAULT_INIT)
         self._caseVolumes = ChannelSelectors(self.ui.caseVolumesFrame.layout(), self._updateButtons,
                                              "Channel {number} of the case: the {name} volume.")
         self._jobView = JobView(self.ui.jobStatusLabel, self.ui.jobProgressBar, self.ui.jobLogTextEdit)

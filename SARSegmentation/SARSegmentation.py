@@ -333,7 +333,8 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
         return path
 
     def segmentationModels(self) -> list:
-        return self.models.list(("segmentation",))
+        """The fixed (non-promptable) segmentation models: a promptable one needs clicks to run."""
+        return [m for m in self.models.list(("segmentation",)) if not m.card.promptable]
 
     def model(self, name):
         return self.models.get(name)

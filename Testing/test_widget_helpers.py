@@ -197,6 +197,19 @@ def test_model_chooser_keeps_the_remembered_model_and_forgets_removed_ones():
     assert combo.items == [] and combo.currentIndex == -1 and chooser.selected() is None
 
 
+def test_model_chooser_starts_on_its_default_model():
+    """SAR Pretrain offers the built-in sar-base first, unless the user chose a model before."""
+    store, combo = Store("brain", "sar-base"), ListCombo()
+    chooser = ModelChooser(combo, store.list, store.get, "modelName", default="sar-base")
+    chooser.fill(Parameters(""))
+    assert chooser.selected().name == "sar-base"
+    chooser.fill(Parameters("brain"))
+    assert chooser.selected().name == "brain"
+    chooser = ModelChooser(combo, Store("brain").list, store.get, "modelName", default="sar-base")
+    chooser.fill(Parameters(""))
+    assert chooser.selected().name == "brain"  # the default is not there: the first
+
+
 def test_channel_selectors_match_by_name_and_keep_each_channels_volume_across_models():
     layout, changed = FormLayout(), []
     scene = ["pat1_t1ce", "notes", "pat1_flair", "pat1_t2"]  # scene order is not channel order

@@ -11,6 +11,7 @@ from typing import Sequence
 
 from . import jobs_cli, models_cli
 from .core.errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, BadInput, Cancelled
+from .core.registry import DEFAULT_INIT
 from .runtime import configure_threads, thread_policy, tune_malloc
 
 
@@ -102,7 +103,8 @@ def _pretrain_args(sub) -> None:
 
 def _finetune_args(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune for tumor segmentation from a SAR model or from scratch")
-    p.add_argument("--init", required=True, help="pretrained (or fine-tuned) model: a name (sarseg models list) or folder, or 'scratch'")
+    p.add_argument("--init", default=DEFAULT_INIT, help="the model to start from: a name (sarseg models list; sar-base is "
+                                                         "the built-in SAR-pretrained one) or folder, or 'scratch'")
     p.add_argument("--allow-partial-init", action="store_true",
                    help="fine-tune even when only part of the --init model's encoder fits (other channels or widths)")
     p.add_argument("--images", nargs="+", metavar="CASE", default=None,

@@ -80,12 +80,13 @@ class ModelChooser:
     """
 
     def __init__(self, combo: Any, models: Callable[[], Sequence[Any]], get: Callable[[str], Any],
-                 parameter: str) -> None:
+                 parameter: str, default: str = "") -> None:
         self.combo, self.models, self.get, self.parameter = combo, models, get, parameter
+        self.default = default
 
     def fill(self, parameters: Any) -> None:
         """List the models again, keeping the remembered one selected while it is listed (else the
-        first); the combo box sends no change signal meanwhile."""
+        ``default`` one when listed, else the first); the combo box sends no change signal meanwhile."""
         current = getattr(parameters, self.parameter) if parameters is not None else ""
         models = list(self.models())
         blocked = self.combo.blockSignals(True)
@@ -94,6 +95,8 @@ class ModelChooser:
             for model in models:
                 self.combo.addItem(model.display_name, model.name)
             index = self.combo.findData(current) if current else -1
+            if index < 0 and self.default:
+                index = self.combo.findData(self.default)
             self.combo.setCurrentIndex(index if index >= 0 else (0 if models else -1))
         finally:
             self.combo.blockSignals(blocked)

@@ -24,6 +24,7 @@ from .card import KINDS, MODEL_JSON, ModelCard, read_card
 from .errors import BadInput
 from .files import atomic_path
 
+DEFAULT_INIT = "sar-base"  # the built-in SAR-pretrained model fine-tuning starts from unless told otherwise
 BUILTIN_PACKAGE_FOLDER = "builtin_models"  # where a built wheel (and the Slicer extension) puts them
 _VERSIONED = re.compile(r"^(?P<base>.+?)-v(?P<version>[0-9]+)$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
