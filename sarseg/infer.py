@@ -42,30 +42,37 @@ def predict(
     """Probabilities (K, Z, Y, X) on the CPU for a normalised (C, Z, Y, X) volume.
 
     Patches run on ``device``; the blended output is stitched on the CPU, so a volume too large for the
-    GPU still works. TTA averages the probabilities of the flips along each axis.
+    GPU still works. TTA averages the probabilities of the flips along each axis. Voxels where every
+    channel is at its minimum (the padding around a skull-stripped brain) are background: a patch of
+    them alone is constant, and what a network says about a constant input is arbitrary.
     """
     net.eval()
     amp = device.type == "cuda"
     shape = volume.shape[1:]
     pad = [max(0, p - s) for p, s in zip(patch_zyx, shape)]
     inputs = volume[None].float()
-    if any(pad):
-        inputs = torch.nn.functional.pad(inputs, [0, pad[2], 0, pad[1], 0, pad[0]], mode="replicate")
 
-    def run(x: torch.Tensor) -> torch.Tensor:
+    def run(x: torch.Tensor) -> torch.Tensor:  # padded after any flip, so TTA's flips see the same volume
+        if any(pad):
+            x = torch.nn.functional.pad(x, [0, pad[2], 0, pad[1], 0, pad[0]], mode="replicate")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = sliding_window_inference(
                 x, tuple(patch_zyx), cfg.sw_batch_size, lambda p: net(p).float(), overlap=cfg.overlap,
                 mode="gaussian", sw_device=device, device=torch.device("cpu"),
             )
-        return labels.activate(logits.float())
+        return labels.activate(logits.float())[:, :, : shape[0], : shape[1], : shape[2]]
 
     probs = run(inputs)
     if cfg.tta:
         for axis in (2, 3, 4):
             probs += run(inputs.flip(axis)).flip(axis)
         probs /= 4
-    return probs[0, :, : shape[0], : shape[1], : shape[2]]
+    probs = probs[0]
+    outside = (volume == volume.amin(dim=(1, 2, 3), keepdim=True)).all(0)  # no channel above its minimum: padding, air
+    probs[:, outside] = 0.0
+    if labels.mode == "classes":
+        probs[0, outside] = 1.0  # background
+    return probs
 
 
 def postprocess(label: np.ndarray, labels: LabelScheme, cfg: InferenceConfig, spacing_xyz: Sequence[float]) -> np.ndarray:
