@@ -30,7 +30,7 @@ def test_finetune_presets_share_the_networks_and_validate_less_often_when_longer
     for preset in FINETUNE_PRESETS:
         assert finetune_config(preset).net == pretrain_config(preset).net  # a pretrained model fine-tunes as is
     tiny, small, genesis = (finetune_config(p) for p in ("tiny", "small", "genesis"))
-    assert tiny.patch_size == (32, 32, 16) and tiny.patch_zyx == (16, 32, 32) and small.patch_size == (64, 64, 32)
+    assert tiny.patch_size == (64, 64, 64) and small.patch_size == (64, 64, 32) and small.patch_zyx == (32, 64, 64)
     assert [(c.steps, c.val_every) for c in (tiny, small, genesis)] == [(100, 25), (1000, 200), (5000, 500)]
     assert (small.val_fraction, small.min_train_cases, small.lr) == (0.2, 3, 3e-4)
 

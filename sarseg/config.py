@@ -85,6 +85,12 @@ class PretrainConfig(TrainConfig):
     eval_cubes: int = 256  # fresh cubes scored at the end (proxy_evaluation in model.json)
 
 
+# From scratch, MR (and unnamed) channels are z-scored over the voxels above their minimum (nnU-Net's rule
+# for MR), not percentiles mapped to [0, 1] (docs/bench-ssl, "The scratch baseline"); a pretrained model
+# brings its own normalisation.
+FINETUNE_NORMALISATION: dict[str, dict] = {**DEFAULT_NORMALISATION, "mr": {"kind": "zscore"}, "default": {"kind": "zscore"}}
+
+
 @dataclass
 class FinetuneConfig(TrainConfig):
     """Everything ``sarseg finetune`` needs besides data, initial model and output folder."""
@@ -95,11 +101,14 @@ class FinetuneConfig(TrainConfig):
     loss: str = "dice_ce"
     pos_fraction: float = 0.33  # as nnU-Net: a third of the patches centred on a labeled voxel
     samples_per_case: int = 2
+    outside_fraction: float = 0.1  # default chosen here (docs/bench-ssl): patches centred outside the body
+    intensity_jitter: float = 0.3  # default chosen here (docs/bench-ssl): per-channel scale 1 +- j, shift +- j std
     val_fraction: float = 0.2  # share of cases held out for model selection (at least one, when any)
     min_train_cases: int = 3  # default chosen here: hold cases out only while this many remain to train on
     val_every: int = 200  # default chosen here: steps between validations (on crops around the labels)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     lr: float = 3e-4  # default chosen here: gentler than pretraining, the encoder is already trained
+    normalisation: dict[str, dict] = field(default_factory=lambda: json.loads(json.dumps(FINETUNE_NORMALISATION)))
 
     @property
     def patch_zyx(self) -> tuple[int, int, int]:
@@ -188,8 +197,8 @@ def _tuples(value: Any) -> Any:
 
 
 FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"net": PRESETS["tiny"]["net"], "patch_size": (32, 32, 16), "batch_size": 2, "steps": 100,
-             "val_every": 25, "checkpoint_every": 25, "log_every": 5, "workers": 0, "lr": 3e-3},
+    "tiny": {"net": PRESETS["tiny"]["net"], "patch_size": (64, 64, 64), "batch_size": 2, "steps": 100,
+             "val_every": 25, "checkpoint_every": 25, "log_every": 5, "workers": 0, "lr": 1e-3},
     "small": {"net": PRESETS["small"]["net"], "batch_size": 2, "steps": 1000},
     "genesis": {"net": PRESETS["genesis"]["net"], "batch_size": 2, "steps": 5000, "checkpoint_every": 250,
                 "val_every": 500},
@@ -241,6 +250,7 @@ def validate(config: TrainConfig, where: str = "config") -> None:
         checks += [
             (patch_problem(config.patch_size) is None, f"patch_size: {patch_problem(config.patch_size)}"),
             (0.0 <= config.pos_fraction <= 1.0 and 0.0 <= config.val_fraction < 1.0, "pos_fraction, val_fraction in [0, 1)"),
+            (0.0 <= config.outside_fraction <= 1.0 - config.pos_fraction, "outside_fraction in [0, 1 - pos_fraction]"),
             (config.min_train_cases >= 1 and config.val_every >= 1, "min_train_cases and val_every must be at least 1"),
             (config.loss in ("dice_ce", "dice", "ce"), "loss is dice_ce, dice or ce"),
         ]

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader
 from monai.losses import DiceCELoss, DiceLoss
-from monai.transforms import Compose, DeleteItemsd, RandCropByPosNegLabeld, RandFlipd, SpatialPadd, Transform
+from monai.transforms import (Compose, DeleteItemsd, RandCropByLabelClassesd, RandFlipd, RandScaleIntensityd,
+                              RandStdShiftIntensityd, SpatialPadd, Transform)
 from monai.transforms.utils import generate_spatial_bounding_box
 
 from . import __version__
@@ -76,8 +77,11 @@ class LoadCase(Transform):
         label = read_label(case["label"], image.geometry)
         self.config.labels.check_values(label, case["label"])
         target, foreground = self.config.labels.training_target(label)
+        # where patches are centred: 0 outside the body (every channel at its minimum: padding, air), 1 body, 2 labeled
+        body = (image.array > image.array.min(axis=(1, 2, 3), keepdims=True)).any(0, keepdims=True)
+        where = np.maximum(body.astype(np.uint8), 2 * foreground)
         return {"image": torch.from_numpy(volume), "target": torch.from_numpy(target),
-                "fg": torch.from_numpy(foreground), "label": label,
+                "fg": torch.from_numpy(foreground), "where": torch.from_numpy(where), "label": label,
                 "spacing": image.geometry.spacing[::-1], "name": case["label"]}
 
 
@@ -244,6 +248,16 @@ class RegionLoss(torch.nn.Module):
         return self.lambda_dice * self.dice(logits, target) + self.lambda_ce * self.bce(logits, target)
 
 
+def intensity_augmentation(jitter: float) -> list[Transform]:
+    """Each channel of a patch scaled by a factor in 1 +- ``jitter`` and shifted by +- ``jitter`` times its
+    standard deviation, each with probability 0.5 (both independent of how the channels were normalised):
+    one labeled case then stands for scanners whose contrasts differ (nnU-Net's brightness augmentation)."""
+    if jitter <= 0:
+        return []
+    return [RandScaleIntensityd("image", jitter, prob=0.5, channel_wise=True),
+            RandStdShiftIntensityd("image", jitter, prob=0.5, channel_wise=True)]
+
+
 def patches(dataset: CacheDataset, config: FinetuneConfig, seed: int) -> Iterator[dict]:
     """Endless shuffled stream of patch batches."""
     per_batch = max(1, config.batch_size // config.samples_per_case)
@@ -329,13 +343,15 @@ class Finetuning(Trainer):
                 saved_best = read_card(self.out).provenance.get("best", {})
                 self.best = saved_best if saved_best.get("dice", -1.0) > self.best["dice"] else self.best
         patch = config.patch_zyx
-        keys = ["image", "target", "fg"]
+        keys = ["image", "target", "where"]
+        ratios = [config.outside_fraction, 1 - config.pos_fraction - config.outside_fraction, config.pos_fraction]
         transforms = Compose([
             SpatialPadd(keys, spatial_size=patch),
-            RandCropByPosNegLabeld(["image", "target"], "fg", patch, pos=config.pos_fraction, neg=1 - config.pos_fraction,
-                                   num_samples=config.samples_per_case),
+            RandCropByLabelClassesd(["image", "target"], "where", patch, ratios, num_classes=3,
+                                    num_samples=config.samples_per_case, warn=False),
             *[RandFlipd(["image", "target"], prob=0.5, spatial_axis=a) for a in range(3)],
-            DeleteItemsd(["fg", "label", "spacing", "name"]),
+            *intensity_augmentation(config.intensity_jitter),
+            DeleteItemsd(["fg", "where", "label", "spacing", "name"]),
         ])
         transforms.set_random_state(seed=config.seed + dist_info.rank + self.start)
         shard = self.train_cases[dist_info.rank::dist_info.world] or self.train_cases

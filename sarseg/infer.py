@@ -59,17 +59,18 @@ def predict(
     """Probabilities (K, Z, Y, X) on the CPU for a normalised (C, Z, Y, X) volume.
 
     Patches run on ``device``; the blended output is stitched on the CPU, so a volume too large for the
-    GPU still works. TTA averages the probabilities of the flips along each axis. ``on_windows`` follows
-    the work: MONAI calls the predictor once per batch of windows, which counts them.
+    GPU still works. TTA averages the probabilities of the flips along each axis. Voxels where every
+    channel is at its minimum (the padding around a skull-stripped brain) are background: a patch of
+    them alone is constant, and what a network says about a constant input is arbitrary. ``on_windows``
+    follows the work: MONAI calls the predictor once per batch of windows, which counts them.
     """
     net.eval()
     amp = device.type == "cuda"
     shape = volume.shape[1:]
     pad = [max(0, p - s) for p, s in zip(patch_zyx, shape)]
     inputs = volume[None].float()
-    if any(pad):
-        inputs = torch.nn.functional.pad(inputs, [0, pad[2], 0, pad[1], 0, pad[0]], mode="replicate")
-    total = (4 if cfg.tta else 1) * window_count(inputs.shape[2:], patch_zyx, cfg.overlap)
+    padded = [s + p for s, p in zip(shape, pad)]
+    total = (4 if cfg.tta else 1) * window_count(padded, patch_zyx, cfg.overlap)
     done, report = 0, on_windows or (lambda done, total: None)
 
     def predictor(patches: torch.Tensor) -> torch.Tensor:
@@ -79,13 +80,15 @@ def predict(
         report(done, total)
         return out
 
-    def run(x: torch.Tensor) -> torch.Tensor:
+    def run(x: torch.Tensor) -> torch.Tensor:  # padded after any flip, so TTA's flips see the same volume
+        if any(pad):
+            x = torch.nn.functional.pad(x, [0, pad[2], 0, pad[1], 0, pad[0]], mode="replicate")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = sliding_window_inference(
                 x, tuple(patch_zyx), cfg.sw_batch_size, predictor, overlap=cfg.overlap,
                 mode="gaussian", sw_device=device, device=torch.device("cpu"),
             )
-        return labels.activate(logits.float())
+        return labels.activate(logits.float())[:, :, : shape[0], : shape[1], : shape[2]]
 
     report(0, total)
     probs = run(inputs)
@@ -93,7 +96,12 @@ def predict(
         for axis in (2, 3, 4):
             probs += run(inputs.flip(axis)).flip(axis)
         probs /= 4
-    return probs[0, :, : shape[0], : shape[1], : shape[2]]
+    probs = probs[0]
+    outside = (volume == volume.amin(dim=(1, 2, 3), keepdim=True)).all(0)  # no channel above its minimum: padding, air
+    probs[:, outside] = 0.0
+    if labels.mode == "classes":
+        probs[0, outside] = 1.0  # background
+    return probs
 
 
 def postprocess(label: np.ndarray, labels: LabelScheme, cfg: InferenceConfig, spacing_xyz: Sequence[float]) -> np.ndarray:
