@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sarseg.core.errors import BadInput  # noqa: E402
+from sarseg.core.expects import Expectations  # noqa: E402
 from sarseg.core.labels import SCHEMES  # noqa: E402
 
 INTENDED_USE = "research only, not for clinical use"
@@ -50,7 +51,7 @@ LICENSES = {
 CHANNELS = (("flair", "flair"), ("t1", "t1"), ("t1c", "t1ce"), ("t2", "t2"))  # model channel, BraTS file suffix
 RECIPES = {  # preset and steps per model; --quick: a smoke run of the whole script
     "sar-base": {"preset": "small", "steps": 1200, "quick_steps": 4},
-    "glioma-mr4": {"preset": "small", "steps": 1500, "quick_steps": 4},
+    "glioma-mr4": {"preset": "small", "steps": 1000, "quick_steps": 4},
     "lesion-click": {"preset": "small", "steps": 3000, "quick_steps": 4},
 }
 LESION_TARGETS = (("whole tumor", (1, 2, 4)), ("tumor core", (1, 4)))  # BraTS 2018 label values
@@ -89,12 +90,14 @@ def case_files(case: Path) -> tuple[str, str]:
     return images, str(case / f"{case.name}_seg.nii.gz")
 
 
-def install(work: Path, target: Path, provenance: dict) -> None:
-    """The trained model as fp16 weights with its card's provenance extended, swapped in whole."""
+def install(work: Path, target: Path, provenance: dict, expects: Expectations | None = None) -> None:
+    """The trained model as fp16 weights with its card's provenance (and what its input must look like)
+    extended, swapped in whole."""
     from sarseg.model import load_model, save_model
 
     card, state = load_model(work)
     card.provenance = {**card.provenance, **provenance}
+    card.expects = expects or card.expects
     staging = target.with_name(f".{target.name}.new")
     shutil.rmtree(staging, ignore_errors=True)
     save_model(staging, {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, card)
@@ -160,7 +163,7 @@ def make_glioma(data: Path, out: Path, work: Path, quick: bool) -> None:
         "init": "sar-base",
         "validation": {"cases": [c.name for c in held], "dice": mean, "per_case": per_case,
                        "cpu_seconds_per_case": round(sum(seconds) / len(seconds), 1)},
-        "recipe": "scripts/make_models.py" + (" --quick" if quick else "")})
+        "recipe": "scripts/make_models.py" + (" --quick" if quick else "")}, Expectations((1.0, 1.0, 1.0), 0.5, skull_stripped=True))
 
 
 def target_label(seg: Path, values: tuple[int, ...], path: Path) -> str:
