@@ -17,6 +17,7 @@ import torch
 from sarseg import phantom
 from sarseg.cli import EXIT_OK
 from sarseg.interactive import with_guidance_inputs
+from sarseg.core.card import read_card
 from sarseg.model import load_model
 from sarseg.nets import UNet3D
 from sarseg.config import NetConfig
@@ -139,7 +140,8 @@ def test_segment_from_a_click_runs_one_patch_around_it(model: Path, cases, tmp_p
     assert image.GetMetaData("Segment0_Name") == "tumor"
     probs = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "p.nii.gz")))
     touched = np.argwhere(probs > 0)
-    assert np.all(touched.max(0) - touched.min(0) < [16, 32, 32])  # one tiny patch (16 x 32 x 32) around the click
+    patch_zyx = read_card(model).patch_size[::-1]
+    assert np.all(touched.max(0) - touched.min(0) < patch_zyx)  # one patch around the click
 
 
 def test_markups_in_ras_give_what_the_same_points_give(model: Path, cases, tmp_path: Path) -> None:

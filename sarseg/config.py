@@ -250,7 +250,7 @@ def validate(config: TrainConfig, where: str = "config") -> None:
         checks += [
             (patch_problem(config.patch_size) is None, f"patch_size: {patch_problem(config.patch_size)}"),
             (0.0 <= config.pos_fraction <= 1.0 and 0.0 <= config.val_fraction < 1.0, "pos_fraction, val_fraction in [0, 1)"),
-            (0.0 <= config.outside_fraction <= 1.0 - config.pos_fraction, "outside_fraction in [0, 1 - pos_fraction]"),
+            (0.0 <= config.outside_fraction <= 1.0 - config.pos_fraction + 1e-9, "outside_fraction in [0, 1 - pos_fraction]"),
             (config.min_train_cases >= 1 and config.val_every >= 1, "min_train_cases and val_every must be at least 1"),
             (config.loss in ("dice_ce", "dice", "ce"), "loss is dice_ce, dice or ce"),
         ]

@@ -344,7 +344,7 @@ class Finetuning(Trainer):
                 self.best = saved_best if saved_best.get("dice", -1.0) > self.best["dice"] else self.best
         patch = config.patch_zyx
         keys = ["image", "target", "where"]
-        ratios = [config.outside_fraction, 1 - config.pos_fraction - config.outside_fraction, config.pos_fraction]
+        ratios = [config.outside_fraction, max(0.0, 1 - config.pos_fraction - config.outside_fraction), config.pos_fraction]
         transforms = Compose([
             SpatialPadd(keys, spatial_size=patch),
             RandCropByLabelClassesd(["image", "target"], "where", patch, ratios, num_classes=3,
