@@ -103,11 +103,38 @@ def sample_cubes(
         limit = torch.tensor(view.windows.shape[1:4], device=device) - 1
         start = torch.round(centres[idx] * view.factor - crop / 2).long().clamp_min(0)
         start = torch.minimum(start, limit)
-        part = view.windows[:, start[:, 0], start[:, 1], start[:, 2]].transpose(0, 1)
+        part = _crops(view, start)
         if view.crop != tuple(size_zyx):
-            part = F.interpolate(part, size=size_zyx, mode="trilinear", align_corners=False)
-        cubes[idx] = part
+            part = _resize(part, size_zyx)
+        cubes.index_copy_(0, idx, part)
     return cubes, labels
+
+
+def _crops(view: ScaleView, start: torch.Tensor) -> torch.Tensor:
+    """(n, C, *crop) cubes at voxel starts (n, 3): one ``index_select`` over every window of the view
+    (an overlapping strided view, no copy), 2-3x faster than indexing ``windows`` on three axes."""
+    volume, strides = view.volume, view.volume.stride()
+    last = sum((n - 1) * s for n, s in zip(view.windows.shape[1:4], strides[1:]))
+    every = volume.as_strided((last + 1, volume.shape[0], *view.crop), (1, *strides))
+    return every.index_select(0, (start * torch.tensor(strides[1:], device=start.device)).sum(dim=1))
+
+
+def _resize(part: torch.Tensor, size_zyx: tuple[int, int, int]) -> torch.Tensor:
+    """Trilinear resize (align_corners=False) of (n, C, *crop) to (n, C, *size_zyx), one axis at a time
+    as matrix products: 3-4x faster on CPU than ``interpolate`` for the few cubes of one volume and scale."""
+    (n, c, z, y, x), (sz, sy, sx) = part.shape, size_zyx
+    out = part if x == sx else part @ _linear_weights(x, sx, part)
+    out = out if y == sy else _linear_weights(y, sy, part).T @ out
+    if z != sz:
+        out = (_linear_weights(z, sz, part).T @ out.reshape(n * c, z, sy * sx)).view(n, c, sz, sy, sx)
+    return out
+
+
+def _linear_weights(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_in, n_out) weights of ``interpolate``'s linear resize (each column a target voxel), taken
+    from ``interpolate`` itself so the separable product equals its trilinear resize."""
+    eye = torch.eye(n_in, dtype=like.dtype, device=like.device)[None]
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0]
 
 
 # ---------------------------------------------------------------- corruptions
@@ -125,18 +152,29 @@ def _range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def random_flips(x: torch.Tensor, y: torch.Tensor, rate: float, generator: torch.Generator) -> None:
     """Genesis' flips, in place on input and target alike: up to 3 tries, each going on with ``rate``."""
-    b = x.shape[0]
-    going = torch.ones(b, dtype=torch.bool, device=x.device)
-    parity = torch.zeros(b, 3, dtype=torch.bool, device=x.device)
+    parity = _flip_parity(x.shape[0], rate, generator, x.device)
+    _flip(x, parity)
+    _flip(y, parity)
+
+
+def _flip_parity(b: int, rate: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(b, 3): whether each cube ends up flipped along z, y, x."""
+    going = torch.ones(b, dtype=torch.bool, device=device)
+    parity = torch.zeros(b, 3, dtype=torch.bool, device=device)
     for _ in range(3):
-        going &= torch.rand(b, device=x.device, generator=generator) < rate
-        axis = torch.randint(3, (b,), device=x.device, generator=generator)
-        parity ^= going[:, None] & (axis[:, None] == torch.arange(3, device=x.device)[None, :])
-    for axis in range(3):
-        idx = torch.nonzero(parity[:, axis]).flatten()
-        if len(idx):
-            x[idx] = x[idx].flip(axis + 2)
-            y[idx] = y[idx].flip(axis + 2)
+        going &= torch.rand(b, device=device, generator=generator) < rate
+        axis = torch.randint(3, (b,), device=device, generator=generator)
+        parity ^= going[:, None] & (axis[:, None] == torch.arange(3, device=device)[None, :])
+    return parity
+
+
+def _flip(x: torch.Tensor, parity: torch.Tensor) -> None:
+    """Flip cubes in place, one gather and one scatter per set of axes that occurs."""
+    code = (parity * torch.tensor([1, 2, 4], device=x.device)).sum(dim=1)
+    for c in code.unique().tolist():
+        if c:
+            idx = torch.nonzero(code == c).flatten()
+            x.index_copy_(0, idx, x.index_select(0, idx).flip([a + 2 for a in range(3) if c >> a & 1]))
 
 
 def shuffle_index(spatial: tuple[int, ...], max_block: float, coverage: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -168,8 +206,7 @@ def local_pixel_shuffle(x: torch.Tensor, max_block: float, coverage: float, gene
     """Genesis' local pixel shuffling as one gather: the cubes of a call share one block pattern, every
     channel alike (a fresh pattern each call, so nothing learnable is shared across batches)."""
     index = shuffle_index(tuple(x.shape[2:]), max_block, coverage, generator, x.device)
-    flat = x.flatten(2)
-    return flat.gather(2, index[None, None].expand_as(flat)).reshape(x.shape)
+    return x.reshape(-1, len(index)).index_select(1, index).view(x.shape)
 
 
 def bezier_lut(n: int, generator: torch.Generator, device: torch.device, points: int = 256, bins: int = 4096) -> torch.Tensor:
@@ -196,12 +233,20 @@ def bezier_lut(n: int, generator: torch.Generator, device: torch.device, points:
 def nonlinear_intensity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Map each cube's intensities (rescaled to [0, 1] per channel) through its own Bezier curve
     (a 4096-bin table: at most 1/8192 of the range from the exact curve)."""
-    m = x.shape[0]
-    lut = bezier_lut(m, generator, x.device)
-    low, high = _range(x)
-    scale = (lut.shape[1] - 1) / (high - low).clamp_min(1e-8)
-    index = torch.addcmul(0.5 - low * scale, x, scale).long().flatten(1)  # nearest bin
-    return torch.addcmul(low, lut.gather(1, index).reshape(x.shape), high - low)
+    return _lut_map(x, bezier_lut(x.shape[0], generator, x.device), *_range(x))
+
+
+def _lut_map(x: torch.Tensor, lut: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """x through per-cube tables on [0, 1], each channel's range [low, high] onto the table's bins
+    (nearest bin); one lookup in all the tables at once, already in each channel's units."""
+    b, c = x.shape[:2]
+    bins = lut.shape[1]
+    low, high = low.view(b, c, 1), high.view(b, c, 1)
+    table = torch.addcmul(low, lut[:, None, :], high - low).flatten()  # (b * c * bins)
+    scale = (bins - 1) / (high - low).clamp_min(1e-8)
+    index = torch.sub(x.reshape(b, c, -1), low).mul_(scale).add_(0.5).int()  # nearest bin, 0 to bins - 1
+    index += torch.arange(0, b * c * bins, bins, dtype=torch.int32, device=x.device).view(b, c, 1)
+    return table.index_select(0, index.flatten()).view(x.shape)
 
 
 def paint_mask(
@@ -214,6 +259,12 @@ def paint_mask(
     """(m, 1, Z, Y, X) voxels to replace by noise: in-painting holes (up to 5 boxes, sides 1/6..1/3), or
     everything outside out-painting windows (up to 5 boxes, sides 3/7..4/7, the first always kept).
     Like Genesis, boxes keep being added while a 0.95 coin says so."""
+    return _paint_bytes(inpaint, spatial, generator, margin, boxes).bool()
+
+
+def _paint_bytes(inpaint: torch.Tensor, spatial: tuple[int, ...], generator: torch.Generator, margin: int = 3, boxes: int = 5) -> torch.Tensor:
+    """``paint_mask`` as uint8 0 / 1: one bit per kept box in a code over (z, y) and one over x; a voxel
+    is inside a box where the two codes share a bit (byte-wide operations: 3x faster than float ones)."""
     m, device = len(inpaint), inpaint.device
     keep = torch.rand(m, boxes, device=device, generator=generator) < 0.95
     keep[:, 0] |= ~inpaint
@@ -231,10 +282,10 @@ def paint_mask(
     hz, hy, hx = hits
     weights = (2 ** torch.arange(boxes, device=device)) * keep  # one bit per kept box
     weights = weights.float()  # sums of at most 31: exact in float, and CUDA has no integer einsum
-    code_zy = torch.einsum("mkz,mky,mk->mzy", hz.float(), hy.float(), weights)  # boxes covering (z, y)
-    code_x = torch.einsum("mkx,mk->mx", hx.float(), weights)  # boxes covering x
-    inside = (code_zy.to(torch.uint8)[..., None] & code_x.to(torch.uint8)[:, None, None, :]).bool()
-    return (inside ^ ~inpaint[:, None, None, None])[:, None]
+    code_zy = torch.einsum("mkz,mky,mk->mzy", hz.float(), hy.float(), weights).to(torch.uint8)  # boxes covering (z, y)
+    code_x = torch.einsum("mkx,mk->mx", hx.float(), weights).to(torch.uint8)  # boxes covering x
+    inside = (code_zy[..., None] & code_x[:, None, None, :]).clamp_max_(1)
+    return inside.bitwise_xor_((~inpaint).to(torch.uint8)[:, None, None, None])[:, None]
 
 
 def paint(x: torch.Tensor, inpaint: torch.Tensor, generator: torch.Generator, bank: int = 8) -> torch.Tensor:
@@ -243,11 +294,15 @@ def paint(x: torch.Tensor, inpaint: torch.Tensor, generator: torch.Generator, ba
     Noise comes from ``bank`` fresh random cubes per call, each cube taking one (drawing it voxel by
     voxel for every cube made the random generator the slowest part of the proxy task on CPU).
     """
+    return _paint_(x.clone(), *_range(x), inpaint, generator, bank)
+
+
+def _paint_(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor, inpaint: torch.Tensor, generator: torch.Generator, bank: int = 8) -> torch.Tensor:
+    """``paint`` in place, for cubes whose range is known; ``lerp`` with 0/1 weights picks exactly x or noise."""
     m = x.shape[0]
-    low, high = _range(x)
     noise = torch.rand((min(m, bank), *x.shape[1:]), device=x.device, generator=generator)
-    noise = noise[torch.randint(len(noise), (m,), device=x.device, generator=generator)]
-    return torch.where(paint_mask(inpaint, tuple(x.shape[2:]), generator), torch.addcmul(low, noise, high - low), x)
+    noise = noise.index_select(0, torch.randint(len(noise), (m,), device=x.device, generator=generator))
+    return x.lerp_(noise.mul_(high - low).add_(low), _paint_bytes(inpaint, tuple(x.shape[2:]), generator).to(x.dtype))
 
 
 @dataclass
@@ -267,16 +322,19 @@ def corrupt(cubes: torch.Tensor, cfg: ProxyConfig, generator: torch.Generator) -
     """
     b, dev = cubes.shape[0], cubes.device
     targets = cubes.clone()
-    x = cubes.clone()
-    random_flips(x, targets, cfg.flip_rate, generator)
+    _flip(targets, _flip_parity(b, cfg.flip_rate, generator, dev))
+    x = targets.clone()
+    low, high = _range(targets)  # flips and shuffling keep each cube's values
     idx = _subset(b, cfg.local_rate, generator, dev)
     if len(idx):
-        x[idx] = local_pixel_shuffle(x[idx], cfg.shuffle_block, cfg.shuffle_coverage, generator)
+        x.index_copy_(0, idx, local_pixel_shuffle(targets.index_select(0, idx), cfg.shuffle_block, cfg.shuffle_coverage, generator))
     idx = _subset(b, cfg.nonlinear_rate, generator, dev)
     if len(idx):
-        x[idx] = nonlinear_intensity(x[idx], generator)
+        mapped = _lut_map(x.index_select(0, idx), bezier_lut(len(idx), generator, dev), low[idx], high[idx])
+        x.index_copy_(0, idx, mapped)
+        low[idx], high[idx] = _range(mapped)  # painting's noise spans the mapped range
     idx = _subset(b, cfg.paint_rate, generator, dev)
     if len(idx):
         inpaint = torch.rand(len(idx), device=dev, generator=generator) < cfg.inpaint_rate
-        x[idx] = paint(x[idx], inpaint, generator)
+        x.index_copy_(0, idx, _paint_(x.index_select(0, idx), low[idx], high[idx], inpaint, generator))
     return x, targets
