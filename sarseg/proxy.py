@@ -205,7 +205,10 @@ def shuffle_index(spatial: tuple[int, ...], max_block: float, coverage: float, g
 def local_pixel_shuffle(x: torch.Tensor, max_block: float, coverage: float, generator: torch.Generator) -> torch.Tensor:
     """Genesis' local pixel shuffling as one gather: the cubes of a call share one block pattern, every
     channel alike (a fresh pattern each call, so nothing learnable is shared across batches)."""
-    index = shuffle_index(tuple(x.shape[2:]), max_block, coverage, generator, x.device)
+    return _shuffled(x, shuffle_index(tuple(x.shape[2:]), max_block, coverage, generator, x.device))
+
+
+def _shuffled(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, len(index)).index_select(1, index).view(x.shape)
 
 
@@ -233,20 +236,19 @@ def bezier_lut(n: int, generator: torch.Generator, device: torch.device, points:
 def nonlinear_intensity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Map each cube's intensities (rescaled to [0, 1] per channel) through its own Bezier curve
     (a 4096-bin table: at most 1/8192 of the range from the exact curve)."""
-    return _lut_map(x, bezier_lut(x.shape[0], generator, x.device), *_range(x))
+    return _lut_map_(x.clone(), bezier_lut(x.shape[0], generator, x.device), *_range(x))
 
 
-def _lut_map(x: torch.Tensor, lut: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """x through per-cube tables on [0, 1], each channel's range [low, high] onto the table's bins
-    (nearest bin); one lookup in all the tables at once, already in each channel's units."""
+def _lut_map_(x: torch.Tensor, lut: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """x (contiguous) through per-cube tables on [0, 1] in place, each channel's range [low, high] onto
+    the table's bins (nearest bin); one lookup in all the tables at once, already in each channel's units."""
     b, c = x.shape[:2]
     bins = lut.shape[1]
     low, high = low.view(b, c, 1), high.view(b, c, 1)
     table = torch.addcmul(low, lut[:, None, :], high - low).flatten()  # (b * c * bins)
-    scale = (bins - 1) / (high - low).clamp_min(1e-8)
-    index = torch.sub(x.reshape(b, c, -1), low).mul_(scale).add_(0.5).int()  # nearest bin, 0 to bins - 1
+    index = x.view(b, c, -1).sub_(low).mul_((bins - 1) / (high - low).clamp_min(1e-8)).add_(0.5).int()  # nearest bin
     index += torch.arange(0, b * c * bins, bins, dtype=torch.int32, device=x.device).view(b, c, 1)
-    return table.index_select(0, index.flatten()).view(x.shape)
+    return torch.index_select(table, 0, index.flatten(), out=x.view(-1)).view(x.shape)
 
 
 def paint_mask(
@@ -297,12 +299,19 @@ def paint(x: torch.Tensor, inpaint: torch.Tensor, generator: torch.Generator, ba
     return _paint_(x.clone(), *_range(x), inpaint, generator, bank)
 
 
-def _paint_(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor, inpaint: torch.Tensor, generator: torch.Generator, bank: int = 8) -> torch.Tensor:
-    """``paint`` in place, for cubes whose range is known; ``lerp`` with 0/1 weights picks exactly x or noise."""
-    m = x.shape[0]
+def _paint_(
+    x: torch.Tensor, low: torch.Tensor, high: torch.Tensor, inpaint: torch.Tensor, generator: torch.Generator,
+    bank: int = 8, rows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``paint`` in place, for cubes whose range is known; cube i takes the draws of row ``rows[i]``
+    (default: row i). ``lerp`` with 0/1 weights picks exactly x or noise."""
+    m = len(inpaint)
     noise = torch.rand((min(m, bank), *x.shape[1:]), device=x.device, generator=generator)
-    noise = noise.index_select(0, torch.randint(len(noise), (m,), device=x.device, generator=generator))
-    return x.lerp_(noise.mul_(high - low).add_(low), _paint_bytes(inpaint, tuple(x.shape[2:]), generator).to(x.dtype))
+    choice = torch.randint(len(noise), (m,), device=x.device, generator=generator)
+    mask = _paint_bytes(inpaint, tuple(x.shape[2:]), generator)
+    if rows is not None:
+        choice, mask = choice[rows], mask.index_select(0, rows)
+    return x.lerp_(noise.index_select(0, choice).mul_(high - low).add_(low), mask.to(x.dtype))
 
 
 @dataclass
@@ -318,23 +327,49 @@ class ProxyBatch:
 def corrupt(cubes: torch.Tensor, cfg: ProxyConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Models Genesis order: flips (input and target) -> local shuffle -> non-linear -> painting.
 
-    Returns (inputs, targets); ``cubes`` is left untouched.
+    The inputs are built in an order of the cubes where each corruption's cubes lie in one or two runs,
+    so every step works in place on slices (no gather and scatter per step); one gather restores the
+    order at the end. Returns (inputs, targets); ``cubes`` is left untouched.
     """
     b, dev = cubes.shape[0], cubes.device
     targets = cubes.clone()
     _flip(targets, _flip_parity(b, cfg.flip_rate, generator, dev))
-    x = targets.clone()
-    low, high = _range(targets)  # flips and shuffling keep each cube's values
-    idx = _subset(b, cfg.local_rate, generator, dev)
-    if len(idx):
-        x.index_copy_(0, idx, local_pixel_shuffle(targets.index_select(0, idx), cfg.shuffle_block, cfg.shuffle_coverage, generator))
-    idx = _subset(b, cfg.nonlinear_rate, generator, dev)
-    if len(idx):
-        mapped = _lut_map(x.index_select(0, idx), bezier_lut(len(idx), generator, dev), low[idx], high[idx])
-        x.index_copy_(0, idx, mapped)
-        low[idx], high[idx] = _range(mapped)  # painting's noise spans the mapped range
-    idx = _subset(b, cfg.paint_rate, generator, dev)
-    if len(idx):
-        inpaint = torch.rand(len(idx), device=dev, generator=generator) < cfg.inpaint_rate
-        x.index_copy_(0, idx, _paint_(x.index_select(0, idx), low[idx], high[idx], inpaint, generator))
-    return x, targets
+    shuffled = torch.rand(b, device=dev, generator=generator) < cfg.local_rate
+    if shuffled.any():
+        index = shuffle_index(tuple(cubes.shape[2:]), cfg.shuffle_block, cfg.shuffle_coverage, generator, dev)
+    mapped = torch.rand(b, device=dev, generator=generator) < cfg.nonlinear_rate
+    if mapped.any():
+        lut = bezier_lut(int(mapped.sum()), generator, dev)
+    painted = torch.rand(b, device=dev, generator=generator) < cfg.paint_rate
+    order, edges = _runs(mapped, painted, shuffled)
+    x = targets.index_select(0, order)
+    low, high = (r.index_select(0, order) for r in _range(targets))  # flips and shuffling keep each cube's values
+    for a, e in ((edges[1], edges[3]), (edges[5], edges[7])):
+        if e > a:
+            x[a:e] = _shuffled(x[a:e], index)
+    a, e = edges[0], edges[4]
+    if e > a:
+        _lut_map_(x[a:e], lut.index_select(0, _rows(mapped, order[a:e])), low[a:e], high[a:e])
+        low[a:e], high[a:e] = _range(x[a:e])  # painting's noise spans the mapped range
+    a, e = edges[2], edges[6]
+    if e > a:
+        inpaint = torch.rand(e - a, device=dev, generator=generator) < cfg.inpaint_rate
+        _paint_(x[a:e], low[a:e], high[a:e], inpaint, generator, rows=_rows(painted, order[a:e]))
+    return x.index_select(0, torch.argsort(order)), targets
+
+
+# classes of cubes by (mapped, painted, shuffled), in run order: 100 101 111 110 010 011 001 000
+_RUN_CLASS = (7, 6, 4, 5, 0, 1, 3, 2)  # indexed by mapped * 4 + painted * 2 + shuffled
+
+
+def _runs(mapped: torch.Tensor, painted: torch.Tensor, shuffled: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """An order of the cubes and its 9 class edges: mapped cubes fill classes 0-3, painted 2-5,
+    shuffled 1-2 and 5-6 (three sets cannot all be single runs)."""
+    code = mapped.long() * 4 + painted.long() * 2 + shuffled.long()
+    cls = torch.tensor(_RUN_CLASS, device=code.device)[code]
+    return torch.argsort(cls, stable=True), [0, *torch.bincount(cls, minlength=8).cumsum(0).tolist()]
+
+
+def _rows(chosen: torch.Tensor, cubes: torch.Tensor) -> torch.Tensor:
+    """For ``cubes`` among the ``chosen`` ones, their rows in the draws made for the chosen in batch order."""
+    return (chosen.cumsum(0) - 1)[cubes]
