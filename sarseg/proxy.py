@@ -225,8 +225,12 @@ def bezier_lut(n: int, generator: torch.Generator, device: torch.device, points:
     # Genesis: sort x and y (an increasing map), or sort x only against y in reverse order (a
     # decreasing map that inverts intensities: Genesis builds its curve from t = 1 down to 0)
     ys = torch.where(both, ys.sort(dim=1).values, ys.flip(1))
-    grid = torch.linspace(0.0, 1.0, bins, device=device)[None].expand(n, -1).contiguous()
-    hi = torch.searchsorted(xs, grid).clamp(1, points - 1)
+    grid = torch.linspace(0.0, 1.0, bins, device=device)
+    # hi = searchsorted(xs, grid): the number of xs below each grid value, counted the cheap way round
+    # (where each of the few xs falls among the many grid values)
+    below = torch.zeros(n, bins + 1, dtype=torch.long, device=device)
+    below.scatter_add_(1, torch.searchsorted(grid, xs, right=True), torch.ones_like(xs, dtype=torch.long))
+    hi = below.cumsum(dim=1)[:, :bins].clamp(1, points - 1)
     x0, x1 = xs.gather(1, hi - 1), xs.gather(1, hi)
     y0, y1 = ys.gather(1, hi - 1), ys.gather(1, hi)
     w = ((grid - x0) / (x1 - x0).clamp_min(1e-8)).clamp(0.0, 1.0)
