@@ -358,7 +358,8 @@ def corrupt(cubes: torch.Tensor, cfg: ProxyConfig, generator: torch.Generator) -
     a, e = edges[0], edges[4]
     if e > a:
         _lut_map_(x[a:e], lut.index_select(0, _rows(mapped, order[a:e])), low[a:e], high[a:e])
-        low[a:e], high[a:e] = _range(x[a:e])  # painting's noise spans the mapped range
+        a = edges[2]  # the mapped cubes that are painted: the noise spans the mapped range
+        low[a:e], high[a:e] = _range(x[a:e])
     a, e = edges[2], edges[6]
     if e > a:
         inpaint = torch.rand(e - a, device=dev, generator=generator) < cfg.inpaint_rate
