@@ -8,6 +8,7 @@ every corruption keeps values inside it.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -127,17 +128,19 @@ def _resize(part: torch.Tensor, size_zyx: tuple[int, int, int]) -> torch.Tensor:
     """Trilinear resize (align_corners=False) of (n, C, *crop) to (n, C, *size_zyx), one axis at a time
     as matrix products: 3-4x faster on CPU than ``interpolate`` for the few cubes of one volume and scale."""
     (n, c, z, y, x), (sz, sy, sx) = part.shape, size_zyx
-    out = part if x == sx else part @ _linear_weights(x, sx, part)
-    out = out if y == sy else _linear_weights(y, sy, part).T @ out
+    weights = functools.partial(_linear_weights, dtype=part.dtype, device=part.device)
+    out = part if x == sx else part @ weights(x, sx)
+    out = out if y == sy else weights(y, sy).T @ out
     if z != sz:
-        out = (_linear_weights(z, sz, part).T @ out.reshape(n * c, z, sy * sx)).view(n, c, sz, sy, sx)
+        out = (weights(z, sz).T @ out.reshape(n * c, z, sy * sx)).view(n, c, sz, sy, sx)
     return out
 
 
-def _linear_weights(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def _linear_weights(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(n_in, n_out) weights of ``interpolate``'s linear resize (each column a target voxel), taken
     from ``interpolate`` itself so the separable product equals its trilinear resize."""
-    eye = torch.eye(n_in, dtype=like.dtype, device=like.device)[None]
+    eye = torch.eye(n_in, dtype=dtype, device=device)[None]
     return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0]
 
 
@@ -212,8 +215,9 @@ def local_pixel_shuffle(x: torch.Tensor, max_block: float, coverage: float, gene
     return _shuffled(x, shuffle_index(tuple(x.shape[2:]), max_block, coverage, generator, x.device))
 
 
-def _shuffled(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return x.reshape(-1, len(index)).index_select(1, index).view(x.shape)
+def _shuffled(x: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    rows = None if out is None else out.view(-1, len(index))
+    return torch.index_select(x.reshape(-1, len(index)), 1, index, out=rows).view(x.shape)
 
 
 def bezier_lut(n: int, generator: torch.Generator, device: torch.device, points: int = 256, bins: int = 4096) -> torch.Tensor:
@@ -350,11 +354,13 @@ def corrupt(cubes: torch.Tensor, cfg: ProxyConfig, generator: torch.Generator) -
         lut = bezier_lut(int(mapped.sum()), generator, dev)
     painted = torch.rand(b, device=dev, generator=generator) < cfg.paint_rate
     order, edges = _runs(mapped, painted, shuffled)
-    x = targets.index_select(0, order)
+    x = torch.empty_like(targets)
+    for a, e, (_, _, shuffle) in zip(edges, edges[1:], _CLASSES):
+        if e > a and shuffle:
+            _shuffled(targets.index_select(0, order[a:e]), index, out=x[a:e])
+        elif e > a:
+            torch.index_select(targets, 0, order[a:e], out=x[a:e])
     low, high = (r.index_select(0, order) for r in _range(targets))  # flips and shuffling keep each cube's values
-    for a, e in ((edges[1], edges[3]), (edges[5], edges[7])):
-        if e > a:
-            x[a:e] = _shuffled(x[a:e], index)
     a, e = edges[0], edges[4]
     if e > a:
         _lut_map_(x[a:e], lut.index_select(0, _rows(mapped, order[a:e])), low[a:e], high[a:e])
@@ -367,15 +373,17 @@ def corrupt(cubes: torch.Tensor, cfg: ProxyConfig, generator: torch.Generator) -
     return x.index_select(0, torch.argsort(order)), targets
 
 
-# classes of cubes by (mapped, painted, shuffled), in run order: 100 101 111 110 010 011 001 000
-_RUN_CLASS = (7, 6, 4, 5, 0, 1, 3, 2)  # indexed by mapped * 4 + painted * 2 + shuffled
+# classes of cubes by (mapped, painted, shuffled), in the order the inputs are built: the mapped cubes
+# are then one run (classes 0-3), the painted one (2-5), the shuffled two (1-2, 5-6: three sets cannot
+# all be single runs)
+_CLASSES = ((1, 0, 0), (1, 0, 1), (1, 1, 1), (1, 1, 0), (0, 1, 0), (0, 1, 1), (0, 0, 1), (0, 0, 0))
+_CLASS_OF_CODE = tuple(_CLASSES.index((c >> 2, c >> 1 & 1, c & 1)) for c in range(8))  # code: mapped, painted, shuffled bits
 
 
 def _runs(mapped: torch.Tensor, painted: torch.Tensor, shuffled: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-    """An order of the cubes and its 9 class edges: mapped cubes fill classes 0-3, painted 2-5,
-    shuffled 1-2 and 5-6 (three sets cannot all be single runs)."""
+    """An order of the cubes that sorts them by class, and the 9 edges of the classes in it."""
     code = mapped.long() * 4 + painted.long() * 2 + shuffled.long()
-    cls = torch.tensor(_RUN_CLASS, device=code.device)[code]
+    cls = torch.tensor(_CLASS_OF_CODE, device=code.device)[code]
     return torch.argsort(cls, stable=True), [0, *torch.bincount(cls, minlength=8).cumsum(0).tolist()]
 
 
