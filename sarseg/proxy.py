@@ -110,7 +110,7 @@ def sample_cubes(
         if view.crop == tuple(size_zyx):
             _crops(view, start, out=cubes[a : a + count])
         else:
-            cubes[a : a + count] = _resize(_crops(view, start), size_zyx)
+            _resize(_crops(view, start), cubes[a : a + count])
         a += count
     return cubes, labels
 
@@ -124,16 +124,16 @@ def _crops(view: ScaleView, start: torch.Tensor, out: torch.Tensor | None = None
     return torch.index_select(every, 0, (start * torch.tensor(strides[1:], device=start.device)).sum(dim=1), out=out)
 
 
-def _resize(part: torch.Tensor, size_zyx: tuple[int, int, int]) -> torch.Tensor:
-    """Trilinear resize (align_corners=False) of (n, C, *crop) to (n, C, *size_zyx), one axis at a time
-    as matrix products: 3-4x faster on CPU than ``interpolate`` for the few cubes of one volume and scale."""
-    (n, c, z, y, x), (sz, sy, sx) = part.shape, size_zyx
+def _resize(part: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Trilinear resize (align_corners=False) of (n, C, *crop) into ``out`` (n, C, *size), one axis at a
+    time as matrix products: 3-4x faster on CPU than ``interpolate`` for the few cubes of one volume and scale."""
+    (n, c, z, y, x), (sz, sy, sx) = part.shape, out.shape[2:]
     weights = functools.partial(_linear_weights, dtype=part.dtype, device=part.device)
-    out = part if x == sx else part @ weights(x, sx)
-    out = out if y == sy else weights(y, sy).T @ out
-    if z != sz:
-        out = (weights(z, sz).T @ out.reshape(n * c, z, sy * sx)).view(n, c, sz, sy, sx)
-    return out
+    part = part if x == sx else part @ weights(x, sx)
+    part = part if y == sy else weights(y, sy).T @ part
+    if z == sz:
+        return out.copy_(part)
+    return torch.matmul(weights(z, sz).T, part.reshape(n * c, z, sy * sx), out=out.view(n * c, sz, sy * sx)).view(out.shape)
 
 
 @functools.lru_cache(maxsize=64)
