@@ -221,7 +221,8 @@ def _shuffled(x: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = N
 
 
 def bezier_lut(n: int, generator: torch.Generator, device: torch.device, points: int = 256, bins: int = 4096) -> torch.Tensor:
-    """Per-cube lookup tables (n, bins) of Genesis' random cubic Bezier intensity maps on a uniform [0, 1] grid."""
+    """Per-cube lookup tables (n, bins) of Genesis' random cubic Bezier intensity maps, each entry the
+    curve at the centre of one of ``bins`` equal bins of [0, 1]."""
     t = torch.linspace(0.0, 1.0, points, device=device)
     basis = torch.stack([(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3])  # (4, points)
     control = torch.rand(n, 2, 2, device=device, generator=generator)  # two random control points (x, y)
@@ -233,7 +234,7 @@ def bezier_lut(n: int, generator: torch.Generator, device: torch.device, points:
     # Genesis: sort x and y (an increasing map), or sort x only against y in reverse order (a
     # decreasing map that inverts intensities: Genesis builds its curve from t = 1 down to 0)
     ys = torch.where(both, ys.sort(dim=1).values, ys.flip(1))
-    grid = torch.linspace(0.0, 1.0, bins, device=device)
+    grid = (torch.arange(bins, device=device) + 0.5) / bins
     # hi = searchsorted(xs, grid): the number of xs below each grid value, counted the cheap way round
     # (where each of the few xs falls among the many grid values)
     below = torch.zeros(n, bins + 1, dtype=torch.long, device=device)
@@ -247,18 +248,19 @@ def bezier_lut(n: int, generator: torch.Generator, device: torch.device, points:
 
 def nonlinear_intensity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Map each cube's intensities (rescaled to [0, 1] per channel) through its own Bezier curve
-    (a 4096-bin table: at most 1/8192 of the range from the exact curve)."""
+    (a 4096-bin table: each value mapped as if moved by at most 1/8192 of the range)."""
     return _lut_map_(x.clone(), bezier_lut(x.shape[0], generator, x.device), *_range(x))
 
 
 def _lut_map_(x: torch.Tensor, lut: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """x (contiguous) through per-cube tables on [0, 1] in place, each channel's range [low, high] onto
-    the table's bins (nearest bin); one lookup in all the tables at once, already in each channel's units."""
+    """x (contiguous) through per-cube tables on [0, 1] in place, each channel's range [low, high] cut into
+    the table's bins; one lookup in all the tables at once, already in each channel's units."""
     b, c = x.shape[:2]
     bins = lut.shape[1]
     low, high = low.view(b, c, 1), high.view(b, c, 1)
     table = torch.addcmul(low, lut[:, None, :], high - low).flatten()  # (b * c * bins)
-    index = x.view(b, c, -1).sub_(low).mul_((bins - 1) / (high - low).clamp_min(1e-8)).add_(0.5).int()  # nearest bin
+    scale = bins * (1 - 2**-20) / (high - low).clamp_min(1e-8)  # high itself falls just inside the last bin
+    index = x.view(b, c, -1).sub_(low).mul_(scale).int()  # each value's bin (x - low >= 0: truncation is floor)
     index += torch.arange(0, b * c * bins, bins, dtype=torch.int32, device=x.device).view(b, c, 1)
     return torch.index_select(table, 0, index.flatten(), out=x.view(-1)).view(x.shape)
 
