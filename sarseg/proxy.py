@@ -1,9 +1,10 @@
 """SAR's proxy task as batched tensor operations (CPU and CUDA alike, no per-cube Python loops).
 
-Multi-scale cubes are cropped and resized in one ``grid_sample`` call per volume; the Models Genesis
-corruptions (flips, local pixel shuffling, Bezier non-linear intensity, in-/out-painting) act on whole
-batches with masks. Tensors are (B, C, Z, Y, X); a cube's intensity range is per cube and channel, and
-every corruption keeps values inside it.
+Multi-scale cubes are gathered from per-scale views of each volume, one ``index_select`` per scale,
+and resized where they must grow by three small matrix products; the Models Genesis corruptions (flips,
+local pixel shuffling, Bezier non-linear intensity, in-/out-painting) act on whole batches, in place on
+runs of cubes. Tensors are (B, C, Z, Y, X); a cube's intensity range is per cube and channel, and every
+corruption keeps values inside it.
 """
 
 from __future__ import annotations
@@ -147,10 +148,6 @@ def _linear_weights(n_in: int, n_out: int, dtype: torch.dtype, device: torch.dev
 # ---------------------------------------------------------------- corruptions
 
 
-def _subset(n: int, rate: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.nonzero(torch.rand(n, device=device, generator=generator) < rate).flatten()
-
-
 def _range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per cube and channel minimum and maximum, shaped to broadcast over (B, C, Z, Y, X)."""
     flat = x.flatten(2)
@@ -216,6 +213,7 @@ def local_pixel_shuffle(x: torch.Tensor, max_block: float, coverage: float, gene
 
 
 def _shuffled(x: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Every channel of every cube through one flat voxel ``index`` (into ``out`` if given)."""
     rows = None if out is None else out.view(-1, len(index))
     return torch.index_select(x.reshape(-1, len(index)), 1, index, out=rows).view(x.shape)
 
