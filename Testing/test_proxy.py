@@ -43,6 +43,27 @@ def test_scale_labels_match_the_physical_size_of_each_cube() -> None:
     assert torch.allclose(span, expected, rtol=0.08)
 
 
+def test_cubes_are_crops_of_the_volume_grouped_by_scale() -> None:
+    # value = 10000 z + 100 y + x: a crop (scale 1, the input size) or an area-averaged crop (scale 2,
+    # half the resolution) is that pattern with step 1 or 2 from its first voxel; scale 0 is resized
+    z, y, x = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in (48, 96, 96)), indexing="ij")
+    item = {"volume": (10000 * z + 100 * y + x)[None], "spacing": torch.ones(3, dtype=torch.float64), "source": 0}
+    pooled = prepare(item, OFF, torch.device("cpu"))
+    cubes, labels = proxy.sample_cubes(pooled.views, pooled.foreground, 40, OFF.size_zyx, gen())
+    assert torch.equal(labels, labels.sort().values) and set(labels.tolist()) == {0, 1, 2}
+    pattern = (10000 * z + 100 * y + x)[:16, :32, :32]
+    for cube, label in zip(cubes[:, 0], labels.tolist()):
+        if label:
+            assert torch.allclose(cube - cube[0, 0, 0], pattern * label, atol=1e-2)
+
+
+def test_resize_matches_interpolates_trilinear() -> None:
+    part = torch.rand(3, 2, 7, 20, 13, generator=gen())
+    for size in ((16, 32, 32), (7, 40, 13), (14, 20, 26)):
+        expected = torch.nn.functional.interpolate(part, size=size, mode="trilinear", align_corners=False)
+        assert torch.allclose(proxy._resize(part, torch.empty(3, 2, *size)), expected, atol=1e-6)
+
+
 def test_scales_that_do_not_fit_are_never_drawn() -> None:
     item = ramp_volume(shape=(24, 40, 40))  # 40 mm: the 64 mm scale does not fit
     pooled = prepare(item, OFF, torch.device("cpu"))
@@ -80,11 +101,23 @@ def test_corrupt_leaves_its_input_alone_and_targets_clean() -> None:
 
 
 def test_corrupt_keeps_each_cubes_range() -> None:
-    cubes = textured_cubes(8) * 300 - 100  # any range, not only [0, 1]
-    inputs, _ = proxy.corrupt(cubes, dataclasses.replace(CFG, local_rate=1.0, nonlinear_rate=1.0, paint_rate=1.0), gen())
-    low, high = cubes.flatten(1).amin(1), cubes.flatten(1).amax(1)
-    assert (inputs.flatten(1).amin(1) >= low - 1e-3).all()
-    assert (inputs.flatten(1).amax(1) <= high + 1e-3).all()
+    # any range, not only [0, 1]; ranges far apart, so an input built from another cube would show
+    cubes = textured_cubes(8) * 300 - 100 + 1000 * torch.arange(8.0).view(8, 1, 1, 1, 1)
+    for rate in (1.0, 0.5):
+        inputs, _ = proxy.corrupt(cubes, dataclasses.replace(CFG, local_rate=rate, nonlinear_rate=rate, paint_rate=rate), gen())
+        low, high = cubes.flatten(1).amin(1), cubes.flatten(1).amax(1)
+        assert (inputs.flatten(1).amin(1) >= low - 1e-3).all()
+        assert (inputs.flatten(1).amax(1) <= high + 1e-3).all()
+
+
+@pytest.mark.parametrize("rate", ["local_rate", "nonlinear_rate", "paint_rate"])
+def test_each_corruption_changes_the_cubes_drawn_for_it_and_no_others(rate: str) -> None:
+    cubes = textured_cubes(40)
+    for value in (1.0, 0.5):  # out-painting only: in-painting adds no hole 5% of the time, like Genesis
+        inputs, targets = proxy.corrupt(cubes, dataclasses.replace(OFF, inpaint_rate=0.0, **{rate: value}), gen())
+        assert torch.equal(targets, cubes)
+        changed = int((inputs != targets).flatten(1).any(dim=1).sum())
+        assert changed == 40 if value == 1.0 else 10 < changed < 30
 
 
 def test_corrupt_is_reproducible_with_a_seed() -> None:

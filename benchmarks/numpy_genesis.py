@@ -25,7 +25,7 @@ from scipy import ndimage
 Shape3 = tuple[int, int, int]
 
 DEFAULT_SIZE: Shape3 = (32, 64, 64)  # output cube (Z, Y, X)
-SCALES: tuple[float, ...] = (0.5, 1.0, 1.5)  # crop extent relative to the output size
+SCALES: tuple[float, ...] = (0.5, 1.0, 2.0)  # crop extent relative to the output size: sarseg's default 32, 64, 128 mm at 1 mm
 
 # Models Genesis default probabilities.
 FLIP_RATE = 0.4
@@ -49,7 +49,7 @@ def crop_cube(
     """Crop a random cube at one of three scales and resize it to ``size_zyx``.
 
     The multi-scale crop is what makes the task scale-aware: the same output
-    size covers 0.5x, 1x or 1.5x as much anatomy. Returns ``(cube, scale_index)``.
+    size covers 0.5x, 1x or 2x as much anatomy. Returns ``(cube, scale_index)``.
     """
     rng = np.random.default_rng() if rng is None else rng
     out = tuple(int(s) for s in size_zyx)

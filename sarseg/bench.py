@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -25,6 +26,16 @@ def synthetic_volumes(count: int = 4, shape: tuple[int, int, int] = (96, 160, 16
 def proxy_throughput(seconds: float, batch_size: int, device: torch.device, volumes: list[np.ndarray] | None = None) -> dict:
     """Cubes per second of the whole proxy pipeline (multi-scale crops resized to 64x64x32, all
     corruptions at their default rates, targets and scale labels) from volumes already in memory."""
+    sample = proxy_sampler(batch_size, device, volumes)
+    cubes, elapsed = sample(seconds)
+    return {"cubes": cubes, "seconds": round(elapsed, 3), "cubes_per_s": round(cubes / elapsed, 1),
+            "batch_size": batch_size, "device": str(device), "threads": torch.get_num_threads(),
+            "input_size_xyz": list(ProxyConfig().input_size)}
+
+
+def proxy_sampler(batch_size: int, device: torch.device, volumes: list[np.ndarray] | None = None) -> Callable[[float], tuple[int, float]]:
+    """A warmed-up proxy pipeline on ``volumes`` (default: ``synthetic_volumes()``) at the default
+    ``ProxyConfig``; calling it with s makes batches for about s seconds and returns (cubes, seconds)."""
     cfg = ProxyConfig()
     volumes = volumes if volumes is not None else synthetic_volumes()
     loaded = [{"volume": torch.from_numpy(v)[None], "spacing": torch.ones(3, dtype=torch.float64), "source": i % 3}
@@ -36,14 +47,14 @@ def proxy_throughput(seconds: float, batch_size: int, device: torch.device, volu
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    def run(seconds: float) -> tuple[int, float]:
+        sync()
+        cubes, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            pool.sample(batch_size, generator)
+            cubes += batch_size
+        sync()
+        return cubes, time.perf_counter() - start
+
     pool.sample(batch_size, generator)  # warm-up
-    sync()
-    cubes, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        pool.sample(batch_size, generator)
-        cubes += batch_size
-    sync()
-    elapsed = time.perf_counter() - start
-    return {"cubes": cubes, "seconds": round(elapsed, 3), "cubes_per_s": round(cubes / elapsed, 1),
-            "batch_size": batch_size, "device": str(device), "threads": torch.get_num_threads(),
-            "input_size_xyz": list(cfg.input_size)}
+    return run
