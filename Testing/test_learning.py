@@ -23,8 +23,8 @@ from sarseg.metrics import evaluate_maps
 
 TRAIN, UNSEEN = "Brats18_2013_11_1", "Brats18_2013_23_1"  # the first and a validation case of benchmarks/baseline_brats.py
 CHANNELS = ("flair", "t1", "t1ce", "t2")
-STEPS = 100
-FLOOR = 0.5  # whole-tumor Dice on UNSEEN after STEPS steps; seeds 0-2 gave 0.xx-0.xx, the broken loss 0.xx
+STEPS = 120
+FLOOR = 0.4  # whole-tumor Dice on UNSEEN after STEPS steps: seeds 0-2 gave 0.67, 0.47, 0.67; the broken loss 0.25
 
 
 def brats_case(shared_data: Path, name: str) -> Case:
@@ -37,7 +37,8 @@ def brats_case(shared_data: Path, name: str) -> Case:
 def whole_tumor_dice(shared_data: Path, out: Path, seed: int = 0) -> float:
     """Fine-tune ``STEPS`` steps on TRAIN, segment UNSEEN whole, its whole-tumor Dice."""
     config = finetune_config("tiny", {"steps": STEPS, "seed": seed, "checkpoint_every": STEPS,
-                                      "modalities": list(CHANNELS), "labels": SCHEMES["brats"].to_dict()})
+                                      "modalities": list(CHANNELS), "labels": SCHEMES["brats"].to_dict(),
+                                      "inference": {"overlap": 0.25}})
     cpu = torch.device("cpu")
     finetune(config, [brats_case(shared_data, TRAIN)], "scratch", out, cpu, progress_mode="none")
     unseen = brats_case(shared_data, UNSEEN)

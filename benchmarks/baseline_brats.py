@@ -5,11 +5,13 @@ scored whole tumor / tumor core / enhancing tumor on unseen cases, one row per s
     python benchmarks/baseline_brats.py [--split val|test] [--variants NAME ...] [--seeds 0 ...] [--steps 300]
 
 The twelve shared BraTS 2018 cases (../shared/data/brats2018, sorted by name) are split once: the first
-trains, the next five are validation cases (every setting was chosen on them), the last six are test
-cases, scored only for the final table (``--split test``). Rows: ``legacy`` is the tiny preset before
-this benchmark (32x32x16 patches, percentile-normalised channels, background patches anywhere in the
-grid); ``+ X`` adds one change to it; ``defaults`` is the preset now and ``defaults - X`` takes one
-change away. Prints a Markdown table (mean Dice and each case's whole-tumor Dice).
+(2013_11_1) trains, the next five are validation cases (settings were compared on them only), the last six
+are test cases, scored only for the final rows (``--split test``). Rows: ``legacy`` is the tiny preset's
+fine-tuning before this benchmark (32x32x16 patches, lr 3e-3, percentiles to [0, 1], 56% of patches
+centred outside the brain as the old uniform background draw gave on BraTS, no intensity jitter; the
+inference rule that voxels with every channel at its minimum are background applies to every row);
+``legacy + X`` adds one change to it; ``defaults`` is the preset now and ``defaults - X`` takes one
+change away. Prints a Markdown table (mean Dice and each case's whole-tumor Dice, mean over seeds).
 """
 
 from __future__ import annotations
