@@ -607,7 +607,7 @@ def test_end_to_end_add_case_and_finetune_a_new_version(trained, manager, scene,
     while not manager.poll(job.id).finished and time.monotonic() < deadline:
         time.sleep(0.2)
     assert manager.poll(job.id).state == "done", manager.log(job.id)
-    assert [m.name for m in store.list()] == ["tumor", "tumor-v2"]  # the new version; the old one kept
+    assert [m.name for m in store.list() if not m.builtin] == ["tumor", "tumor-v2"]  # the new version; the old one kept
     new = store.get("tumor-v2")
     assert new.labels == store.get("tumor").labels and new.modalities == ["mr"]
     assert new.card.provenance["init"]["path"] == str(trained / "tumor")
