@@ -1,26 +1,29 @@
 """What SAR's scale head and adversarial term actually learn, measured on volumes kept out of pretraining.
 
-    nice -n 10 .venv/bin/python benchmarks/ssl_mechanisms.py [--steps 300] [--finetune-steps 300] [--seeds 0]
-        [--data ../shared/data] [--out runs/ssl-mechanisms] [--threads 1]
+    nice -n 10 .venv/bin/python benchmarks/ssl_mechanisms.py [--steps 1000] [--finetune-steps 300] [--seeds 0 1]
+        [--variants ...] [--data ../shared/data] [--out runs/ssl-mechanisms] [--threads 1]
 
-Pretrains the ``tiny`` network on the shared real volumes (MR, CT, PET) minus a held-out set, once per
-variant (the scale head reading the corrupted input, a lightly corrupted view or the clean cube; with and
-without the adversarial term; restoration only), then on fresh cubes from the held-out volumes measures:
+Pretrains the ``tiny`` network (batch 8) on shared real volumes (MR, CT, PET) minus a held-out set, once
+per variant: the scale head reading the corrupted input (as before), a lightly corrupted view (the Bezier
+intensity map alone) or the clean cube through the shared encoder; the default scales (32, 64, 128 mm)
+or three times apart (16, 48, 144 mm); with the adversarial term at 0, 0.05 (default) or 0.5;
+restoration only. On fresh cubes from the held-out volumes it then measures:
 
-- scale accuracy of each variant's head (chance 1/3), and of one pretrained on the *resampling control*:
+- each head's scale accuracy (chance 1/3), and that of heads pretrained on the *resampling control*:
   every cube, whatever its scale, reduced to the same coarse grid (area average over 4x4x4 of its own
   voxels, trilinear back) with the same noise floor, so resolution and noise per voxel no longer tell the
   scale and only content (anatomy) can;
-- the same from six texture statistics (gradient and second-difference energy per axis) with a logistic
-  regression fitted on cubes of the pretraining volumes: how much a pure resampling cue gives, on clean,
-  corrupted and controlled cubes;
-- the discriminator's accuracy over training (its ``disc_acc`` in log.csv) and on fresh cubes;
-- a linear probe of the source on the encoder's pooled bottleneck (mean and spread per channel; logistic
-  regression fitted on pretraining volumes' cubes, balanced accuracy on the held-out ones): lower = more
-  modality-invariant;
-- Dice of a short fine-tuning from each initialisation on one BraTS 2018 case, on other BraTS 2018 cases.
+- the scale from six texture statistics (gradient and second-difference energy per axis) by a logistic
+  regression fitted on the pretraining volumes: what a pure texture cue gives on clean, corrupted and
+  controlled cubes;
+- the discriminator's accuracy over training (``disc_acc`` in log.csv) and on held-out cubes;
+- a linear probe of the source on the encoder's pooled bottleneck (per channel mean and spread; logistic
+  regression fitted on the pretraining volumes' cubes, balanced accuracy on the held-out ones): lower =
+  more modality-invariant;
+- Dice of a short fine-tuning from each initialisation on one BraTS 2018 case, on three other ones.
 
-Prints Markdown tables and writes them to ``--out``/mechanisms.md (results.json beside it).
+Prints Markdown tables and writes them to ``--out``/mechanisms.md (results.json beside it). Pretrained
+models left in ``--out`` by an earlier run with the same settings are reused.
 """
 
 from __future__ import annotations
@@ -40,11 +43,10 @@ import torch.nn.functional as F
 
 from sarseg.bench_ssl import Profile, Task, fine_tune_and_score
 from sarseg.config import PretrainConfig, pretrain_config, to_dict
-from sarseg.core.labels import SCHEMES
-from sarseg.data import LoadVolume, PoolVolume, Source, VolumePool, check_volumes, items, prepare
-from sarseg.finetune import Case
 from sarseg import model
-from sarseg.model import load_model
+from sarseg.core.labels import SCHEMES
+from sarseg.data import LoadVolume, Source, VolumePool, check_volumes, items, prepare
+from sarseg.finetune import Case
 from sarseg.nets import SARNet
 from sarseg.pretrain import Pretraining, build_net, scale_input
 from sarseg.proxy import ProxyBatch
@@ -53,16 +55,19 @@ from sarseg.train import Distributed
 from ssl_shared import SHARED_DATA, crop_to_foreground
 
 BRATS_CHANNELS = ("flair", "t1", "t1ce", "t2")
+WIDE = {"proxy": {"scales": (16.0, 48.0, 144.0)}}  # three times apart instead of two
 VARIANTS = {  # name -> pretraining overrides (on the tiny preset); None: no pretraining (scratch)
     "scratch": None,
     "restoration": {"lambda_scale": 0.0, "lambda_adv": 0.0},
     "corrupted": {"scale_view": "corrupted"},
-    "light": {"scale_view": "light"},
     "clean": {"scale_view": "clean"},
-    "clean_no_adv": {"scale_view": "clean", "lambda_adv": 0.0},
-    "clean_adv0.5": {"scale_view": "clean", "lambda_adv": 0.5},
+    "corrupted_wide": {"scale_view": "corrupted", **WIDE},
+    "light_wide": {"scale_view": "light", **WIDE},
+    "clean_wide": {"scale_view": "clean", **WIDE},
+    "clean_wide_no_adv": {"scale_view": "clean", "lambda_adv": 0.0, **WIDE},
+    "clean_wide_adv0.5": {"scale_view": "clean", "lambda_adv": 0.5, **WIDE},
 }
-CONTROL = "clean_control"  # the clean view on resampling-controlled cubes (measured, not fine-tuned)
+CONTROLS = {"clean_control": "clean", "clean_wide_control": "clean_wide"}  # as that variant, on controlled cubes
 CONTROL_FACTOR, CONTROL_NOISE = 4, 0.02  # coarse grid: 1/4 of the cube's voxels per axis; noise: share of its range
 
 
@@ -120,7 +125,7 @@ def pretrain_variant(name: str, overrides: dict, sources: Sequence[Source], step
         raise SystemExit(f"{folder} holds another configuration; delete it or use another --out")
     entries = items(sources)
     check_volumes(entries, cfg, threads=1)
-    trainer = ControlledPretraining if name == CONTROL else Pretraining
+    trainer = ControlledPretraining if name in CONTROLS else Pretraining
     trainer(cfg, sources, entries, folder, torch.device("cpu"), Distributed(), "none").fit(None)
     return folder
 
@@ -138,7 +143,7 @@ def disc_curve(folder: Path, points: int = 4) -> list[tuple[int, float]]:
 
 @dataclasses.dataclass
 class Cubes:
-    """Fresh cubes, each volume's in a row: corrupted inputs, clean targets, scales, sources, volume index."""
+    """Fresh cubes: corrupted inputs, clean targets, scales, sources, index of the volume they came from."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
@@ -147,16 +152,32 @@ class Cubes:
     volumes: torch.Tensor
 
 
-def fresh_cubes(sources: Sequence[Source], cfg: PretrainConfig, per_volume: int, seed: int) -> Cubes:
-    """``per_volume`` corrupted cubes (scales drawn among those that fit) from each volume of ``sources``."""
+@dataclasses.dataclass
+class CubeSets:
+    """For one set of scales: ``per_volume`` cubes from every volume (scale accuracy, texture statistics)
+    and ``per_source`` cubes from every source (the source probe, so no source outweighs the others)."""
+
+    per_volume: Cubes
+    per_source: Cubes
+
+
+def fresh_cubes(sources: Sequence[Source], cfg: PretrainConfig, per_volume: int, per_source: int, seed: int) -> CubeSets:
+    """Corrupted cubes (scales drawn among those that fit) from each volume of ``sources``, read once."""
     generator = torch.Generator().manual_seed(seed)
-    load = LoadVolume(cfg.normalisation)
-    parts = []
+    load, cpu = LoadVolume(cfg.normalisation), torch.device("cpu")
+    volumes_of = {i: len(s.paths) for i, s in enumerate(sources)}
+    sets: tuple[list, list] = ([], [])
     for i, entry in enumerate(items(sources)):
-        volume: PoolVolume = prepare(load(entry), cfg.proxy, torch.device("cpu"))
-        batch = VolumePool([volume], cfg.proxy, torch.device("cpu")).sample(per_volume, generator)
-        parts.append((batch.inputs, batch.targets, batch.scales, batch.sources, torch.full_like(batch.scales, i)))
-    return Cubes(*(torch.cat(p) for p in zip(*parts)))
+        pool = VolumePool([prepare(load(entry), cfg.proxy, cpu)], cfg.proxy, cpu)
+        for parts, n in zip(sets, (per_volume, -(-per_source // volumes_of[entry["source"]]))):
+            batch = pool.sample(n, generator)
+            parts.append((batch.inputs, batch.targets, batch.scales, batch.sources, torch.full_like(batch.scales, i)))
+    return CubeSets(*(Cubes(*(torch.cat(p) for p in zip(*parts))) for parts in sets))
+
+
+def controlled(cubes: Cubes, seed: int) -> Cubes:
+    """The same cubes with clean targets through the resampling control (what a control variant's head reads)."""
+    return dataclasses.replace(cubes, targets=control(cubes.targets, torch.Generator().manual_seed(seed)))
 
 
 @torch.no_grad()
@@ -235,13 +256,52 @@ def logistic_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
 # ---------------------------------------------------------------- the run
 
 
+def majority_share(sources: Sequence[Source]) -> float:
+    """Share of the pretraining volumes (so about of the cubes) in the largest source: what a discriminator
+    that always names it scores on the training batches."""
+    return max(len(s.paths) for s in sources) / sum(len(s.paths) for s in sources)
+
+
+def measure(name: str, folder: Path | None, sets: tuple[CubeSets, CubeSets], base: PretrainConfig) -> dict:
+    """One initialisation's numbers on fresh cubes (``sets``: from the pretraining and the held-out volumes)."""
+    fit, held = sets
+    row: dict = {}
+    if folder is None:
+        net = build_net(base, 3)
+    else:
+        card, state = model.load_model(folder)
+        net = model.build_net(card)
+        net.load_state_dict(state)
+        config = card.provenance["config"]
+        row["scales"] = config["proxy"]["scales"]
+        if config["lambda_scale"] > 0:
+            cubes = controlled(held.per_volume, 5) if name in CONTROLS else held.per_volume
+            row["scale_acc"] = scale_accuracy(net, cubes, config["scale_view"], torch.Generator().manual_seed(4))
+        if net.discriminator is not None:
+            row["disc_acc_held_out"] = disc_accuracy(net, held.per_source)
+            row["disc_acc_training"] = disc_curve(folder)
+    for what in ("targets", "inputs"):
+        row[f"probe_{what}"] = logistic_probe(bottleneck_features(net, getattr(fit.per_source, what)), fit.per_source.sources,
+                                              bottleneck_features(net, getattr(held.per_source, what)), held.per_source.sources,
+                                              classes=3)
+    return row
+
+
+def texture(sets: tuple[CubeSets, CubeSets]) -> dict[str, float]:
+    """Scale from six texture statistics (fitted on the pretraining volumes, scored on the held-out ones)."""
+    fit, held = (s.per_volume for s in sets)
+    views = {"clean": lambda c: c.targets, "corrupted": lambda c: c.inputs, "control": lambda c: controlled(c, 5).targets}
+    return {what: logistic_probe(texture_statistics(view(fit)), fit.scales, texture_statistics(view(held)), held.scales, classes=3)
+            for what, view in views.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="pretraining steps per variant (default 300)")
+    parser.add_argument("--steps", type=int, default=1000, help="pretraining steps per variant (default 1000)")
     parser.add_argument("--finetune-steps", type=int, default=300, help="0: no fine-tuning (default 300)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="fine-tuning seeds (default 0)")
-    parser.add_argument("--cubes", type=int, default=24, help="fresh cubes per held-out volume (default 24)")
-    parser.add_argument("--variants", nargs="+", choices=[*VARIANTS, CONTROL], default=[*VARIANTS, CONTROL])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="fine-tuning seeds (default 0 1)")
+    parser.add_argument("--cubes", type=int, default=24, help="fresh cubes per volume (default 24; 4x that per source for the probe)")
+    parser.add_argument("--variants", nargs="+", choices=[*VARIANTS, *CONTROLS], default=[*VARIANTS, *CONTROLS])
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
     parser.add_argument("--out", type=Path, default=Path("runs/ssl-mechanisms"))
     parser.add_argument("--threads", type=int, default=1)
@@ -253,52 +313,27 @@ def main() -> None:
     log = lambda text: print(f"[{time.monotonic() - started:.0f}s] {text}", file=sys.stderr, flush=True)
     train, held, task = split(args.data, args.out)
     base = pretrain_config("tiny")
-    held_cubes = fresh_cubes(held, base, args.cubes, seed=1)
-    train_cubes = fresh_cubes(train, base, args.cubes, seed=2)
-    gen = torch.Generator().manual_seed(3)
-    controlled = {name: control(getattr(c, "targets"), gen) for name, c in (("held", held_cubes), ("train", train_cubes))}
-    log(f"{len(held_cubes.scales)} held-out cubes, {len(train_cubes.scales)} probe-fitting cubes")
-
-    results: dict = {"texture": {}, "variants": {}, "finetune": []}
-    for what, pick in (("clean", lambda c: c.targets), ("corrupted", lambda c: c.inputs)):
-        results["texture"][what] = logistic_probe(texture_statistics(pick(train_cubes)), train_cubes.scales,
-                                                  texture_statistics(pick(held_cubes)), held_cubes.scales, classes=3)
-    results["texture"]["control"] = logistic_probe(texture_statistics(controlled["train"]), train_cubes.scales,
-                                                   texture_statistics(controlled["held"]), held_cubes.scales, classes=3)
-    log(f"texture statistics: {results['texture']}")
-
+    sets: dict[tuple, tuple[CubeSets, CubeSets]] = {}
+    results: dict = {"majority_share": majority_share(train), "texture": {}, "variants": {}, "finetune": []}
     profile = Profile(pretrain_steps=args.steps, finetune_checkpoints=(args.finetune_steps,), seeds=tuple(args.seeds),
                       preset="tiny", finetune={"lr": 1e-3})
     for name in args.variants:
-        overrides = {"scale_view": "clean"} if name == CONTROL else VARIANTS[name]
-        row: dict = {}
-        init = "scratch"
-        if overrides is not None:
-            folder = pretrain_variant(name, overrides, train, args.steps, args.out)
-            init = str(folder)
-            card, state = load_model(folder)
-            net = model.build_net(card)
-            net.load_state_dict(state)
-            view = card.provenance["config"]["scale_view"]
-            g = torch.Generator().manual_seed(4)
-            if name == CONTROL:
-                row["scale_acc"] = scale_accuracy(net, dataclasses.replace(held_cubes, targets=controlled["held"]), view, g)
-            elif overrides.get("lambda_scale", 1.0) > 0:
-                row["scale_acc"] = scale_accuracy(net, held_cubes, view, g)
-            if net.discriminator is not None:
-                row["disc_acc_fresh"] = disc_accuracy(net, held_cubes)
-                row["disc_acc_training"] = disc_curve(folder)
-        else:
-            net = build_net(base, 3)
-        row["probe_clean"] = logistic_probe(bottleneck_features(net, train_cubes.targets), train_cubes.sources,
-                                            bottleneck_features(net, held_cubes.targets), held_cubes.sources, classes=3)
-        row["probe_corrupted"] = logistic_probe(bottleneck_features(net, train_cubes.inputs), train_cubes.sources,
-                                                bottleneck_features(net, held_cubes.inputs), held_cubes.sources, classes=3)
-        results["variants"][name] = row
-        log(f"{name}: {row}")
-        if args.finetune_steps and name != CONTROL:
+        overrides = VARIANTS[CONTROLS.get(name, name)]
+        scales = tuple(((overrides or {}).get("proxy") or {}).get("scales", base.proxy.scales))
+        if scales not in sets:
+            cfg = pretrain_config("tiny", {"proxy": {"scales": scales}})
+            sets[scales] = (fresh_cubes(train, cfg, args.cubes, 4 * args.cubes, seed=2),
+                            fresh_cubes(held, cfg, args.cubes, 4 * args.cubes, seed=1))
+            results["texture"][str(scales)] = texture(sets[scales])
+            log(f"scales {scales}: {len(sets[scales][1].per_volume.scales)} held-out cubes; texture statistics "
+                f"{results['texture'][str(scales)]}")
+        folder = None if overrides is None else pretrain_variant(name, overrides, train, args.steps, args.out)
+        results["variants"][name] = measure(name, folder, sets[scales], base)
+        log(f"{name}: {results['variants'][name]}")
+        if args.finetune_steps and name not in CONTROLS:
             for seed in args.seeds:
-                results["finetune"] += fine_tune_and_score(name, init, task, 1, seed, profile, args.out, torch.device("cpu"))
+                results["finetune"] += fine_tune_and_score(name, str(folder or "scratch"), task, 1, seed, profile, args.out,
+                                                           torch.device("cpu"))
             log(f"{name}: fine-tuned")
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
     table = markdown(results, args)
@@ -307,26 +342,32 @@ def main() -> None:
 
 
 def markdown(results: dict, args: argparse.Namespace) -> str:
-    t = results["texture"]
-    lines = [f"Texture statistics -> scale (logistic regression, balanced accuracy on held-out volumes, chance 0.33): "
-             f"clean cubes {t['clean']:.2f}, corrupted inputs {t['corrupted']:.2f}, resampling control {t['control']:.2f}", "",
-             "| variant | scale head (held-out) | disc. acc. over training | disc. (held-out, balanced) | "
-             "source probe, clean cubes | source probe, corrupted |", "|---|---|---|---|---|---|"]
+    lines = ["Scale from six texture statistics (logistic regression fitted on the pretraining volumes; accuracy on "
+             "the held-out ones, chance 0.33):", "", "| scales (mm) | clean cubes | corrupted inputs | resampling control |",
+             "|---|---|---|---|"]
+    for scales, t in results["texture"].items():
+        lines.append(f"| {scales} | {t['clean']:.2f} | {t['corrupted']:.2f} | {t['control']:.2f} |")
+    lines += ["", f"Held-out volumes, fresh cubes. Discriminator over training: accuracy on the training batches at "
+                  f"four log points (the largest source is {results['majority_share']:.2f} of the volumes); on held-out "
+                  f"cubes, and the source probe, balanced accuracy (chance 0.33; lower = more invariant).", "",
+              "| variant | scale head | disc. over training | disc. held-out | source probe, clean | source probe, corrupted |",
+              "|---|---|---|---|---|---|"]
     fmt = lambda v: "-" if v is None else f"{v:.2f}"
     for name, row in results["variants"].items():
-        curve = " ".join(f"{s}:{a:.2f}" for s, a in row.get("disc_acc_training", [])) or "-"
-        lines.append(f"| {name} | {fmt(row.get('scale_acc'))} | {curve} | {fmt(row.get('disc_acc_fresh'))} | "
-                     f"{row['probe_clean']:.2f} | {row['probe_corrupted']:.2f} |")
+        curve = " ".join(f"{s}: {a:.2f}" for s, a in row.get("disc_acc_training", [])) or "-"
+        lines.append(f"| {name} | {fmt(row.get('scale_acc'))} | {curve} | {fmt(row.get('disc_acc_held_out'))} | "
+                     f"{row['probe_targets']:.2f} | {row['probe_inputs']:.2f} |")
     if results["finetune"]:
         groups: dict[tuple, list[float]] = {}
         for r in results["finetune"]:
             groups.setdefault((r["init"], r["region"]), []).append(r["dice"])
         regions = list(dict.fromkeys(r for _, r in groups))
-        lines += ["", f"Fine-tuning ({args.finetune_steps} steps, one BraTS 2018 case, seeds {args.seeds}): "
-                      "mean Dice over the test cases (and seeds)", "",
+        lines += ["", f"Fine-tuning ({args.finetune_steps} steps on one BraTS 2018 case, seeds {args.seeds}): Dice on "
+                      "three other cases, mean ± std over cases and seeds", "",
                   "| init | " + " | ".join(regions) + " |", "|---|" + "---|" * len(regions)]
         for init in dict.fromkeys(i for i, _ in groups):
-            lines.append(f"| {init} | " + " | ".join(f"{statistics.mean(groups[(init, r)]):.3f}" for r in regions) + " |")
+            cells = (groups[(init, r)] for r in regions)
+            lines.append(f"| {init} | " + " | ".join(f"{statistics.mean(v):.3f} ± {statistics.pstdev(v):.3f}" for v in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
