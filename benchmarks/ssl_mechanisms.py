@@ -23,7 +23,7 @@ restoration only. On fresh cubes from the held-out volumes it then measures:
 - Dice of a short fine-tuning from each initialisation on one BraTS 2018 case, on three other ones.
 
 Prints Markdown tables and writes them to ``--out``/mechanisms.md (results.json beside it). Pretrained
-models left in ``--out`` by an earlier run with the same settings are reused.
+models and fine-tuning scores left in ``--out`` by an earlier run with the same settings are reused.
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ BRATS_CHANNELS = ("flair", "t1", "t1ce", "t2")
 WIDE = {"proxy": {"scales": (16.0, 48.0, 144.0)}}  # three times apart instead of two
 VARIANTS = {  # name -> pretraining overrides (on the tiny preset); None: no pretraining (scratch)
     "scratch": None,
-    "restoration": {"lambda_scale": 0.0, "lambda_adv": 0.0},
+    "restoration": {"lambda_scale": 0.0, "lambda_adv": 0.0, "scale_view": "corrupted"},  # the view: no extra pass
     "corrupted": {"scale_view": "corrupted"},
+    "light": {"scale_view": "light"},
     "clean": {"scale_view": "clean"},
     "corrupted_wide": {"scale_view": "corrupted", **WIDE},
     "light_wide": {"scale_view": "light", **WIDE},
@@ -267,6 +268,7 @@ def measure(name: str, folder: Path | None, sets: tuple[CubeSets, CubeSets], bas
     fit, held = sets
     row: dict = {}
     if folder is None:
+        torch.manual_seed(base.seed)  # the network pretraining would start from
         net = build_net(base, 3)
     else:
         card, state = model.load_model(folder)
@@ -315,6 +317,7 @@ def main() -> None:
     base = pretrain_config("tiny")
     sets: dict[tuple, tuple[CubeSets, CubeSets]] = {}
     results: dict = {"majority_share": majority_share(train), "texture": {}, "variants": {}, "finetune": []}
+    earlier = json.loads((args.out / "results.json").read_text())["finetune"] if (args.out / "results.json").is_file() else []
     profile = Profile(pretrain_steps=args.steps, finetune_checkpoints=(args.finetune_steps,), seeds=tuple(args.seeds),
                       preset="tiny", finetune={"lr": 1e-3})
     for name in args.variants:
@@ -331,9 +334,10 @@ def main() -> None:
         results["variants"][name] = measure(name, folder, sets[scales], base)
         log(f"{name}: {results['variants'][name]}")
         if args.finetune_steps and name not in CONTROLS:
-            for seed in args.seeds:
-                results["finetune"] += fine_tune_and_score(name, str(folder or "scratch"), task, 1, seed, profile, args.out,
-                                                           torch.device("cpu"))
+            for seed in args.seeds:  # an earlier run's rows for the same fine-tuning are reused
+                rows = [r for r in earlier if (r["init"], r["seed"], r["step"]) == (name, seed, args.finetune_steps)]
+                results["finetune"] += rows or fine_tune_and_score(name, str(folder or "scratch"), task, 1, seed, profile,
+                                                                   args.out, torch.device("cpu"))
             log(f"{name}: fine-tuned")
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
     table = markdown(results, args)
