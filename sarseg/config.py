@@ -71,6 +71,9 @@ class TrainConfig:
     workers: int = 2  # DataLoader processes that read volumes
 
 
+SCALE_VIEWS = ("corrupted", "clean", "light")
+
+
 @dataclass
 class PretrainConfig(TrainConfig):
     """Everything ``sarseg pretrain`` needs besides data and output folder."""
@@ -78,6 +81,10 @@ class PretrainConfig(TrainConfig):
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     restore_loss: str = "mse"  # as Models Genesis; or "l1"
     lambda_scale: float = 0.1  # default chosen here
+    # default chosen here: what the scale head reads through the shared encoder: "corrupted" (the
+    # restoration input), "clean" (the uncorrupted cube, an extra encoder pass) or "light" (the clean cube
+    # through Genesis' non-linear intensity map alone); docs/bench-ssl/README.md has the measurements
+    scale_view: str = "corrupted"
     lambda_adv: float = 0.05  # default chosen here
     adv_warmup: float = 0.3  # default chosen here: DANN ramp of the reversal weight over this share of steps
     pool_size: int = 8  # volumes held in memory at once (bounded cache)
@@ -242,6 +249,7 @@ def validate(config: TrainConfig, where: str = "config") -> None:
             (p.scale_unit in ("mm", "fraction"), "proxy.scale_unit is 'mm' or 'fraction'"),
             (p.scale_unit == "mm" or max(p.scales) <= 1.0, "proxy.scales as fractions must be <= 1"),
             (config.restore_loss in ("mse", "l1"), "restore_loss is 'mse' or 'l1'"),
+            (config.scale_view in SCALE_VIEWS, f"scale_view is one of {', '.join(SCALE_VIEWS)}"),
             (config.pool_size > 0 and config.pool_refresh > 0, "pool_size and pool_refresh must be positive"),
         ]
         for rate in ("flip_rate", "local_rate", "nonlinear_rate", "paint_rate", "inpaint_rate", "shuffle_coverage"):

@@ -123,9 +123,12 @@ class SARNet(nn.Module):
         self.scale_head = PooledHead(f, net.head_hidden, scales)
         self.discriminator = PooledHead(f[-1:], net.head_hidden, sources) if sources > 1 else None
 
-    def forward(self, x: torch.Tensor, adv_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, adv_weight: float = 0.0, scale_input: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Restoration and discrimination read ``x``; the scale head reads ``scale_input`` through the same
+        encoder when given (another view of the same cubes, e.g. uncorrupted), else ``x``."""
         levels = self.backbone.encode(x)
-        out = {"restored": self.backbone.decode(levels), "scale_logits": self.scale_head(levels)}
+        scale_levels = levels if scale_input is None else self.backbone.encode(scale_input)
+        out = {"restored": self.backbone.decode(levels), "scale_logits": self.scale_head(scale_levels)}
         if self.discriminator is not None:
             out["source_logits"] = self.discriminator([reverse_gradient(levels[-1], adv_weight)])
         return out

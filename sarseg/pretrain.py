@@ -25,7 +25,7 @@ from .data import Source, VolumePool, check_volumes, items, volume_stream
 from .core.errors import BadInput
 from .model import save_model
 from .nets import SARNet
-from .proxy import ProxyBatch
+from .proxy import ProxyBatch, nonlinear_intensity
 from .train import Distributed, Trainer, resume_state
 
 
@@ -41,16 +41,27 @@ def build_net(config: PretrainConfig, sources: int) -> SARNet:
     return SARNet(1, config.net, len(config.proxy.scales), sources)
 
 
+def scale_input(view: str, batch: ProxyBatch, generator: torch.Generator) -> torch.Tensor | None:
+    """What the scale head reads (``scale_view``): None for the corrupted input itself, else another view
+    of the same cubes (a Bezier map draws from ``generator``)."""
+    if view == "clean":
+        return batch.targets
+    if view == "light":
+        return nonlinear_intensity(batch.targets, generator)
+    return None
+
+
 @torch.no_grad()
-def evaluate(net: SARNet, pool: VolumePool, cubes: int, batch_size: int, generator: torch.Generator) -> dict[str, float]:
+def evaluate(net: SARNet, pool: VolumePool, cubes: int, batch_size: int, generator: torch.Generator,
+             view: str = "corrupted") -> dict[str, float]:
     """Proxy-task metrics on fresh corrupted cubes (not the training batches): restoration loss, scale
-    accuracy (chance 1/K) and discriminator accuracy."""
+    accuracy (chance 1/K; the head reading ``view``) and discriminator accuracy."""
     net.eval()
     totals = {"restore_mse": 0.0, "scale_acc": 0.0, "disc_acc": 0.0}
     seen = 0
     while seen < cubes:
         batch = pool.sample(min(batch_size, cubes - seen), generator)
-        out = net(batch.inputs)
+        out = net(batch.inputs, scale_input=scale_input(view, batch, generator))
         n = len(batch.scales)
         totals["restore_mse"] += F.mse_loss(out["restored"].float(), batch.targets, reduction="sum").item() / batch.targets[0].numel()
         totals["scale_acc"] += (out["scale_logits"].argmax(1) == batch.scales).sum().item()
@@ -151,7 +162,8 @@ class Pretraining(Trainer):
         return self.pool.sample(self.config.batch_size, self.generator)
 
     def forward(self, model: torch.nn.Module, batch: ProxyBatch, step: int) -> dict[str, torch.Tensor]:
-        return model(batch.inputs, adversarial_weight(self.config, step, self.planned_steps))
+        return model(batch.inputs, adversarial_weight(self.config, step, self.planned_steps),
+                     scale_input(self.config.scale_view, batch, self.generator))
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: ProxyBatch,
              step: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -176,6 +188,7 @@ class Pretraining(Trainer):
     def save(self, step: int) -> None:
         evaluation = None
         if step == self.config.steps:
-            evaluation = evaluate(self.net, self.pool, self.config.eval_cubes, self.config.batch_size, self.generator)
+            evaluation = evaluate(self.net, self.pool, self.config.eval_cubes, self.config.batch_size, self.generator,
+                                  self.config.scale_view)
             self.progress.event("evaluation", step=step, **evaluation)
         save_model(self.out, self.net.state_dict(), model_meta(self.config, self.sources, step, self.started, evaluation))

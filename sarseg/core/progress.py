@@ -150,7 +150,8 @@ class ProgressReader:
     """Follows one job's progress file from its start, reading only what was appended since the last
     :meth:`update` (byte offset); only whole lines count.
 
-    ``summary``: what the job shows (see :func:`summarise`). With ``history``, also every loss per
+    ``summary``: what the job shows (see :func:`summarise`). With ``history``, also every loss and
+    accuracy (``scale_acc``, ``disc_acc``: is the head learning, is the discriminator fooled) per
     step (``history``: ``{"loss": [(step, value), ...], ...}``): a step seen again (a resumed job
     redoing steps after its checkpoint) replaces the earlier value, and a ``start`` drops the values
     after its step, which the new run is about to redo.
@@ -189,10 +190,10 @@ class ProgressReader:
                     del values[later]
         elif event["event"] == "step":
             for key, value in event.items():
-                if key.startswith("loss") and number(value) is not None:
+                if (key.startswith("loss") or key.endswith("_acc")) and number(value) is not None:
                     self._losses.setdefault(key, {})[float(step)] = float(value)
 
     @property
     def history(self) -> dict[str, list[tuple[float, float]]]:
-        """The losses per step so far, each series sorted by step (empty without ``history``)."""
+        """The losses and accuracies per step so far, each series sorted by step (empty without ``history``)."""
         return {key: sorted(values.items()) for key, values in sorted(self._losses.items()) if values}
