@@ -144,13 +144,12 @@ def disc_curve(folder: Path, points: int = 4) -> list[tuple[int, float]]:
 
 @dataclasses.dataclass
 class Cubes:
-    """Fresh cubes: corrupted inputs, clean targets, scales, sources, index of the volume they came from."""
+    """Fresh cubes: corrupted inputs, clean targets, scale and source labels."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
     scales: torch.Tensor
     sources: torch.Tensor
-    volumes: torch.Tensor
 
 
 @dataclasses.dataclass
@@ -168,11 +167,11 @@ def fresh_cubes(sources: Sequence[Source], cfg: PretrainConfig, per_volume: int,
     load, cpu = LoadVolume(cfg.normalisation), torch.device("cpu")
     volumes_of = {i: len(s.paths) for i, s in enumerate(sources)}
     sets: tuple[list, list] = ([], [])
-    for i, entry in enumerate(items(sources)):
+    for entry in items(sources):
         pool = VolumePool([prepare(load(entry), cfg.proxy, cpu)], cfg.proxy, cpu)
         for parts, n in zip(sets, (per_volume, -(-per_source // volumes_of[entry["source"]]))):
             batch = pool.sample(n, generator)
-            parts.append((batch.inputs, batch.targets, batch.scales, batch.sources, torch.full_like(batch.scales, i)))
+            parts.append((batch.inputs, batch.targets, batch.scales, batch.sources))
     return CubeSets(*(Cubes(*(torch.cat(p) for p in zip(*parts))) for parts in sets))
 
 
@@ -367,11 +366,17 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
             groups.setdefault((r["init"], r["region"]), []).append(r["dice"])
         regions = list(dict.fromkeys(r for _, r in groups))
         lines += ["", f"Fine-tuning ({args.finetune_steps} steps on one BraTS 2018 case, seeds {args.seeds}): Dice on "
-                      "three other cases, mean ± std over cases and seeds", "",
-                  "| init | " + " | ".join(regions) + " |", "|---|" + "---|" * len(regions)]
+                      "three other cases, mean ± std over cases and seeds; and the paired difference from restoration-only "
+                      "pretraining (same case, same seed), mean ± std", "",
+                  "| init | " + " | ".join(regions) + " | " + " | ".join(f"{r} vs restoration" for r in regions) + " |",
+                  "|---|" + "---|" * 2 * len(regions)]
         for init in dict.fromkeys(i for i, _ in groups):
-            cells = (groups[(init, r)] for r in regions)
-            lines.append(f"| {init} | " + " | ".join(f"{statistics.mean(v):.3f} ± {statistics.pstdev(v):.3f}" for v in cells) + " |")
+            cells = [f"{statistics.mean(v):.3f} ± {statistics.pstdev(v):.3f}" for v in (groups[(init, r)] for r in regions)]
+            for r in regions:  # rows come in the same order (seed, then test case) for every init
+                base = groups.get(("restoration", r))
+                diff = [a - b for a, b in zip(groups[(init, r)], base)] if base and len(base) == len(groups[(init, r)]) else None
+                cells.append("-" if diff is None or init == "restoration" else f"{statistics.mean(diff):+.3f} ± {statistics.pstdev(diff):.3f}")
+            lines.append(f"| {init} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

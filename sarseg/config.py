@@ -83,7 +83,10 @@ class PretrainConfig(TrainConfig):
     lambda_scale: float = 0.1  # default chosen here
     # default chosen here: what the scale head reads through the shared encoder: "corrupted" (the
     # restoration input), "clean" (the uncorrupted cube, an extra encoder pass) or "light" (the clean cube
-    # through Genesis' non-linear intensity map alone); docs/bench-ssl/README.md has the measurements
+    # through Genesis' non-linear intensity map alone). On unseen volumes the head learns only from the
+    # clean cube (0.62; 0.80 with scales 16, 48, 144 mm; chance 0.33), but fine-tuning from those encoders
+    # was 0.12 Dice worse than from restoration alone, the corrupted view's level with it
+    # (docs/bench-ssl/README.md, benchmarks/ssl_mechanisms.py)
     scale_view: str = "corrupted"
     lambda_adv: float = 0.05  # default chosen here
     adv_warmup: float = 0.3  # default chosen here: DANN ramp of the reversal weight over this share of steps
