@@ -19,6 +19,18 @@ for _module_dir in (ROOT / "SARSegmentation", ROOT / "SARPretrain"):  # as Slice
         sys.path.insert(0, str(_module_dir))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tiny networks (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    pinned losses were recorded so, and a second thread only slows tiny nets on 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():

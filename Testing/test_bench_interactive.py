@@ -16,8 +16,10 @@ from sarseg.bench_interactive import markdown, summarise
 from sarseg.cli import EXIT_OK
 from cli_helpers import assert_bad, run_cli
 from test_bench_ssl import nnunet_dataset
-from test_finetune import one_thread, run  # noqa: F401  (one_thread: a module fixture)
+from test_finetune import run
 from test_model import saved, segmentation_card
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def row(name: str, curve: list[float], fixed: float | None = None) -> dict:

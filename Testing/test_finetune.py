@@ -32,14 +32,7 @@ from sarseg.model import build_net, load_model, save_model
 from cli_helpers import assert_bad, run_cli
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny convolutions gain nothing from two, and with OpenMP's default
-    spin-waiting a second thread made steps ~40x slower whenever another process shared the two cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(*argv: object) -> tuple[int, str, str]:

@@ -22,8 +22,10 @@ from sarseg.model import load_model
 from sarseg.nets import UNet3D
 from sarseg.config import NetConfig
 from cli_helpers import assert_bad, run_cli
-from test_finetune import events, meta_of, one_thread, run  # noqa: F401  (one_thread: a module fixture)
+from test_finetune import events, meta_of, run
 from test_model import pretrained_card, saved, segmentation_card
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"features": (8, 16, 32, 64, 128), "res_units": 1}
 

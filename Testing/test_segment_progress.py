@@ -37,12 +37,7 @@ from test_widget_helpers import Bar  # noqa: E402
 SHAPE = (32, 64, 64)  # z, y, x: 3 x 3 x 3 windows of the tiny patch (16, 32, 32) at overlap 0.5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -35,13 +35,7 @@ from sarseg.train import CHECKPOINT, Distributed, Progress, Trainer, resume_stat
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the pinned losses were recorded so, and a second thread only slows tiny nets."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def log_rows(folder: Path) -> list[dict]:
