@@ -379,9 +379,13 @@ class Finetuning(Trainer):
         loss = self.loss_fn(outputs.float(), batch[1])
         return loss, {"loss": loss.item()}
 
+    def validation_due(self, step: int) -> bool:
+        """Whether ``step`` validates: every ``val_every`` steps and at the last, when cases are held out."""
+        return bool(self.val_cases) and (step % self.config.val_every == 0 or step == self.config.steps)
+
     def validate(self, step: int) -> None:
         config = self.config
-        if not self.val_cases or not (step % config.val_every == 0 or step == config.steps):
+        if not self.validation_due(step):
             return
         scores = []
         for case in self.val_cases:

@@ -104,7 +104,7 @@ class PromptTraining(Finetuning):
 
     def validate(self, step: int) -> None:
         config = self.config
-        if not self.val_cases or not (step % config.val_every == 0 or step == config.steps):
+        if not self.validation_due(step):
             return
         curves = []
         for case in self.val_cases:
