@@ -138,8 +138,9 @@ def test_the_crop_is_the_prompts_widened_by_half_a_patch() -> None:
     patch = (16, 32, 32)
     one = VoxelPrompts(positive=((20, 50, 60),))
     assert crop_around(one, (48, 96, 96), patch) == (slice(12, 28), slice(34, 66), slice(44, 76))  # one window
-    two = VoxelPrompts(positive=((20, 50, 60),), negative=((30, 10, 62),))
+    two = VoxelPrompts(positive=((20, 50, 60), (30, 10, 62)))
     assert crop_around(two, (48, 96, 96), patch) == (slice(12, 38), slice(0, 72), slice(44, 78))  # moved inside, its size kept
+    assert crop_around(one.add((30, 10, 62), positive=False), (48, 96, 96), patch) == crop_around(one, (48, 96, 96), patch)
     corner = VoxelPrompts(positive=((0, 95, 0),))
     assert crop_around(corner, (48, 96, 96), patch) == (slice(0, 16), slice(64, 96), slice(0, 32))  # moved inside
     assert crop_around(one, (10, 20, 96), patch) == (slice(0, 10), slice(0, 20), slice(44, 76))  # a small volume whole

@@ -83,9 +83,9 @@ def test_the_protocol_in_process(model: Path, volume: Path) -> None:
     assert "op is 'dance'" in answers[2]["error"] and "missing.nii.gz: no such file" in answers[3]["error"]
     assert answers[4]["size"] == [64, 64, 48] and answers[4]["spacing"] == list(phantom.SPACING_XYZ)
     segment = answers[5]
-    assert segment["start"] == [14, 4, 2] and segment["size"] == [35, 32, 16]  # a tiny patch (x, y, z) around each click
+    assert segment["start"] == [14, 4, 2] and segment["size"] == [32, 32, 16]  # a tiny patch (x, y, z) around the positive click
     mask = decode_mask(segment["mask"], segment["size"])
-    assert mask.shape == (16, 32, 35) and int(mask.sum()) == segment["voxels"] and segment["seconds"] > 0
+    assert mask.shape == (16, 32, 32) and int(mask.sum()) == segment["voxels"] and segment["seconds"] > 0
     assert "(500, 0, 0) (LPS mm) lies outside the image" in answers[6]["error"]
     assert answers[7]["size"] == [32, 32, 16]  # a one-voxel box: one patch too
 

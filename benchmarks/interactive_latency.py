@@ -1,9 +1,10 @@
 """Latency of the interactive worker (``sarseg serve``) on a BraTS-size volume: the time from sending a
 prompt request to holding its decoded answer, as the Slicer module will see it.
 
-    .venv/bin/python benchmarks/interactive_latency.py [--presets tiny small] [--patch X Y Z]
-                                                       [--requests 20] [--threads 2] [--json FILE]
+    .venv/bin/python benchmarks/interactive_latency.py [--models lesion-click ...] [--presets tiny small]
+                                                       [--patch X Y Z] [--requests 20] [--threads 2] [--json FILE]
 
+Per ``--models`` entry: that promptable model (a name such as the built-in ``lesion-click``, or a folder).
 Per preset: a promptable model (the preset's widths, one image channel and the three guidance channels,
 the binary label) with random weights (the time does not depend on training) and the preset's patch
 (``--patch`` overrides it), written to a temporary folder; one 240x240x155 volume (a smooth random field,
@@ -38,6 +39,7 @@ from sarseg.config import FINETUNE_PRESETS, PromptableConfig  # noqa: E402
 from sarseg.core.card import Architecture, InferenceConfig, ModelCard, PromptSpec  # noqa: E402
 from sarseg.core.labels import SCHEMES  # noqa: E402
 from sarseg.core.prompts import Prompts  # noqa: E402
+from sarseg.core.registry import Registry  # noqa: E402
 from sarseg.core.worker import WorkerClient, decode_mask, serve_command  # noqa: E402
 from sarseg.io import DEFAULT_NORMALISATION, Geometry, write_image  # noqa: E402
 
@@ -83,8 +85,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def measure(preset: str, patch: tuple[int, int, int] | None, requests: int, threads: int, folder: Path) -> dict:
-    model = write_model(folder / f"model-{preset}", preset, patch)
+def measure(name: str, model: Path, requests: int, threads: int, folder: Path) -> dict:
     volume = folder / "volume.nii.gz"
     if not volume.exists():
         write_volume(volume)
@@ -105,7 +106,7 @@ def measure(preset: str, patch: tuple[int, int, int] | None, requests: int, thre
             own.append(reply["seconds"])
             crops.append("x".join(map(str, reply["size"])))
     card = json.loads((model / "model.json").read_text())
-    return {"preset": preset, "patch_xyz": card["patch_size"], "features": card["architecture"]["features"],
+    return {"model": name, "preset": card["preset"], "patch_xyz": card["patch_size"], "features": card["architecture"]["features"],
             "threads": threads, "requests": requests, "volume_xyz": list(VOLUME_ZYX[::-1]),
             "median_s": round(statistics.median(round_trips), 3), "p95_s": round(percentile(round_trips, 95), 3),
             "worker_median_s": round(statistics.median(own), 3), "worker_p95_s": round(percentile(own, 95), 3),
@@ -115,7 +116,9 @@ def measure(preset: str, patch: tuple[int, int, int] | None, requests: int, thre
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=sorted(FINETUNE_PRESETS))
+    parser.add_argument("--models", nargs="+", default=[], help="promptable models by name or folder")
+    parser.add_argument("--presets", nargs="+", default=[], choices=sorted(FINETUNE_PRESETS),
+                        help="random-weight models of these presets")
     parser.add_argument("--patch", nargs=3, type=int, metavar=("X", "Y", "Z"), default=None,
                         help="the model's patch (default: the preset's)")
     parser.add_argument("--requests", type=int, default=20)
@@ -124,8 +127,14 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="sarseg-latency-") as folder:
-        for preset in args.presets:
-            row = measure(preset, tuple(args.patch) if args.patch else None, args.requests, args.threads, Path(folder))
+        models = [(name, Registry().resolve(name)) for name in args.models]
+        models += [(f"{preset} (random weights)", write_model(Path(folder) / f"model-{preset}", preset,
+                                                              tuple(args.patch) if args.patch else None))
+                   for preset in args.presets]
+        if not models:
+            parser.error("give --models and/or --presets")
+        for name, model in models:
+            row = measure(name, model, args.requests, args.threads, Path(folder))
             print(json.dumps(row), flush=True)
             rows.append(row)
     if args.json:

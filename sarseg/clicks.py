@@ -42,8 +42,10 @@ class VoxelPrompts:
         return replace(self, positive=self.positive + click) if positive else replace(self, negative=self.negative + click)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """The lowest and one past the highest voxel (z, y, x) of all clicks and the box."""
-        points = [np.array(p) for p in (*self.positive, *self.negative)]
+        """The lowest and one past the highest voxel (z, y, x) of the positive clicks and the box: where the
+        lesion is said to be. Negative clicks only say where it is not, so they do not widen what is
+        segmented (a negative click outside it is already obeyed)."""
+        points = [np.array(p) for p in self.positive]
         if self.box is not None:
             points += [np.array(self.box[:3]), np.array(self.box[3:]) - 1]
         stacked = np.stack(points)

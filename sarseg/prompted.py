@@ -1,8 +1,10 @@
 """Segmenting with a promptable model (a ``model.json`` with ``prompts``): prompts in LPS mm checked
 against the image and turned into voxels, guidance channels beside the image channels, and the sliding
-window of :func:`sarseg.infer.predict` run on a crop around the prompts only: their bounding box
-widened by half a patch on each side, at least one patch. One click thus costs one window however large
-the volume, and nothing is segmented outside the crop.
+window of :func:`sarseg.infer.predict` run on a crop around the prompts only: the bounding box of the
+positive clicks and the box widened by half a patch on each side, at least one patch. One click thus
+costs one window however large the volume, and nothing is segmented outside the crop. Negative clicks
+do not widen the crop: measured on BraTS (lesion-click, FLAIR, tumor core), crops that grew with each
+negative click took in more bright tissue than the click removed, and Dice fell with every correction.
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ def to_voxels(prompts: Prompts, geometry: Geometry, where: str) -> VoxelPrompts:
 
 
 def crop_around(prompts: VoxelPrompts, shape: Sequence[int], patch: Sequence[int]) -> tuple[slice, slice, slice]:
-    """The voxels (z, y, x slices) a prompted segmentation runs on: the prompts' bounding box widened by
-    half a patch on each side, at least a patch where the volume allows, moved inside the volume."""
+    """The voxels (z, y, x slices) a prompted segmentation runs on: the bounding box of the positive clicks
+    and the box (:meth:`VoxelPrompts.bounds`) widened by half a patch on each side, at least a patch where the volume allows, moved inside the volume."""
     shape, patch = np.array(shape), np.array(patch)
     low, high = prompts.bounds()
     low, high = low - patch // 2, high - 1 + patch - patch // 2  # one click: exactly one patch, centred on it

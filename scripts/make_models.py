@@ -59,6 +59,7 @@ RECIPES = {  # preset and steps per model; --quick: a smoke run of the whole scr
 LESION_TARGETS = (("whole tumor", (1, 2, 4)), ("tumor core", (1, 4)))  # BraTS 2018 label values
 LIDC_KEPT_BACK = 50
 VALIDATION_CASES = 3
+REPORT = ROOT / "docs" / "bench-interactive"  # lesion-click's bench table and plot, shown in the README
 
 
 def sarseg(*args: object, log: Path) -> None:
@@ -231,6 +232,33 @@ def lesion_benches(data: Path, work: Path, out: Path, quick: bool) -> list[tuple
     return runs
 
 
+def pooled(name: str) -> str:
+    """A bench run's name as the plot groups it: "BraTS t1c, tumor core" -> "BraTS, tumor core" (four
+    channels), "sarcoma PET" -> "sarcoma" (three modalities)."""
+    if name.startswith("BraTS "):
+        return "BraTS, " + name.split(", ", 1)[1]
+    return "sarcoma" if name.startswith("sarcoma ") else name
+
+
+def bench_report(results: list[Path], folder: Path) -> dict:
+    """The kept-back scores of every bench run in one table (``results.md``), one file of every case
+    (``results.json``) and one plot (``dice_vs_clicks.png``: BraTS pooled over the four channels per
+    target, sarcoma over its modalities); returns the summaries by dataset for the model card."""
+    from sarseg.bench_interactive import markdown, plot, summarise
+    from sarseg.core.files import write_bytes
+
+    runs = [json.loads(r.read_text()) for r in results]
+    rows = [row for run in runs for row in run["cases"]]
+    clicks = runs[0]["clicks"]
+    folder.mkdir(parents=True, exist_ok=True)
+    write_bytes(folder / "results.md", markdown(summarise(rows, clicks), clicks).encode())
+    write_bytes(folder / "results.json", json.dumps(runs, indent=1).encode())
+    plot([{**row, "dataset": pooled(row["dataset"])} for row in rows], folder / "dice_vs_clicks.png")
+    print((folder / "results.md").read_text(), flush=True)
+    return {s["dataset"]: {k: round(v, 4) if isinstance(v, float) else v for k, v in s.items() if k != "dataset"}
+            for s in summarise(rows, clicks)}
+
+
 def make_lesion_click(data: Path, out: Path, work: Path, quick: bool) -> None:
     recipe = RECIPES["lesion-click"]
     steps = recipe["quick_steps"] if quick else recipe["steps"]
@@ -247,15 +275,14 @@ def make_lesion_click(data: Path, out: Path, work: Path, quick: bool) -> None:
     sarseg("finetune", "--init", base, "--promptable", "--images", *[i for i, _ in pairs],
            "--labels", *[l for _, l in pairs], "--modalities", "default", "--preset", recipe["preset"], "--steps", steps,
            "--seed", 0, "--config", config, "--out", folder, log=work / "lesion-click.log")
-    scores, tables = {}, []
+    results = []
     for name, dataset, options in lesion_benches(data, work, out, quick):
         bench = work / "bench" / f"result-{name.replace(' ', '_').replace(',', '')}"
         shutil.rmtree(bench, ignore_errors=True)
         sarseg("bench", "interactive", "--model", folder, "--dataset", dataset, "--name", name, "--clicks", 10,
                "--out", bench, "--device", "cpu", *options, log=work / "lesion-click-bench.log")
-        scores[name] = json.loads((bench / "results.json").read_text())["summary"][0]
-        tables.append((bench / "results.md").read_text().splitlines()[2])
-    print("\n".join(tables), flush=True)
+        results.append(bench / "results.json")
+    scores = bench_report(results, work / "bench" if quick else REPORT)
     install(folder, out / "lesion-click", {
         "intended_use": INTENDED_USE + "; one lesion (tumor, nodule) from clicks and a box, in any single modality "
                                        "(sarseg segment --points / --prompts, sarseg serve)",
