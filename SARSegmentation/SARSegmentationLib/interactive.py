@@ -51,6 +51,13 @@ PREVIEW = "lesion"  # the segment the answers go to
 ACCEPTED = "lesion {number}"
 PREVIEW_COLOR = (1.0, 0.85, 0.1)
 _ACCEPTED_NAME = re.compile(r"^lesion (\d+)$")
+LESION_CLICK = "lesion-click"  # the built-in promptable model, offered first
+SAMPLE = "MRBrainTumor1"  # Slicer's SampleData name (Modules/Scripted/SampleData, v5.10.0 and since)
+SAMPLE_HINT = (
+    "Loaded MRBrainTumor1: a T1 post-contrast head MR with a brain tumor, not skull-stripped. Choose "
+    f"{LESION_CLICK}, Start, then click inside the tumor; add points outside it where the segment spills over, "
+    "or a box around it. lesion-click takes one volume of any modality; glioma-mr4 needs four co-registered, "
+    "skull-stripped channels (FLAIR, T1, T1c, T2) and cannot run on this scan.")
 
 Point = tuple[float, float, float]
 
@@ -133,9 +140,6 @@ class InteractiveLogic:
     @property
     def busy(self) -> bool:
         return self._in_flight is not None
-
-    def promptable_models(self) -> list[ModelInfo]:
-        return [m for m in self.models.list(("segmentation",)) if m.card.promptable]
 
     def start(self, model_name: str, volume: Any) -> str:
         """Start a session: export the volume, start the worker, load the volume (this waits for the worker,
@@ -478,5 +482,5 @@ def inside(volume: Any, ras: Sequence[float]) -> bool:
     return all(-0.5 <= v <= d - 0.5 for v, d in zip(ijk, dims))
 
 
-__all__ = ["ACCEPTED", "DEBOUNCE_MS", "PREVIEW", "Answer", "InteractiveLogic", "MarkupsState", "Step", "inside",
+__all__ = ["ACCEPTED", "DEBOUNCE_MS", "LESION_CLICK", "PREVIEW", "SAMPLE", "SAMPLE_HINT", "Answer", "InteractiveLogic", "MarkupsState", "Step", "inside",
            "placed_points", "ras_to_lps", "set_points", "worker_client"]
