@@ -353,6 +353,7 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.interactive.set_markups(*self._usePromptNodes())
             self.ui.interactiveStatusLabel.text = self.logic.interactive.start(model.name,
                                                                                self._parameterNode.interactiveVolume)
+            self._debounce.start()  # points already placed are the first prompts
         self._updateInteractive()
 
     def _usePromptNodes(self) -> list:

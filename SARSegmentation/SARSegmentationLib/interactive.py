@@ -39,7 +39,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -188,7 +188,7 @@ class InteractiveLogic:
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
-        self.volume, self.steps, self._in_flight = None, [], None
+        self.volume, self.steps, self._in_flight, self.preview_answer = None, [], None, None
         self._answers = queue.Queue()  # an answer still on its way goes to the old queue
         if reason:
             self.message = reason
