@@ -288,8 +288,10 @@ def test_a_killed_worker_is_restarted_and_answers(logic, volume, markups, cases)
     logic.client.process.kill()
     logic.client.process.wait()
     place(markups[0], volume, lesion_voxel(cases[1], (1, 1, 0)))
-    assert answered(logic).any() or logic.steps[-1].answer.voxels == 0
+    preview = answered(logic)  # the new worker, the volume loaded into it again
     assert logic.client.restarts == 1 and "the worker had stopped and was restarted" in logic.message
+    again = logic.client.segment(logic.steps[-1].prompts)
+    assert again["ok"] and preview.sum() == again["voxels"] == logic.steps[-1].answer.voxels
 
 
 def test_removing_the_volume_or_closing_the_scene_ends_the_session(logic, scene, volume, store, markups, tmp_path):
