@@ -21,7 +21,8 @@ from SARSegmentationLib import about  # standard library only: the Slicer versio
 
 REQUIREMENTS = about.check_slicer(slicer.app.majorVersion, slicer.app.minorVersion)
 
-from slicer import vtkMRMLMarkupsROINode, vtkMRMLSegmentationNode
+from slicer import (vtkMRMLMarkupsFiducialNode, vtkMRMLMarkupsNode, vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode,
+                    vtkMRMLSegmentationNode)
 from slicer.parameterNodeWrapper import Choice, Default, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -32,14 +33,22 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from SARSegmentationLib import dependencies
+from SARSegmentationLib.interactive import DEBOUNCE_MS, LESION_CLICK, SAMPLE, SAMPLE_HINT, InteractiveLogic
 from SARSegmentationLib.jobs import SubprocessCanceller, default_runner, selftest_missing, selftest_workspace
 from SARSegmentationLib.models import (FolderModelStore, apply_settings, folders_text, kept_jobs, models_root,
                                        sar_home, set_data_folder, set_kept_jobs, work_root)
+from SARSegmentationLib.protocols import SARLogicError
 from SARSegmentationLib.scene import MRMLSceneAdapter
 from SARSegmentationLib.segmentation import SegmentationLogic
-from SARSegmentationLib.widgethelpers import ChannelSelectors, JobFollower, JobView, ModelChooser
+from SARSegmentationLib.widgethelpers import ChannelSelectors, JobFollower, JobView, ModelChooser, new_timer
 
 DEVICES = ["auto", "GPU", "CPU"]
+# the Interactive section's markups: parameter, node class, name, color
+PROMPT_NODES = (("positivePoints", "vtkMRMLMarkupsFiducialNode", "SAR inside", (0.2, 0.85, 0.3)),
+                ("negativePoints", "vtkMRMLMarkupsFiducialNode", "SAR outside", (0.95, 0.25, 0.2)),
+                ("promptBox", "vtkMRMLMarkupsROINode", "SAR box", (0.3, 0.6, 1.0)))
+MARKUP_EVENTS = (vtkMRMLMarkupsNode.PointAddedEvent, vtkMRMLMarkupsNode.PointRemovedEvent,
+                 vtkMRMLMarkupsNode.PointModifiedEvent, vtk.vtkCommand.ModifiedEvent)
 
 
 #
@@ -64,6 +73,13 @@ class SARSegmentation(ScriptedLoadableModule):
             "made for this input last time, else a new one. A segmentation that holds another volume's "
             "result is never written into. Train and "
             "fine-tune your own models in the <b>SAR Pretrain</b> module. "
+            "<p><b>Interactive</b>: choose a promptable model (the built-in lesion-click: one volume, any "
+            "modality) and a volume, Start, then click inside the lesion (and outside it to correct, or draw a "
+            "box): the lesion segment updates after each change. Undo takes back the last change, Accept keeps "
+            "the lesion as a segment, Add to training set makes it a case for fine-tuning in SAR Pretrain. "
+            "<b>Try on sample data</b> loads Slicer's MRBrainTumor1 (T1 post-contrast head MR, not "
+            "skull-stripped): lesion-click segments its tumor from a click inside it; glioma-mr4 needs four "
+            "skull-stripped channels and cannot run on it.</p>"
             f'See the <a href="{about.HOMEPAGE}">documentation</a>.'
             + REQUIREMENTS
         )
@@ -82,7 +98,8 @@ class SARSegmentationParameterNode:
     modelName: folder name of the chosen model. roi: optional region to segment. outputSegmentation:
     where the segments go (None: the one made last time for the input, else a new one; a node holding
     another volume's result is refused). It is only ever set by the user. device: auto | GPU | CPU.
-    tta: test-time augmentation.
+    tta: test-time augmentation. Interactive section: interactiveModel (a promptable model's name),
+    interactiveVolume, and the markups read as prompts: positivePoints, negativePoints, promptBox.
     """
 
     modelName: str
@@ -90,6 +107,11 @@ class SARSegmentationParameterNode:
     outputSegmentation: vtkMRMLSegmentationNode
     device: Annotated[str, Choice(DEVICES), Default("auto")]
     tta: bool
+    interactiveModel: str
+    interactiveVolume: vtkMRMLScalarVolumeNode
+    positivePoints: vtkMRMLMarkupsFiducialNode
+    negativePoints: vtkMRMLMarkupsFiducialNode
+    promptBox: vtkMRMLMarkupsROINode
 
 
 #
@@ -109,6 +131,11 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._models = None
         self._inputs = None
         self._job = None
+        self._interactiveModels = None
+        self._promptNodes = []
+        self._debounce = None
+        self._answers = None
+        self._shownMessage = ""
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -139,6 +166,7 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.keepJobsSpinBox.connect("valueChanged(int)", self.onKeepJobsChanged)
         self.ui.applyButton.connect("clicked()", self.onApply)
         self.ui.cancelButton.connect("clicked()", self.onCancel)
+        self._setupInteractive()
 
         self.initializeParameterNode()
         self.refreshModels()
@@ -146,6 +174,11 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         if self._job is not None:
             self._job.stop()
+        for timer in (self._debounce, self._answers):
+            if timer is not None:
+                timer.stop()
+        if self.logic is not None:
+            self.logic.endInteractive()
         self.removeObservers()
         if self._parameterNode and self._parameterNodeGuiTag is not None:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
@@ -166,6 +199,7 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
         self.logic.sceneClosing()  # a running job's result is not loaded into the next scene
+        self._forgetPromptNodes()  # the interactive session ends by itself (its logic observes the scene)
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -192,6 +226,7 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # models and inputs
     def refreshModels(self) -> None:
         self._models.fill(self._parameterNode)
+        self._interactiveModels.fill(self._parameterNode)
         self.onModelChanged()
 
     def onModelChanged(self, index=None) -> None:
@@ -216,6 +251,7 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.toolTip = "Segment in the background; Slicer stays usable meanwhile."
         self.ui.cancelButton.enabled = running and not self.logic.cancelling(self._job.job_id)
         self.ui.dataFolderButton.enabled = not running  # the running job's result belongs to this folder's logic
+        self._updateInteractive()
 
     def onImportModel(self) -> None:
         path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Import a SAR model", "",
@@ -283,6 +319,126 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
 
 
+    # interactive
+    def _setupInteractive(self) -> None:
+        self._interactiveModels = ModelChooser(self.ui.interactiveModelComboBox, self.logic.promptableModels,
+                                               self.logic.model, "interactiveModel", default=LESION_CLICK)
+        self._debounce = qt.QTimer()
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(DEBOUNCE_MS)
+        self._debounce.connect("timeout()", self.onPromptsChanged)
+        self._answers = new_timer(self.onAnswerTick, 50)
+        many, one = (slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups,
+                     slicer.qSlicerMarkupsPlaceWidget.ForcePlaceSingleMarkup)
+        self.ui.positivePlaceWidget.placeMultipleMarkups = many
+        self.ui.negativePlaceWidget.placeMultipleMarkups = many
+        self.ui.boxPlaceWidget.placeMultipleMarkups = one
+        self.ui.interactiveModelComboBox.connect("currentIndexChanged(int)", self.onInteractiveModelChanged)
+        self.ui.startInteractiveButton.connect("clicked()", self.onStartInteractive)
+        self.ui.sampleDataButton.connect("clicked()", self.onSampleData)
+        self.ui.undoButton.connect("clicked()", lambda: self._interactiveCall("undo"))
+        self.ui.acceptButton.connect("clicked()", lambda: self._interactiveCall("accept"))
+        self.ui.resetButton.connect("clicked()", lambda: self._interactiveCall("reset"))
+        self.ui.addToTrainingButton.connect("clicked()", lambda: self._interactiveCall("add_to_training_set"))
+
+    def onInteractiveModelChanged(self, index=None) -> None:
+        self._interactiveModels.remember(self._parameterNode)
+        self._updateInteractive()
+
+    def onStartInteractive(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Failed to start the interactive session.", waitCursor=True):
+            if not dependencies.ensure_dependencies():
+                return
+            model = self._interactiveModels.required()
+            self.logic.interactive.set_markups(*self._usePromptNodes())
+            self.ui.interactiveStatusLabel.text = self.logic.interactive.start(model.name,
+                                                                               self._parameterNode.interactiveVolume)
+            self._debounce.start()  # points already placed are the first prompts
+        self._updateInteractive()
+
+    def _usePromptNodes(self) -> list:
+        """The markups read as prompts (made when the parameter node has none), shown in the place widgets and
+        observed: each change restarts the debounce timer."""
+        self._forgetPromptNodes()
+        widgets = (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget, self.ui.boxPlaceWidget)
+        self._promptNodes = []
+        for (parameter, className, name, color), widget in zip(PROMPT_NODES, widgets):
+            node = getattr(self._parameterNode, parameter)
+            if node is None:
+                node = slicer.mrmlScene.AddNewNodeByClass(className, name)
+                node.CreateDefaultDisplayNodes()
+                node.GetDisplayNode().SetSelectedColor(*color)
+                setattr(self._parameterNode, parameter, node)
+            widget.setCurrentNode(node)
+            for event in MARKUP_EVENTS:
+                self.addObserver(node, event, self.onMarkupsModified)
+            self._promptNodes.append(node)
+        return self._promptNodes
+
+    def _forgetPromptNodes(self) -> None:
+        for node in self._promptNodes:
+            for event in MARKUP_EVENTS:
+                self.removeObserver(node, event, self.onMarkupsModified)
+        self._promptNodes = []
+
+    def onMarkupsModified(self, caller=None, event=None) -> None:
+        if self.logic.interactiveActive():
+            self._debounce.start()  # restarted by every change: one request once the user pauses
+
+    def onPromptsChanged(self) -> None:
+        if not self.logic.interactiveActive():
+            return
+        try:
+            self.logic.interactive.update()
+        except SARLogicError as exc:  # e.g. a point outside the volume: said, nothing asked
+            self.ui.interactiveStatusLabel.text = f"Nothing sent: {exc}."
+        self._followAnswers()
+
+    def _interactiveCall(self, action: str) -> None:
+        with slicer.util.tryWithErrorDisplay(f"Interactive segmentation: {action.replace('_', ' ')} failed."):
+            getattr(self.logic.interactive, action)()
+        self._followAnswers()
+
+    def _followAnswers(self) -> None:
+        if self.logic.interactiveActive() and self.logic.interactive.busy:
+            self._answers.start()
+        self._updateInteractive()
+
+    def onAnswerTick(self) -> None:
+        interactive = self.logic.interactive
+        interactive.poll()
+        if not interactive.busy or not interactive.active:
+            self._answers.stop()
+        self._updateInteractive()
+
+    def onSampleData(self) -> None:
+        with slicer.util.tryWithErrorDisplay(f"Failed to load the sample {SAMPLE}.", waitCursor=True):
+            import SampleData
+
+            volume = SampleData.downloadSample(SAMPLE)
+            if self._parameterNode is not None:
+                self._parameterNode.interactiveVolume = volume
+            self.ui.interactiveStatusLabel.text = SAMPLE_HINT
+
+    def _updateInteractive(self) -> None:
+        if self._interactiveModels is None:  # not set up yet
+            return
+        active = self.logic.interactiveActive()
+        parameters = self._parameterNode
+        self.ui.startInteractiveButton.enabled = (parameters is not None and parameters.interactiveVolume is not None
+                                                  and self._interactiveModels.selected() is not None)
+        self.ui.startInteractiveButton.text = "Restart" if active else "Start"
+        for button in (self.ui.undoButton, self.ui.acceptButton, self.ui.resetButton, self.ui.addToTrainingButton):
+            button.enabled = active
+        self.ui.addToTrainingButton.enabled = active and self.logic.interactive.training is not None
+        message = self.logic.interactiveMessage()
+        if message != self._shownMessage:  # the logic's news; what the widget said itself stays until then
+            self._shownMessage = self.ui.interactiveStatusLabel.text = message
+        elif not active and self._interactiveModels.selected() is None:
+            self.ui.interactiveStatusLabel.text = (f"No promptable model yet: the built-in {LESION_CLICK} is installed "
+                                                   "with the extension; models you fine-tune from it appear here too.")
+
+
 #
 # SARSegmentationLogic
 #
@@ -304,6 +460,7 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
         self._runner = runner
         self._scene = scene
         self._segmentation = None
+        self._interactive = None
 
     def getParameterNode(self):
         return SARSegmentationParameterNode(super().getParameterNode())
@@ -330,11 +487,17 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
         path = set_data_folder(qt.QSettings(), folder)
         self.models = FolderModelStore(models_root())
         self._segmentation = None
+        self.endInteractive()
+        self._interactive = None
         return path
 
     def segmentationModels(self) -> list:
         """The fixed (non-promptable) segmentation models: a promptable one needs clicks to run."""
         return [m for m in self.models.list(("segmentation",)) if not m.card.promptable]
+
+    def promptableModels(self) -> list:
+        """The promptable models (they segment the lesion clicked in), for the Interactive section."""
+        return [m for m in self.models.list(("segmentation",)) if m.card.promptable]
 
     def model(self, name):
         return self.models.get(name)
@@ -385,6 +548,35 @@ class SARSegmentationLogic(ScriptedLoadableModuleLogic):
         """No result of a job started before is loaded after the scene closes (see SegmentationLogic)."""
         if self._segmentation is not None:
             self._segmentation.scene_closed()
+
+    # interactive
+    @property
+    def interactive(self) -> InteractiveLogic:
+        """The Lib's interactive logic, made on first use; accepted cases go to SAR Pretrain's training sets
+        (imported here, not in the Lib: SARPretrainLib builds on SARSegmentationLib)."""
+        if self._interactive is None:
+            scene = MRMLSceneAdapter(self._scene or slicer.mrmlScene)
+            try:
+                from SARPretrainLib.training import TrainingSetLogic
+            except ImportError:  # SAR Pretrain not installed: no training set to add to
+                training = None
+            else:
+                training = TrainingSetLogic(self._runner if self._runner is not None else default_runner(),
+                                            self.models, scene)
+            self._interactive = InteractiveLogic(self.models, scene, training=training,
+                                                 work_folder=work_root() / "interactive")
+        return self._interactive
+
+    def interactiveActive(self) -> bool:
+        return self._interactive is not None and self._interactive.active
+
+    def interactiveMessage(self) -> str:
+        return self._interactive.message if self._interactive is not None else ""
+
+    def endInteractive(self) -> None:
+        """Stop the interactive session (its worker shut down), if one runs."""
+        if self._interactive is not None:
+            self._interactive.stop()
 
     def segmentAndWait(self, modelName, volumeNodes, timeout=600.0, **kwargs):
         """Segment and wait for the result, keeping the GUI alive (scripts and tests)."""

@@ -144,3 +144,12 @@ def test_slicer_modules_never_import_torch_or_the_heavy_engine(path: Path) -> No
     external = {m.split(".")[0] for m, _ in imports(path) if engine_target(m) is None}
     assert engine <= TORCH_FREE, f"{path.name} imports sarseg.{sorted(engine - TORCH_FREE)}"
     assert not external & TORCH and not closure(engine) & TORCH, f"{path.name} would load torch in Slicer"
+
+
+def test_the_segmentation_lib_never_imports_the_pretrain_lib() -> None:
+    """SARPretrainLib builds on SARSegmentationLib; the way back (the interactive section adding a case to a
+    training set) goes through a protocol (``TrainingSet``) that the module injects, so neither Lib package
+    imports a half-initialised other."""
+    users = [p.name for p in sorted((ROOT / "SARSegmentation" / "SARSegmentationLib").glob("*.py"))
+             if any(module.split(".")[0] == "SARPretrainLib" for module, _ in imports(p))]
+    assert not users, f"SARSegmentationLib files import SARPretrainLib: {users}"

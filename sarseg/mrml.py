@@ -305,6 +305,43 @@ def labelmap_to_segmentation(
     return segmentation_node
 
 
+def set_segment_crop(
+    segmentation_node: Any,
+    name: str,
+    reference_volume: Any,
+    start_xyz: Sequence[int],
+    mask: np.ndarray | None,
+    color: Sequence[float] | None = None,
+) -> str:
+    """Make segment ``name`` (added, with ``color``, when missing) hold exactly ``mask``: a (Z, Y, X) boolean
+    crop of the reference volume's grid starting at voxel ``start_xyz`` (None: an empty segment). Only the
+    crop is handed over (Slicer's ``SetBinaryLabelmapToSegment`` in replace mode, which also clears the
+    segment outside it), so a small answer on a large volume costs little. Returns the segment ID."""
+    from vtk.util import numpy_support
+
+    _check_volume(reference_volume)
+    _ensure_converter_rules()
+    segmentation = segmentation_node.GetSegmentation()
+    segment_id = segmentation.GetSegmentIdBySegmentName(name)
+    if not segment_id:
+        segment_id = segmentation.AddEmptySegment("", name, *([list(color)] if color is not None else []))
+    if mask is None or not np.asarray(mask).size:
+        start_xyz, mask = (0, 0, 0), np.zeros((1, 1, 1), dtype=bool)
+    mask = np.asarray(mask, dtype=np.uint8)
+    (x, y, z), (sz, sy, sx) = start_xyz, mask.shape
+    image = slicer.vtkOrientedImageData()
+    matrix = vtk.vtkMatrix4x4()
+    reference_volume.GetIJKToRASMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    image.SetExtent(x, x + sx - 1, y, y + sy - 1, z, z + sz - 1)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = mask.ravel()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    if not logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id, logic.MODE_REPLACE):
+        raise RuntimeError(f"Slicer could not write segment {name!r} of '{segmentation_node.GetName()}'")
+    return segment_id
+
+
 def segmentation_to_labelmap(
     scene: Any,
     segmentation_node: Any,

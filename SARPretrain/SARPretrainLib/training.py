@@ -151,6 +151,8 @@ class TrainingSetLogic:
                       steps: int | None = None, batch_size: int | None = None) -> list[str]:
         args = ["finetune", "--init", str(model.path), "--dataset", str(dataset), "--out", str(out),
                 "--config", str(config), "--preset", preset, "--device", device]
+        if model.card.promptable:  # a promptable model's new version takes clicks too
+            args.append("--promptable")
         if steps:
             args += ["--steps", str(int(steps))]
         if batch_size:

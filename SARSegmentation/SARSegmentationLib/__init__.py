@@ -11,15 +11,16 @@ small protocols (:mod:`.protocols`) and gets their implementations injected:
 
 from .jobs import (BackgroundCanceller, JobStatus, SubprocessCanceller, default_runner, format_eta, slicer_python,
                    status_of)
+from .interactive import InteractiveLogic
 from .models import (FolderModelStore, ModelInfo, cuda_available, jobs_root, models_root, read_model, resolve_device,
                      safe_name, sar_home, split_version, work_root)
-from .protocols import JobRunner, ModelStore, SARLogicError, SceneAdapter
+from .protocols import JobRunner, ModelStore, SARLogicError, SceneAdapter, TrainingSet
 from .scene import MRMLSceneAdapter
 from .segmentation import SegmentationLogic, SegmentRun
 
 __all__ = [
-    "BackgroundCanceller", "FolderModelStore", "JobRunner", "JobStatus", "MRMLSceneAdapter",
+    "BackgroundCanceller", "FolderModelStore", "InteractiveLogic", "JobRunner", "JobStatus", "MRMLSceneAdapter",
     "ModelInfo", "ModelStore", "SARLogicError", "SceneAdapter", "SegmentRun", "SegmentationLogic",
-    "SubprocessCanceller", "cuda_available", "default_runner", "format_eta", "jobs_root", "models_root", "read_model",
+    "SubprocessCanceller", "TrainingSet", "cuda_available", "default_runner", "format_eta", "jobs_root", "models_root", "read_model",
     "resolve_device", "safe_name", "sar_home", "slicer_python", "split_version", "status_of", "work_root",
 ]

@@ -9,6 +9,8 @@ logic and the engine can be tested apart:
   :class:`SARSegmentationLib.models.FolderModelStore` implements it.
 * :class:`SceneAdapter`: everything that touches the MRML scene. :class:`SARSegmentationLib.scene.
   MRMLSceneAdapter` implements it on top of ``sarseg.mrml``.
+* :class:`TrainingSet`: a model's training set, as the interactive section adds its accepted cases.
+  ``SARPretrainLib.training.TrainingSetLogic`` implements it (this package does not import that one).
 
 Only the standard library is imported here: this file loads in any Python.
 """
@@ -127,3 +129,11 @@ class SceneAdapter(Protocol):
 
     def loss_plot(self, key: str, history: Mapping[str, Sequence[tuple[float, float]]], title: str = "",
                   create: bool = False) -> Any: ...
+
+
+@runtime_checkable
+class TrainingSet(Protocol):
+    """Cases added to a model's training set (``SARPretrainLib.training.TrainingSetLogic``)."""
+
+    def add_case(self, model_name: str, volumes: Sequence[Any], segmentation_node: Any, case_id: str = "",
+                 channels_text: str = "") -> dict: ...

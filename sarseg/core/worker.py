@@ -164,11 +164,14 @@ class WorkerClient:
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._loaded: tuple[str, ...] | None = None
         self._next_id = 0
+        self._closed = False
 
     # -- the process
 
     def start(self) -> dict:
         """Start the worker (when none runs) and return its ``ready`` line."""
+        if self._closed:
+            raise WorkerError("the worker was closed")
         if self.alive():
             return self.ready or {}
         self._lines = queue.Queue()
@@ -206,6 +209,12 @@ class WorkerClient:
                 stream.close()
             except OSError:
                 pass
+
+    def close(self) -> None:
+        """Stop for good: a request in flight or sent later raises :class:`WorkerError` instead of starting
+        a new worker (a session that ended must not leave one running)."""
+        self._closed = True
+        self.stop()
 
     def __enter__(self) -> "WorkerClient":
         self.start()

@@ -1,0 +1,309 @@
+"""The Interactive section's logic (``SARSegmentationLib.interactive.InteractiveLogic``) against Slicer's real
+MRML (the ``slicer-core`` wheel) and a real ``sarseg serve`` worker on a tiny promptable model trained
+here: markups in RAS answered as ``sarseg segment --points`` answers the same LPS points, a point outside
+the volume refused, latest-wins while a request is slow, undo, Accept, a case added to the training set
+(and fine-tuned into a promptable model), a killed worker restarted, and the session ended (worker gone)
+when its volume is removed or the scene closed."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from test_finetune import meta_of, run
+from test_slicer_logic import FakeRunner  # also skips without slicer
+
+import slicer
+import vtk
+from SARPretrainLib import TrainingSetLogic
+from SARSegmentationLib import FolderModelStore, MRMLSceneAdapter, SARLogicError, TrainingSet
+from SARSegmentationLib.interactive import PREVIEW, InteractiveLogic, worker_client
+from sarseg import io as sario
+from sarseg import mrml, phantom
+from sarseg.cli import EXIT_OK
+from sarseg.core.worker import WorkerClient
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+MODEL = "click"
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory) -> list[dict[str, str]]:
+    return phantom.write_cases(tmp_path_factory.mktemp("phantoms"), 2)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, cases) -> FolderModelStore:
+    """A models folder holding a tiny promptable model, trained here for a few steps (what it learned
+    does not matter: every answer is compared with the engine's own)."""
+    root = tmp_path_factory.mktemp("models")
+    config = root / "config.json"
+    config.write_text(json.dumps({"val_every": 100, "checkpoint_every": 100}))
+    rc, _, err = run("finetune", "--init", "scratch", "--images", *[c["mr"] for c in cases], "--labels",
+                     *[c["label"] for c in cases], "--out", root / MODEL, "--preset", "tiny", "--steps", "3",
+                     "--modalities", "mr", "--promptable", "--config", config)
+    assert rc == EXIT_OK, err
+    config.unlink()
+    return FolderModelStore(root)
+
+
+def client_factory(model):
+    return worker_client(model, "cpu", threads=1)
+
+
+class GatedClient(WorkerClient):
+    """The real client, whose requests wait until the test opens the gate (a slow worker), and which
+    records the prompts it was asked for."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate, self.asked = threading.Event(), []
+
+    def segment(self, prompts):
+        self.asked.append(prompts)
+        self.gate.wait(60)
+        return super().segment(prompts)
+
+
+@pytest.fixture
+def scene():
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture
+def volume(scene, cases):
+    image = sario.read_image([cases[1]["mr"]], ["mr"])
+    return mrml.add_volume_node(scene, image, "MR")
+
+
+@pytest.fixture
+def markups(scene):
+    return (scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "inside"),
+            scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "outside"),
+            scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box"))
+
+
+def make_logic(store, scene, markups, tmp_path, factory=client_factory, training=None) -> InteractiveLogic:
+    logic = InteractiveLogic(store, MRMLSceneAdapter(scene), factory, training=training, work_folder=tmp_path / "work")
+    logic.set_markups(*markups)
+    return logic
+
+
+@pytest.fixture
+def logic(store, scene, volume, markups, tmp_path):
+    logic = make_logic(store, scene, markups, tmp_path)
+    logic.start(MODEL, volume)
+    yield logic
+    logic.stop()
+
+
+def ras_of(volume, index_xyz) -> tuple[float, float, float]:
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return tuple(matrix.MultiplyPoint((*map(float, index_xyz), 1.0))[:3])
+
+
+def lesion_voxel(case: dict[str, str], offset=(0, 0, 0)) -> tuple[int, int, int]:
+    """(x, y, z) of a voxel inside the case's lesion."""
+    from sarseg.clicks import click_in, largest_component
+
+    z, y, x = click_in(largest_component(sitk.GetArrayFromImage(sitk.ReadImage(case["label"])) > 0))
+    return int(x) + offset[0], int(y) + offset[1], int(z) + offset[2]
+
+
+def place(node, volume, index_xyz) -> None:
+    node.AddControlPointWorld(vtk.vtkVector3d(*ras_of(volume, index_xyz)))
+
+
+def segment_mask(logic: InteractiveLogic, name: str) -> np.ndarray:
+    """The segment's own voxels on the volume's grid (segments may overlap: it is exported alone)."""
+    scene = logic.volume.GetScene()
+    alone = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    try:
+        source = logic.segmentation.GetSegmentation()
+        alone.GetSegmentation().CopySegmentFromSegmentation(source, source.GetSegmentIdBySegmentName(name))
+        return mrml.segmentation_to_labelmap(scene, alone, logic.volume, {name: 1}) > 0
+    finally:
+        scene.RemoveNode(alone)
+
+
+def answered(logic: InteractiveLogic) -> np.ndarray:
+    assert logic.update()
+    logic.wait(120)
+    assert logic.preview_answer is logic.steps[-1].answer, logic.message
+    return segment_mask(logic, PREVIEW)
+
+
+# ------------------------------------------------------------------------------------ prompts
+
+
+def test_markups_in_ras_give_what_segment_gives_for_the_lps_points(logic, volume, markups, cases, tmp_path):
+    inside, outside, _ = markups
+    positive, negative = lesion_voxel(cases[1]), lesion_voxel(cases[1], (6, 0, 0))
+    place(inside, volume, positive)
+    place(outside, volume, negative)
+    preview = answered(logic)
+    assert logic.message.startswith("Segmented in ") and logic.message.endswith(" ml.")
+    lps = [(-r, -a, s) for r, a, s in (ras_of(volume, positive), ras_of(volume, negative))]
+    assert logic.steps[-1].prompts.positive == (pytest.approx(lps[0]),)
+    output = tmp_path / "cli.nii.gz"
+    rc, _, err = run("segment", "--model", logic.model.path, "--input", cases[1]["mr"], "--output", output, "--device",
+                     "cpu", "--points", ",".join(map(repr, lps[0])), "--negative-points", ",".join(map(repr, lps[1])))
+    assert rc == EXIT_OK, err
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(output))) > 0
+    assert expected.any()
+    np.testing.assert_array_equal(preview, expected)
+
+
+def test_a_point_outside_the_volume_is_refused_and_nothing_is_asked(logic, volume, markups, cases):
+    inside = markups[0]
+    place(inside, volume, lesion_voxel(cases[1]))
+    answered(logic)
+    steps = len(logic.steps)
+    place(inside, volume, (-40, 10, 10))
+    with pytest.raises(SARLogicError, match=r"point 2 of 'inside' \(R .*\) lies outside volume 'MR': move it inside"):
+        logic.update()
+    assert len(logic.steps) == steps and not logic.busy
+    inside.RemoveNthControlPoint(1)
+    assert not logic.update()  # the markups are back as the step shown: no request
+
+
+def test_latest_wins_while_a_request_is_slow(store, scene, volume, markups, cases, tmp_path):
+    clients = []
+
+    def gated(model):
+        base = worker_client(model, "cpu", threads=1)
+        clients.append(GatedClient(base.command, env=base.env, timeout=120))
+        return clients[-1]
+
+    logic = make_logic(store, scene, markups, tmp_path, gated)
+    logic.start(MODEL, volume)
+    try:
+        client, inside = clients[0], markups[0]
+        place(inside, volume, lesion_voxel(cases[1]))
+        assert logic.update() and logic.busy
+        place(inside, volume, lesion_voxel(cases[1], (2, 0, 0)))  # changed twice while the first is answered
+        assert logic.update()
+        place(inside, volume, lesion_voxel(cases[1], (0, 2, 0)))
+        assert logic.update()
+        assert not logic.poll() and logic.preview_answer is None  # the GUI thread never waited
+        client.gate.set()
+        logic.wait(120)
+        first, skipped, newest = logic.steps[1:]
+        assert client.asked == [first.prompts, newest.prompts]  # the step in between was never asked for
+        assert first.answer is not None and skipped.answer is None and logic.preview_answer is newest.answer
+        direct = client.segment(newest.prompts)
+        x, y, z = direct["start"]
+        sx, sy, sz = direct["size"]
+        preview = segment_mask(logic, PREVIEW)
+        assert preview.sum() == direct["voxels"] and preview[z:z + sz, y:y + sy, x:x + sx].sum() == direct["voxels"]
+    finally:
+        logic.stop()
+
+
+# ------------------------------------------------------------------------------------ undo, accept
+
+
+def test_undo_restores_the_earlier_segment_without_asking(logic, volume, markups, cases):
+    inside, outside, box = markups
+    place(inside, volume, lesion_voxel(cases[1]))
+    first = answered(logic)
+    kept = logic.steps[-1].answer
+    place(outside, volume, lesion_voxel(cases[1], (3, 0, 0)))
+    second = answered(logic)
+    assert logic.undo() and not logic.busy and logic.preview_answer is kept  # kept, not recomputed
+    assert outside.GetNumberOfControlPoints() == 0 and inside.GetNumberOfControlPoints() == 1
+    np.testing.assert_array_equal(segment_mask(logic, PREVIEW), first)
+    assert not logic.update()  # the markups events of the undo ask for nothing
+    assert not np.array_equal(first, second) or first.sum() == 0
+    box.SetCenter(*ras_of(volume, lesion_voxel(cases[1])))
+    box.SetSize(20, 20, 12)
+    box.AddControlPoint(vtk.vtkVector3d(*ras_of(volume, lesion_voxel(cases[1]))))
+    answered(logic)
+    assert logic.steps[-1].prompts.box is not None
+    assert logic.undo() and box.GetNumberOfDefinedControlPoints() == 0
+    assert logic.undo() and inside.GetNumberOfControlPoints() == 0 and not segment_mask(logic, PREVIEW).any()
+    assert not logic.undo()
+
+
+def test_accept_numbers_the_lesions_and_clears_the_markups(logic, volume, markups, cases):
+    inside = markups[0]
+    place(inside, volume, lesion_voxel(cases[1]))
+    preview = answered(logic)
+    assert logic.accept() == "lesion 1"
+    assert inside.GetNumberOfControlPoints() == 0 and len(logic.steps) == 1
+    np.testing.assert_array_equal(segment_mask(logic, "lesion 1"), preview)
+    with pytest.raises(SARLogicError, match="nothing to accept"):
+        logic.accept()
+    place(inside, volume, lesion_voxel(cases[1], (0, 3, 0)))
+    answered(logic)
+    assert logic.accept() == "lesion 2"
+    np.testing.assert_array_equal(segment_mask(logic, "lesion 1"), preview)  # the next lesion left it alone
+    place(inside, volume, lesion_voxel(cases[1]))
+    answered(logic)
+    logic.reset()
+    names = [n for n, _ in logic.scene.segments(logic.segmentation)]
+    assert names == ["lesion 1", "lesion 2"] and inside.GetNumberOfControlPoints() == 0
+
+
+def test_add_to_training_set_and_finetune_a_promptable_version(store, scene, volume, markups, cases, tmp_path):
+    adapter = MRMLSceneAdapter(scene)
+    training = TrainingSetLogic(FakeRunner(tmp_path / "jobs"), store, adapter, cuda=lambda: False)
+    assert isinstance(training, TrainingSet)
+    logic = make_logic(store, scene, markups, tmp_path, training=training)
+    logic.start(MODEL, volume)
+    try:
+        with pytest.raises(SARLogicError, match="accept a segment first"):
+            logic.add_to_training_set()
+        place(markups[0], volume, lesion_voxel(cases[1]))
+        accepted = answered(logic)
+        logic.accept()
+        entry = logic.add_to_training_set()
+    finally:
+        logic.stop()
+    assert entry["case_id"] == "MR" and training.cases(MODEL) == ["MR"]
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 1  # the case's own node is gone
+    dataset = training.dataset(MODEL)
+    assert list(dataset.channels) == ["mr"] and len(dataset.labeled) == 1
+    label = sitk.GetArrayFromImage(sitk.ReadImage(entry["label"]))
+    np.testing.assert_array_equal(label, accepted.astype(label.dtype))  # the model's lesion value, 1
+    job, out = training.finetune(MODEL, steps=1)
+    assert "--promptable" in job.argv
+    rc, _, err = run(*job.argv)
+    assert rc == EXIT_OK, err
+    assert meta_of(out)["prompts"]["channels"] == ["positive", "negative", "box"]  # a new version that takes clicks
+
+
+# ------------------------------------------------------------------------------------ the worker
+
+
+def test_a_killed_worker_is_restarted_and_answers(logic, volume, markups, cases):
+    place(markups[0], volume, lesion_voxel(cases[1]))
+    answered(logic)
+    logic.client.process.kill()
+    logic.client.process.wait()
+    place(markups[0], volume, lesion_voxel(cases[1], (1, 1, 0)))
+    preview = answered(logic)  # the new worker, the volume loaded into it again
+    assert logic.client.restarts == 1 and "the worker had stopped and was restarted" in logic.message
+    again = logic.client.segment(logic.steps[-1].prompts)
+    assert again["ok"] and preview.sum() == again["voxels"] == logic.steps[-1].answer.voxels
+
+
+def test_removing_the_volume_or_closing_the_scene_ends_the_session(logic, scene, volume, store, markups, tmp_path):
+    process = logic.client.process
+    scene.RemoveNode(volume)
+    assert not logic.active and process.wait(30) == 0
+    assert logic.message == "The volume was removed: the interactive session ended."
+    with pytest.raises(SARLogicError, match="start a session first"):
+        logic.update()
+    other = mrml.add_volume_node(scene, np.random.default_rng(0).random((24, 48, 48), dtype=np.float32), "other",
+                                 phantom.geometry((24, 48, 48)))
+    logic.start(MODEL, other)
+    process = logic.client.process
+    scene.Clear(0)
+    assert not logic.active and process.wait(30) == 0 and "scene was closed" in logic.message
