@@ -19,7 +19,8 @@ from test_packaging import ENGINE_MODULE, ROOT, _resolve, _module_sets
 MODELS = ROOT / "Resources" / "Models"
 BUDGET_BYTES = 25_000_000  # all built-ins together, in the repository
 BUILTINS = sorted(p.name for p in MODELS.iterdir() if (p / "model.json").is_file()) if MODELS.is_dir() else []
-EXPECTED = {"sar-base": "pretrained", "glioma-mr4": "segmentation"}  # names the README, the CLI and the modules use
+EXPECTED = {"sar-base": "pretrained", "glioma-mr4": "segmentation", "lesion-click": "segmentation"}  # names the README, CLI, modules use
+PROMPTABLE = {"lesion-click"}
 
 
 def model_files() -> list[Path]:
@@ -51,11 +52,16 @@ def test_each_built_in_is_fp16_with_a_full_card(name: str) -> None:
         assert info.get(key), f"{name}: model.json provenance has no {key}"
     assert "not for clinical use" in info["intended_use"]
     if name in EXPECTED:
-        assert card.kind == EXPECTED[name]
+        assert card.kind == EXPECTED[name] and card.promptable == (name in PROMPTABLE)
     if card.kind == "segmentation":
-        assert card.expects is not None and info.get("input_requirements")
+        assert info.get("input_requirements")
         validation = info["validation"]
-        assert validation["cases"] and set(validation["dice"]) == set(card.labels.names)
+        if card.promptable:  # scored by sarseg bench interactive on each kept-back set
+            assert validation["protocol"] and validation["scores"]
+            assert all(s["cases"] and 0 < s["dice_1"] <= 1 for s in validation["scores"].values())
+        else:
+            assert card.expects is not None
+            assert validation["cases"] and set(validation["dice"]) == set(card.labels.names)
 
 
 def test_the_wheel_carries_the_built_ins(tmp_path: Path) -> None:

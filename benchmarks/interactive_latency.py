@@ -13,8 +13,8 @@ process and protocol) with ``--threads``, loads the volume once, and answers ``-
 requests that replay an interaction: request i holds the first (i mod 5) + 1 clicks of a session around
 one lesion (the first at the centre, the others up to 15 mm from it, every third one negative), so the
 crop grows with the clicks as it does in use. Printed: median and 95th percentile (nearest rank) of the
-round trip, the worker's own time (its ``seconds``), the crop sizes, the load time, and the machine's
-1-minute load average before and after (other programs share these cores).
+round trip, the worker's own time (its ``seconds``), the crop sizes, the load time, the worker's peak
+memory, and the machine's 1-minute load average before and after (other programs share these cores).
 """
 
 from __future__ import annotations
@@ -80,6 +80,15 @@ def session(count: int) -> Prompts:
                    negative=tuple(c for i, c in enumerate(clicks) if i % 3 == 2))
 
 
+def peak_rss_gb(pid: int) -> float | None:
+    """The worker's peak resident memory (Linux ``VmHWM``; None elsewhere)."""
+    try:
+        line = next(l for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+    return round(int(line.split()[1]) / 1e6, 2)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
@@ -105,12 +114,14 @@ def measure(name: str, model: Path, requests: int, threads: int, folder: Path) -
             round_trips.append(time.perf_counter() - started)
             own.append(reply["seconds"])
             crops.append("x".join(map(str, reply["size"])))
+        peak_gb = peak_rss_gb(worker.process.pid)
     card = json.loads((model / "model.json").read_text())
     return {"model": name, "preset": card["preset"], "patch_xyz": card["patch_size"], "features": card["architecture"]["features"],
             "threads": threads, "requests": requests, "volume_xyz": list(VOLUME_ZYX[::-1]),
             "median_s": round(statistics.median(round_trips), 3), "p95_s": round(percentile(round_trips, 95), 3),
             "worker_median_s": round(statistics.median(own), 3), "worker_p95_s": round(percentile(own, 95), 3),
             "max_s": round(max(round_trips), 3), "load_s": round(load_s, 2), "crops_xyz": sorted(set(crops)),
+            "worker_peak_rss_gb": peak_gb,
             "loadavg_before": round(load_before, 2), "loadavg_after": round(os.getloadavg()[0], 2)}
 
 
