@@ -78,7 +78,7 @@ class SARSegmentation(ScriptedLoadableModule):
             "box): the lesion segment updates after each change. Undo takes back the last change, Accept keeps "
             "the lesion as a segment, Add to training set makes it a case for fine-tuning in SAR Pretrain. "
             "<b>Try on sample data</b> loads Slicer's MRBrainTumor1 (T1 post-contrast head MR, not "
-            "skull-stripped): lesion-click segments its tumor from a click inside it; glioma-mr4 needs four "
+            "skull-stripped): lesion-click (one volume, any modality) runs on it from a click inside the tumor; glioma-mr4 needs four "
             "skull-stripped channels and cannot run on it.</p>"
             f'See the <a href="{about.HOMEPAGE}">documentation</a>.'
             + REQUIREMENTS
