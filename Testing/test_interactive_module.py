@@ -307,3 +307,38 @@ def test_removing_the_volume_or_closing_the_scene_ends_the_session(logic, scene,
     process = logic.client.process
     scene.Clear(0)
     assert not logic.active and process.wait(30) == 0 and "scene was closed" in logic.message
+
+
+# ------------------------------------------------------------------------------------ review: stale answers, moved nodes
+
+
+def test_an_answer_for_a_cleared_lesion_adds_no_segment(store, scene, volume, markups, cases, tmp_path):
+    """Reset or Accept while a request is in flight: its answer, when it comes, adds no empty 'lesion'."""
+    clients = []
+
+    def gated(model):
+        base = worker_client(model, "cpu", threads=1)
+        clients.append(GatedClient(base.command, env=base.env, timeout=120))
+        return clients[-1]
+
+    logic = make_logic(store, scene, markups, tmp_path, gated)
+    logic.start(MODEL, volume)
+    try:
+        client, inside = clients[0], markups[0]
+        place(inside, volume, lesion_voxel(cases[1]))
+        assert logic.update() and logic.busy
+        logic.reset()
+        client.gate.set()
+        logic.wait(120)
+        assert logic.scene.segments(logic.segmentation) == []
+        place(inside, volume, lesion_voxel(cases[1]))
+        answered(logic)
+        client.gate.clear()
+        place(inside, volume, lesion_voxel(cases[1], (1, 0, 0)))
+        assert logic.update() and logic.busy
+        assert logic.accept() == "lesion 1"
+        client.gate.set()
+        logic.wait(120)
+        assert [n for n, _ in logic.scene.segments(logic.segmentation)] == ["lesion 1"]
+    finally:
+        logic.stop()

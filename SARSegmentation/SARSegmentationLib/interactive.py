@@ -278,10 +278,12 @@ class InteractiveLogic:
                       int(reply["voxels"]), float(reply["seconds"]))
 
     def _show(self, answer: Answer) -> None:
-        """Write ``answer`` as the whole preview segment (cleared, then its crop)."""
+        """Write ``answer`` as the whole preview segment (cleared, then its crop). An empty answer adds no
+        segment: after Accept or Reset an answer still in flight must not leave an empty 'lesion' behind."""
         from sarseg import mrml
 
-        mrml.set_segment_crop(self.segmentation, PREVIEW, self.volume, answer.start, answer.mask, PREVIEW_COLOR)
+        if answer.mask is not None or self._preview_id() is not None:
+            mrml.set_segment_crop(self.segmentation, PREVIEW, self.volume, answer.start, answer.mask, PREVIEW_COLOR)
         self.preview_answer = answer
         millilitres = answer.voxels * self._spacing[0] * self._spacing[1] * self._spacing[2] / 1000.0
         restarted = self.client.restarts - self._restarts if self.client is not None else 0
