@@ -342,3 +342,20 @@ def test_an_answer_for_a_cleared_lesion_adds_no_segment(store, scene, volume, ma
         assert [n for n, _ in logic.scene.segments(logic.segmentation)] == ["lesion 1"]
     finally:
         logic.stop()
+
+
+def test_a_volume_moved_after_start_is_refused(logic, volume, markups, cases, scene):
+    """The worker holds the volume as it was at Start: once moved, clicks would segment the wrong place."""
+    place(markups[0], volume, lesion_voxel(cases[1]))
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    with pytest.raises(SARLogicError, match="volume 'MR' .*transform 'shift'.*Start again"):
+        logic.update()
+    volume.SetAndObserveTransformNodeID(None)
+    origin = volume.GetOrigin()
+    volume.SetOrigin(origin[0] + 5, origin[1], origin[2])
+    with pytest.raises(SARLogicError, match="volume 'MR' moved or changed since Start.*Start again"):
+        logic.update()
+    assert len(logic.steps) == 1 and not logic.busy
+    volume.SetOrigin(*origin)
+    answered(logic)

@@ -124,6 +124,7 @@ class InteractiveLogic:
         self.message = ""
         self.accepted: str | None = None  # the segment ID accepted last
         self._spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+        self._grid: tuple = ()  # the volume's grid in the scene at Start: what the worker holds
         self._folder: Path | None = None
         self._answers: queue.Queue = queue.Queue()
         self._in_flight: Step | None = None
@@ -170,6 +171,7 @@ class InteractiveLogic:
             raise
         self.model, self.volume, self.client, self._folder = model, volume, client, folder
         self._spacing = tuple(float(s) for s in reply["spacing"])  # type: ignore[assignment]
+        self._grid = grid_of(volume)
         self._restarts = client.restarts
         self.segmentation = self._segmentation_node(volume)
         self.steps = [Step(MarkupsState(), _prompts(), Answer((0, 0, 0), (0, 0, 0), None, 0, 0.0))]
@@ -419,7 +421,15 @@ class InteractiveLogic:
                 roi.SetSize(*state.roi[1])
 
     def _prompts(self, state: MarkupsState) -> Any:
-        """The step's prompts in LPS mm; a point outside the volume is refused."""
+        """The step's prompts in LPS mm; a point outside the volume, or a volume moved since Start (the
+        worker would segment it where it was), is refused."""
+        name = self.scene.node_name(self.volume)
+        transform = self.volume.GetParentTransformNode()
+        if transform is not None:
+            raise SARLogicError(f"volume '{name}' is now under transform '{transform.GetName()}', the model holds it "
+                                "as it was: harden or remove the transform, then Start again")
+        if grid_of(self.volume) != self._grid:
+            raise SARLogicError(f"volume '{name}' moved or changed since Start: Start again to segment it as it is now")
         positive, negative, roi = self.markups
         for node, points in ((positive, state.positive), (negative, state.negative)):
             for number, point in enumerate(points, 1):
@@ -473,6 +483,15 @@ def set_points(node: Any, points: Sequence[Point]) -> None:
             node.AddControlPointWorld(vtk.vtkVector3d(*point))
 
 
+def grid_of(volume: Any) -> tuple:
+    """The volume's voxel grid in the scene: its IJK-to-RAS matrix and dimensions."""
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return tuple(matrix.GetElement(r, c) for r in range(4) for c in range(4)), tuple(volume.GetImageData().GetDimensions())
+
+
 def inside(volume: Any, ras: Sequence[float]) -> bool:
     """Whether the world RAS point lies within the volume's voxels (to their outer faces)."""
     import vtk
@@ -484,5 +503,5 @@ def inside(volume: Any, ras: Sequence[float]) -> bool:
     return all(-0.5 <= v <= d - 0.5 for v, d in zip(ijk, dims))
 
 
-__all__ = ["ACCEPTED", "DEBOUNCE_MS", "LESION_CLICK", "PREVIEW", "SAMPLE", "SAMPLE_HINT", "Answer", "InteractiveLogic", "MarkupsState", "Step", "inside",
+__all__ = ["ACCEPTED", "DEBOUNCE_MS", "LESION_CLICK", "PREVIEW", "SAMPLE", "SAMPLE_HINT", "Answer", "InteractiveLogic", "MarkupsState", "Step", "grid_of", "inside",
            "placed_points", "ras_to_lps", "set_points", "worker_client"]
