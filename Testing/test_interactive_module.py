@@ -359,3 +359,21 @@ def test_a_volume_moved_after_start_is_refused(logic, volume, markups, cases, sc
     assert len(logic.steps) == 1 and not logic.busy
     volume.SetOrigin(*origin)
     answered(logic)
+
+
+def test_rotating_the_box_is_a_change_and_undo_turns_it_back(logic, volume, markups, cases):
+    box = markups[2]
+    center = ras_of(volume, lesion_voxel(cases[1]))
+    box.AddControlPoint(vtk.vtkVector3d(*center))
+    box.SetSize(24, 12, 12)
+    answered(logic)
+    before = logic.steps[-1].prompts.box
+    turned = vtk.vtkTransform()
+    turned.Translate(*center)
+    turned.RotateZ(90)
+    box.SetAndObserveObjectToNodeMatrix(turned.GetMatrix())
+    answered(logic)  # the box's bounds changed: asked again
+    assert logic.steps[-1].prompts.box != before
+    assert logic.undo()
+    assert box.GetObjectToNodeMatrix().GetElement(0, 1) == pytest.approx(0.0)
+    assert logic.steps[-1].prompts.box == before and not logic.update()

@@ -64,11 +64,12 @@ Point = tuple[float, float, float]
 
 @dataclass(frozen=True)
 class MarkupsState:
-    """What the markups held at one step (world RAS): placed points, and the ROI (center, size) or None."""
+    """What the markups held at one step: placed points (world RAS), and the ROI or None: its object-to-node
+    matrix (16 values: center and rotation, so turning the box is a change and undo turns it back) and size."""
 
     positive: tuple[Point, ...] = ()
     negative: tuple[Point, ...] = ()
-    roi: tuple[Point, Point] | None = None
+    roi: tuple[tuple[float, ...], Point] | None = None
 
 
 @dataclass(frozen=True)
@@ -400,9 +401,9 @@ class InteractiveLogic:
         positive, negative, roi = self.markups
         box = None
         if roi is not None and roi.GetNumberOfDefinedControlPoints() > 0:
-            center = [0.0, 0.0, 0.0]
-            roi.GetCenter(center)
-            box = (tuple(center), tuple(float(s) for s in roi.GetSize()))
+            matrix = roi.GetObjectToNodeMatrix()
+            box = (tuple(matrix.GetElement(r, c) for r in range(4) for c in range(4)),
+                   tuple(float(s) for s in roi.GetSize()))
         return MarkupsState(placed_points(positive), placed_points(negative), box)  # type: ignore[arg-type]
 
     def _write_markups(self, state: MarkupsState) -> None:
@@ -415,10 +416,13 @@ class InteractiveLogic:
             else:
                 import vtk
 
+                elements, size = state.roi
                 if roi.GetNumberOfDefinedControlPoints() == 0:
-                    roi.AddControlPoint(vtk.vtkVector3d(*state.roi[0]))
-                roi.SetCenter(*state.roi[0])
-                roi.SetSize(*state.roi[1])
+                    roi.AddControlPoint(vtk.vtkVector3d(elements[3], elements[7], elements[11]))
+                matrix = vtk.vtkMatrix4x4()
+                matrix.DeepCopy(elements)
+                roi.SetAndObserveObjectToNodeMatrix(matrix)
+                roi.SetSize(*size)
 
     def _prompts(self, state: MarkupsState) -> Any:
         """The step's prompts in LPS mm; a point outside the volume, or a volume moved since Start (the
