@@ -377,3 +377,17 @@ def test_rotating_the_box_is_a_change_and_undo_turns_it_back(logic, volume, mark
     assert logic.undo()
     assert box.GetObjectToNodeMatrix().GetElement(0, 1) == pytest.approx(0.0)
     assert logic.steps[-1].prompts.box == before and not logic.update()
+
+
+def test_a_deleted_segmentation_is_made_again(logic, volume, markups, cases, scene):
+    """The user deleted the lesions' segmentation during the session: the next answer goes to a new one
+    in the scene, not to the deleted node."""
+    place(markups[0], volume, lesion_voxel(cases[1]))
+    answered(logic)
+    scene.RemoveNode(logic.segmentation)
+    with pytest.raises(SARLogicError, match="nothing to accept"):
+        logic.accept()
+    place(markups[0], volume, lesion_voxel(cases[1], (1, 0, 0)))
+    preview = answered(logic)
+    assert scene.IsNodePresent(logic.segmentation) and preview.any()
+    assert logic.accept() == "lesion 1"

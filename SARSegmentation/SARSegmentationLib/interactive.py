@@ -286,6 +286,8 @@ class InteractiveLogic:
         from sarseg import mrml
 
         if answer.mask is not None or self._preview_id() is not None:
+            if self.segmentation is None:  # the user deleted it: a new one, in the scene
+                self.segmentation = self._segmentation_node(self.volume)
             mrml.set_segment_crop(self.segmentation, PREVIEW, self.volume, answer.start, answer.mask, PREVIEW_COLOR)
         self.preview_answer = answer
         millilitres = answer.voxels * self._spacing[0] * self._spacing[1] * self._spacing[2] / 1000.0
@@ -348,9 +350,10 @@ class InteractiveLogic:
         self._require_session()
         if self.training is None:
             raise SARLogicError("no training set here (the SAR Pretrain module is not installed)")
-        source = self.segmentation.GetSegmentation()
-        if self.accepted is None or source.GetSegment(self.accepted) is None:
+        if self.accepted is None or self.segmentation is None or self.segmentation.GetSegmentation().GetSegment(
+                self.accepted) is None:
             raise SARLogicError("accept a segment first")
+        source = self.segmentation.GetSegmentation()
         label = self.model.labels[0]["name"]
         scene = self.volume.GetScene()
         case = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"SAR case {label}")
@@ -382,6 +385,8 @@ class InteractiveLogic:
         return node
 
     def _preview_id(self) -> str | None:
+        if self.segmentation is None:
+            return None
         return self.segmentation.GetSegmentation().GetSegmentIdBySegmentName(PREVIEW) or None
 
     def _observe(self, scene: Any) -> None:
@@ -390,6 +395,8 @@ class InteractiveLogic:
         def removed(caller: Any, event: Any) -> None:
             if self.volume is not None and not scene.IsNodePresent(self.volume):
                 self.stop("The volume was removed: the interactive session ended.")
+            elif self.segmentation is not None and not scene.IsNodePresent(self.segmentation):
+                self.segmentation, self.preview_answer, self.accepted = None, None, None  # made again when needed
 
         def closing(caller: Any, event: Any) -> None:
             self.stop("The scene was closed: the interactive session ended.")
