@@ -423,8 +423,11 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateInteractive(self) -> None:
         if self._interactiveModels is None:  # not set up yet
             return
-        active = self.logic.interactiveActive()
         parameters = self._parameterNode
+        if parameters is not None and self.logic.interactiveActive():
+            model = self._interactiveModels.selected()
+            self.logic.interactive.follow(model.name if model else "", parameters.interactiveVolume)
+        active = self.logic.interactiveActive()
         self.ui.startInteractiveButton.enabled = (parameters is not None and parameters.interactiveVolume is not None
                                                   and self._interactiveModels.selected() is not None)
         self.ui.startInteractiveButton.text = "Restart" if active else "Start"

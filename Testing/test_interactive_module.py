@@ -391,3 +391,13 @@ def test_a_deleted_segmentation_is_made_again(logic, volume, markups, cases, sce
     preview = answered(logic)
     assert scene.IsNodePresent(logic.segmentation) and preview.any()
     assert logic.accept() == "lesion 1"
+
+
+def test_a_changed_selection_ends_the_session(logic, volume, scene, store):
+    process = logic.client.process
+    assert not logic.follow(MODEL, volume) and logic.active
+    other = mrml.add_volume_node(scene, np.random.default_rng(0).random((24, 48, 48), dtype=np.float32), "other",
+                                 phantom.geometry((24, 48, 48)))
+    assert logic.follow(MODEL, other) and not logic.active and process.wait(30) == 0
+    assert logic.message == "The model or volume selection changed: the interactive session ended; Start again."
+    assert not logic.follow(MODEL, other)  # no session: nothing to end

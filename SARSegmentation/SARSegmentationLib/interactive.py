@@ -196,6 +196,15 @@ class InteractiveLogic:
         if reason:
             self.message = reason
 
+    def follow(self, model_name: str, volume: Any) -> bool:
+        """The selected model and volume (the widget's): a session on others ends, its worker shut down, so
+        clicks never segment a volume that is no longer the selected one. Returns whether one ended."""
+        if self.client is None or (model_name == self.model.name and volume is not None
+                                   and volume.GetID() == self.volume.GetID()):
+            return False
+        self.stop("The model or volume selection changed: the interactive session ended; Start again.")
+        return True
+
     def set_markups(self, positive: Any = None, negative: Any = None, roi: Any = None) -> None:
         """The point lists (vtkMRMLMarkupsFiducialNode) and the ROI (vtkMRMLMarkupsROINode) read as prompts."""
         self.markups = (positive, negative, roi)
