@@ -401,3 +401,16 @@ def test_a_changed_selection_ends_the_session(logic, volume, scene, store):
     assert logic.follow(MODEL, other) and not logic.active and process.wait(30) == 0
     assert logic.message == "The model or volume selection changed: the interactive session ended; Start again."
     assert not logic.follow(MODEL, other)  # no session: nothing to end
+
+
+def test_undo_accept_and_add_are_offered_only_when_they_would_do_something(logic, volume, markups, cases):
+    assert not (logic.can_undo or logic.can_accept or logic.can_add)
+    place(markups[0], volume, lesion_voxel(cases[1]))
+    answered(logic)
+    assert logic.can_undo and logic.can_accept and not logic.can_add
+    logic.accept()
+    assert logic.can_add and not (logic.can_undo or logic.can_accept)
+    logic.segmentation.GetSegmentation().RemoveSegment(logic.accepted)
+    assert not logic.can_add
+    logic.stop()
+    assert not (logic.can_undo or logic.can_accept or logic.can_add)

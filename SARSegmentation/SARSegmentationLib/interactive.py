@@ -143,6 +143,22 @@ class InteractiveLogic:
     def busy(self) -> bool:
         return self._in_flight is not None
 
+    @property
+    def can_undo(self) -> bool:
+        return self.active and len(self.steps) > 1
+
+    @property
+    def can_accept(self) -> bool:
+        """A preview with voxels is shown (what Accept keeps)."""
+        return (self.active and self.preview_answer is not None and bool(self.preview_answer.voxels)
+                and self._preview_id() is not None)
+
+    @property
+    def can_add(self) -> bool:
+        """A segment accepted in this session is still there (what Add to training set writes)."""
+        return (self.active and self.accepted is not None and self.segmentation is not None
+                and self.segmentation.GetSegmentation().GetSegment(self.accepted) is not None)
+
     def start(self, model_name: str, volume: Any) -> str:
         """Start a session: export the volume, start the worker, load the volume (this waits for the worker,
         seconds; the widget shows a wait cursor). Ends the session running before. Returns the status."""
@@ -312,7 +328,7 @@ class InteractiveLogic:
         """Back one step: the markups as they were before the last change, the segment kept for that state
         (asked for when it was never computed). Returns False when there is nothing to undo."""
         self._require_session()
-        if len(self.steps) < 2:
+        if not self.can_undo:
             return False
         self.steps.pop()
         self._write_markups(self.steps[-1].state)
@@ -324,13 +340,13 @@ class InteractiveLogic:
         """The preview becomes segment "lesion N" (the next free number); markups and history are
         cleared, so the next clicks start a new lesion. Returns the new segment's name."""
         self._require_session()
-        segment_id = self._preview_id()
-        if segment_id is None or self.preview_answer is None or not self.preview_answer.voxels:
+        if not self.can_accept:
             raise SARLogicError("nothing to accept: place a point inside the lesion and wait for the segment")
         segmentation = self.segmentation.GetSegmentation()
         taken = [int(m.group(1)) for i in range(segmentation.GetNumberOfSegments())
                  if (m := _ACCEPTED_NAME.match(segmentation.GetNthSegment(i).GetName()))]
         name = ACCEPTED.format(number=max(taken, default=0) + 1)
+        segment_id = self._preview_id()
         segmentation.GetSegment(segment_id).SetName(name)
         self.accepted = segment_id
         self._clear_markups()
@@ -359,8 +375,7 @@ class InteractiveLogic:
         self._require_session()
         if self.training is None:
             raise SARLogicError("no training set here (the SAR Pretrain module is not installed)")
-        if self.accepted is None or self.segmentation is None or self.segmentation.GetSegmentation().GetSegment(
-                self.accepted) is None:
+        if not self.can_add:
             raise SARLogicError("accept a segment first")
         source = self.segmentation.GetSegmentation()
         label = self.model.labels[0]["name"]
