@@ -423,14 +423,19 @@ class SARSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateInteractive(self) -> None:
         if self._interactiveModels is None:  # not set up yet
             return
-        active = self.logic.interactiveActive()
         parameters = self._parameterNode
+        if parameters is not None and self.logic.interactiveActive():
+            model = self._interactiveModels.selected()
+            self.logic.interactive.follow(model.name if model else "", parameters.interactiveVolume)
+        active = self.logic.interactiveActive()
         self.ui.startInteractiveButton.enabled = (parameters is not None and parameters.interactiveVolume is not None
                                                   and self._interactiveModels.selected() is not None)
         self.ui.startInteractiveButton.text = "Restart" if active else "Start"
-        for button in (self.ui.undoButton, self.ui.acceptButton, self.ui.resetButton, self.ui.addToTrainingButton):
-            button.enabled = active
-        self.ui.addToTrainingButton.enabled = active and self.logic.interactive.training is not None
+        interactive = self.logic.interactive if active else None  # enabled when they would do something
+        self.ui.undoButton.enabled = active and interactive.can_undo
+        self.ui.acceptButton.enabled = active and interactive.can_accept
+        self.ui.resetButton.enabled = active
+        self.ui.addToTrainingButton.enabled = active and interactive.training is not None and interactive.can_add
         message = self.logic.interactiveMessage()
         if message != self._shownMessage:  # the logic's news; what the widget said itself stays until then
             self._shownMessage = self.ui.interactiveStatusLabel.text = message

@@ -307,3 +307,110 @@ def test_removing_the_volume_or_closing_the_scene_ends_the_session(logic, scene,
     process = logic.client.process
     scene.Clear(0)
     assert not logic.active and process.wait(30) == 0 and "scene was closed" in logic.message
+
+
+# ------------------------------------------------------------------------------------ review: stale answers, moved nodes
+
+
+def test_an_answer_for_a_cleared_lesion_adds_no_segment(store, scene, volume, markups, cases, tmp_path):
+    """Reset or Accept while a request is in flight: its answer, when it comes, adds no empty 'lesion'."""
+    clients = []
+
+    def gated(model):
+        base = worker_client(model, "cpu", threads=1)
+        clients.append(GatedClient(base.command, env=base.env, timeout=120))
+        return clients[-1]
+
+    logic = make_logic(store, scene, markups, tmp_path, gated)
+    logic.start(MODEL, volume)
+    try:
+        client, inside = clients[0], markups[0]
+        place(inside, volume, lesion_voxel(cases[1]))
+        assert logic.update() and logic.busy
+        logic.reset()
+        client.gate.set()
+        logic.wait(120)
+        assert logic.scene.segments(logic.segmentation) == []
+        place(inside, volume, lesion_voxel(cases[1]))
+        answered(logic)
+        client.gate.clear()
+        place(inside, volume, lesion_voxel(cases[1], (1, 0, 0)))
+        assert logic.update() and logic.busy
+        assert logic.accept() == "lesion 1"
+        client.gate.set()
+        logic.wait(120)
+        assert [n for n, _ in logic.scene.segments(logic.segmentation)] == ["lesion 1"]
+    finally:
+        logic.stop()
+
+
+def test_a_volume_moved_after_start_is_refused(logic, volume, markups, cases, scene):
+    """The worker holds the volume as it was at Start: once moved, clicks would segment the wrong place."""
+    place(markups[0], volume, lesion_voxel(cases[1]))
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    with pytest.raises(SARLogicError, match="volume 'MR' .*transform 'shift'.*Start again"):
+        logic.update()
+    volume.SetAndObserveTransformNodeID(None)
+    origin = volume.GetOrigin()
+    volume.SetOrigin(origin[0] + 5, origin[1], origin[2])
+    with pytest.raises(SARLogicError, match="volume 'MR' moved or changed since Start.*Start again"):
+        logic.update()
+    assert len(logic.steps) == 1 and not logic.busy
+    volume.SetOrigin(*origin)
+    answered(logic)
+
+
+def test_rotating_the_box_is_a_change_and_undo_turns_it_back(logic, volume, markups, cases):
+    box = markups[2]
+    center = ras_of(volume, lesion_voxel(cases[1]))
+    box.AddControlPoint(vtk.vtkVector3d(*center))
+    box.SetSize(24, 12, 12)
+    answered(logic)
+    before = logic.steps[-1].prompts.box
+    turned = vtk.vtkTransform()
+    turned.Translate(*center)
+    turned.RotateZ(90)
+    box.SetAndObserveObjectToNodeMatrix(turned.GetMatrix())
+    answered(logic)  # the box's bounds changed: asked again
+    assert logic.steps[-1].prompts.box != before
+    assert logic.undo()
+    assert box.GetObjectToNodeMatrix().GetElement(0, 1) == pytest.approx(0.0)
+    assert logic.steps[-1].prompts.box == before and not logic.update()
+
+
+def test_a_deleted_segmentation_is_made_again(logic, volume, markups, cases, scene):
+    """The user deleted the lesions' segmentation during the session: the next answer goes to a new one
+    in the scene, not to the deleted node."""
+    place(markups[0], volume, lesion_voxel(cases[1]))
+    answered(logic)
+    scene.RemoveNode(logic.segmentation)
+    with pytest.raises(SARLogicError, match="nothing to accept"):
+        logic.accept()
+    place(markups[0], volume, lesion_voxel(cases[1], (1, 0, 0)))
+    preview = answered(logic)
+    assert scene.IsNodePresent(logic.segmentation) and preview.any()
+    assert logic.accept() == "lesion 1"
+
+
+def test_a_changed_selection_ends_the_session(logic, volume, scene, store):
+    process = logic.client.process
+    assert not logic.follow(MODEL, volume) and logic.active
+    other = mrml.add_volume_node(scene, np.random.default_rng(0).random((24, 48, 48), dtype=np.float32), "other",
+                                 phantom.geometry((24, 48, 48)))
+    assert logic.follow(MODEL, other) and not logic.active and process.wait(30) == 0
+    assert logic.message == "The model or volume selection changed: the interactive session ended; Start again."
+    assert not logic.follow(MODEL, other)  # no session: nothing to end
+
+
+def test_undo_accept_and_add_are_offered_only_when_they_would_do_something(logic, volume, markups, cases):
+    assert not (logic.can_undo or logic.can_accept or logic.can_add)
+    place(markups[0], volume, lesion_voxel(cases[1]))
+    answered(logic)
+    assert logic.can_undo and logic.can_accept and not logic.can_add
+    logic.accept()
+    assert logic.can_add and not (logic.can_undo or logic.can_accept)
+    logic.segmentation.GetSegmentation().RemoveSegment(logic.accepted)
+    assert not logic.can_add
+    logic.stop()
+    assert not (logic.can_undo or logic.can_accept or logic.can_add)

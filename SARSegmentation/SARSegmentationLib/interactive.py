@@ -64,11 +64,12 @@ Point = tuple[float, float, float]
 
 @dataclass(frozen=True)
 class MarkupsState:
-    """What the markups held at one step (world RAS): placed points, and the ROI (center, size) or None."""
+    """What the markups held at one step: placed points (world RAS), and the ROI or None: its object-to-node
+    matrix (16 values: center and rotation, so turning the box is a change and undo turns it back) and size."""
 
     positive: tuple[Point, ...] = ()
     negative: tuple[Point, ...] = ()
-    roi: tuple[Point, Point] | None = None
+    roi: tuple[tuple[float, ...], Point] | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class InteractiveLogic:
         self.message = ""
         self.accepted: str | None = None  # the segment ID accepted last
         self._spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+        self._grid: tuple = ()  # the volume's grid in the scene at Start: what the worker holds
         self._folder: Path | None = None
         self._answers: queue.Queue = queue.Queue()
         self._in_flight: Step | None = None
@@ -140,6 +142,22 @@ class InteractiveLogic:
     @property
     def busy(self) -> bool:
         return self._in_flight is not None
+
+    @property
+    def can_undo(self) -> bool:
+        return self.active and len(self.steps) > 1
+
+    @property
+    def can_accept(self) -> bool:
+        """A preview with voxels is shown (what Accept keeps)."""
+        return (self.active and self.preview_answer is not None and bool(self.preview_answer.voxels)
+                and self._preview_id() is not None)
+
+    @property
+    def can_add(self) -> bool:
+        """A segment accepted in this session is still there (what Add to training set writes)."""
+        return (self.active and self.accepted is not None and self.segmentation is not None
+                and self.segmentation.GetSegmentation().GetSegment(self.accepted) is not None)
 
     def start(self, model_name: str, volume: Any) -> str:
         """Start a session: export the volume, start the worker, load the volume (this waits for the worker,
@@ -170,6 +188,7 @@ class InteractiveLogic:
             raise
         self.model, self.volume, self.client, self._folder = model, volume, client, folder
         self._spacing = tuple(float(s) for s in reply["spacing"])  # type: ignore[assignment]
+        self._grid = grid_of(volume)
         self._restarts = client.restarts
         self.segmentation = self._segmentation_node(volume)
         self.steps = [Step(MarkupsState(), _prompts(), Answer((0, 0, 0), (0, 0, 0), None, 0, 0.0))]
@@ -192,6 +211,15 @@ class InteractiveLogic:
         self._answers = queue.Queue()  # an answer still on its way goes to the old queue
         if reason:
             self.message = reason
+
+    def follow(self, model_name: str, volume: Any) -> bool:
+        """The selected model and volume (the widget's): a session on others ends, its worker shut down, so
+        clicks never segment a volume that is no longer the selected one. Returns whether one ended."""
+        if self.client is None or (model_name == self.model.name and volume is not None
+                                   and volume.GetID() == self.volume.GetID()):
+            return False
+        self.stop("The model or volume selection changed: the interactive session ended; Start again.")
+        return True
 
     def set_markups(self, positive: Any = None, negative: Any = None, roi: Any = None) -> None:
         """The point lists (vtkMRMLMarkupsFiducialNode) and the ROI (vtkMRMLMarkupsROINode) read as prompts."""
@@ -278,10 +306,14 @@ class InteractiveLogic:
                       int(reply["voxels"]), float(reply["seconds"]))
 
     def _show(self, answer: Answer) -> None:
-        """Write ``answer`` as the whole preview segment (cleared, then its crop)."""
+        """Write ``answer`` as the whole preview segment (cleared, then its crop). An empty answer adds no
+        segment: after Accept or Reset an answer still in flight must not leave an empty 'lesion' behind."""
         from sarseg import mrml
 
-        mrml.set_segment_crop(self.segmentation, PREVIEW, self.volume, answer.start, answer.mask, PREVIEW_COLOR)
+        if answer.mask is not None or self._preview_id() is not None:
+            if self.segmentation is None:  # the user deleted it: a new one, in the scene
+                self.segmentation = self._segmentation_node(self.volume)
+            mrml.set_segment_crop(self.segmentation, PREVIEW, self.volume, answer.start, answer.mask, PREVIEW_COLOR)
         self.preview_answer = answer
         millilitres = answer.voxels * self._spacing[0] * self._spacing[1] * self._spacing[2] / 1000.0
         restarted = self.client.restarts - self._restarts if self.client is not None else 0
@@ -296,7 +328,7 @@ class InteractiveLogic:
         """Back one step: the markups as they were before the last change, the segment kept for that state
         (asked for when it was never computed). Returns False when there is nothing to undo."""
         self._require_session()
-        if len(self.steps) < 2:
+        if not self.can_undo:
             return False
         self.steps.pop()
         self._write_markups(self.steps[-1].state)
@@ -308,13 +340,13 @@ class InteractiveLogic:
         """The preview becomes segment "lesion N" (the next free number); markups and history are
         cleared, so the next clicks start a new lesion. Returns the new segment's name."""
         self._require_session()
-        segment_id = self._preview_id()
-        if segment_id is None or self.preview_answer is None or not self.preview_answer.voxels:
+        if not self.can_accept:
             raise SARLogicError("nothing to accept: place a point inside the lesion and wait for the segment")
         segmentation = self.segmentation.GetSegmentation()
         taken = [int(m.group(1)) for i in range(segmentation.GetNumberOfSegments())
                  if (m := _ACCEPTED_NAME.match(segmentation.GetNthSegment(i).GetName()))]
         name = ACCEPTED.format(number=max(taken, default=0) + 1)
+        segment_id = self._preview_id()
         segmentation.GetSegment(segment_id).SetName(name)
         self.accepted = segment_id
         self._clear_markups()
@@ -343,9 +375,9 @@ class InteractiveLogic:
         self._require_session()
         if self.training is None:
             raise SARLogicError("no training set here (the SAR Pretrain module is not installed)")
-        source = self.segmentation.GetSegmentation()
-        if self.accepted is None or source.GetSegment(self.accepted) is None:
+        if not self.can_add:
             raise SARLogicError("accept a segment first")
+        source = self.segmentation.GetSegmentation()
         label = self.model.labels[0]["name"]
         scene = self.volume.GetScene()
         case = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"SAR case {label}")
@@ -377,6 +409,8 @@ class InteractiveLogic:
         return node
 
     def _preview_id(self) -> str | None:
+        if self.segmentation is None:
+            return None
         return self.segmentation.GetSegmentation().GetSegmentIdBySegmentName(PREVIEW) or None
 
     def _observe(self, scene: Any) -> None:
@@ -385,6 +419,8 @@ class InteractiveLogic:
         def removed(caller: Any, event: Any) -> None:
             if self.volume is not None and not scene.IsNodePresent(self.volume):
                 self.stop("The volume was removed: the interactive session ended.")
+            elif self.segmentation is not None and not scene.IsNodePresent(self.segmentation):
+                self.segmentation, self.preview_answer, self.accepted = None, None, None  # made again when needed
 
         def closing(caller: Any, event: Any) -> None:
             self.stop("The scene was closed: the interactive session ended.")
@@ -396,9 +432,9 @@ class InteractiveLogic:
         positive, negative, roi = self.markups
         box = None
         if roi is not None and roi.GetNumberOfDefinedControlPoints() > 0:
-            center = [0.0, 0.0, 0.0]
-            roi.GetCenter(center)
-            box = (tuple(center), tuple(float(s) for s in roi.GetSize()))
+            matrix = roi.GetObjectToNodeMatrix()
+            box = (tuple(matrix.GetElement(r, c) for r in range(4) for c in range(4)),
+                   tuple(float(s) for s in roi.GetSize()))
         return MarkupsState(placed_points(positive), placed_points(negative), box)  # type: ignore[arg-type]
 
     def _write_markups(self, state: MarkupsState) -> None:
@@ -411,13 +447,24 @@ class InteractiveLogic:
             else:
                 import vtk
 
+                elements, size = state.roi
                 if roi.GetNumberOfDefinedControlPoints() == 0:
-                    roi.AddControlPoint(vtk.vtkVector3d(*state.roi[0]))
-                roi.SetCenter(*state.roi[0])
-                roi.SetSize(*state.roi[1])
+                    roi.AddControlPoint(vtk.vtkVector3d(elements[3], elements[7], elements[11]))
+                matrix = vtk.vtkMatrix4x4()
+                matrix.DeepCopy(elements)
+                roi.SetAndObserveObjectToNodeMatrix(matrix)
+                roi.SetSize(*size)
 
     def _prompts(self, state: MarkupsState) -> Any:
-        """The step's prompts in LPS mm; a point outside the volume is refused."""
+        """The step's prompts in LPS mm; a point outside the volume, or a volume moved since Start (the
+        worker would segment it where it was), is refused."""
+        name = self.scene.node_name(self.volume)
+        transform = self.volume.GetParentTransformNode()
+        if transform is not None:
+            raise SARLogicError(f"volume '{name}' is now under transform '{transform.GetName()}', the model holds it "
+                                "as it was: harden or remove the transform, then Start again")
+        if grid_of(self.volume) != self._grid:
+            raise SARLogicError(f"volume '{name}' moved or changed since Start: Start again to segment it as it is now")
         positive, negative, roi = self.markups
         for node, points in ((positive, state.positive), (negative, state.negative)):
             for number, point in enumerate(points, 1):
@@ -471,6 +518,15 @@ def set_points(node: Any, points: Sequence[Point]) -> None:
             node.AddControlPointWorld(vtk.vtkVector3d(*point))
 
 
+def grid_of(volume: Any) -> tuple:
+    """The volume's voxel grid in the scene: its IJK-to-RAS matrix and dimensions."""
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return tuple(matrix.GetElement(r, c) for r in range(4) for c in range(4)), tuple(volume.GetImageData().GetDimensions())
+
+
 def inside(volume: Any, ras: Sequence[float]) -> bool:
     """Whether the world RAS point lies within the volume's voxels (to their outer faces)."""
     import vtk
@@ -482,5 +538,5 @@ def inside(volume: Any, ras: Sequence[float]) -> bool:
     return all(-0.5 <= v <= d - 0.5 for v, d in zip(ijk, dims))
 
 
-__all__ = ["ACCEPTED", "DEBOUNCE_MS", "LESION_CLICK", "PREVIEW", "SAMPLE", "SAMPLE_HINT", "Answer", "InteractiveLogic", "MarkupsState", "Step", "inside",
+__all__ = ["ACCEPTED", "DEBOUNCE_MS", "LESION_CLICK", "PREVIEW", "SAMPLE", "SAMPLE_HINT", "Answer", "InteractiveLogic", "MarkupsState", "Step", "grid_of", "inside",
            "placed_points", "ras_to_lps", "set_points", "worker_client"]
