@@ -189,8 +189,8 @@ def _bench_args(sub) -> None:
                                      "data (BraTS 2018, LIDC nodules) or on your labeled cases")
     where = r.add_mutually_exclusive_group()
     where.add_argument("--data", type=Path, default=None,
-                       help="the shared data folder (brats2018/, lidc_nodules/; default: ../shared/data beside the checkout)")
-    where.add_argument("--dataset", type=Path, default=None, help="your labeled cases instead (dataset.json, one file per channel)")
+                       help="the shared data folder: brats2018/, lidc_nodules/ (default: ../shared/data beside the checkout)")
+    where.add_argument("--dataset", type=Path, default=None, help="your labeled cases instead: dataset.json, one file per channel (default: none, the shared data)")
     r.add_argument("--profile", choices=("quick", "full", "gpu"), default="quick",
                    help="the budget: quick (2 CPU cores, 30 minutes), full, gpu (one H100/H200, 10 minutes)")
     r.add_argument("--quick", action="store_const", const="quick", dest="profile", help="the 2-CPU, 30-minute budget")
