@@ -80,15 +80,18 @@ class Profile:
 QUICK_PRETRAIN = {"batch_size": 8, "proxy": {"input_size": (64, 64, 32)}}
 PROFILES = {
     # 2 CPU cores, under 30 minutes: a 0.6M-parameter network, as the shared calibration run; on the shared data
-    # it leaves out BraTS with 2 and 8 labeled cases, LIDC with 128 and the 1000-step point
+    # it leaves out BraTS with 2, 4 and 8 labeled cases (a BraTS k costs about 12 minutes), LIDC with 128, the
+    # 1000-step point and full's larger network
     "quick": Profile(pretrain_steps=400, finetune_checkpoints=(100, 300), seeds=(0, 1, 2), pretrain=QUICK_PRETRAIN,
-                     finetune={"lr": 1e-3}, shared={"brats2018": (1, 4), "lidc": (8, 32)}),
+                     finetune={"lr": 1e-3}, shared={"brats2018": (1,), "lidc": (8, 32)}),
     "full": Profile(pretrain_steps=5000, finetune_checkpoints=(100, 300, 1000), seeds=(0, 1, 2), preset="small",
                     pretrain={"batch_size": 8}, finetune={"lr": 1e-3}),
-    # one H100/H200, about 10 minutes (not measured on a GPU; see docs/bench-ssl/README.md): the quick network
-    # with 5x the pretraining, every k and a third fine-tuning point
-    "gpu": Profile(pretrain_steps=2000, finetune_checkpoints=(100, 300, 600), seeds=(0, 1, 2),
-                   pretrain={**QUICK_PRETRAIN, "batch_size": 16}, finetune={"lr": 1e-3}),
+    # one H100/H200, about 10 minutes (estimated, not yet run on a GPU: docs/bench-ssl/README.md): quick's tasks and
+    # fine-tuning points with full's larger network and 5x quick's pretraining cubes; a new volume every 16 steps, as
+    # reading one (about 0.5 s) would otherwise outlast a GPU step
+    "gpu": Profile(pretrain_steps=1000, finetune_checkpoints=(100, 300), seeds=(0, 1, 2), preset="small",
+                   pretrain={**QUICK_PRETRAIN, "batch_size": 16, "pool_refresh": 16}, finetune={"lr": 1e-3},
+                   shared={"brats2018": (1,), "lidc": (8, 32)}),
 }
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside a source checkout
 BRATS_CHANNELS = (("flair", "flair"), ("t1", "t1"), ("t1c", "t1ce"), ("t2", "t2"))  # model channel, BraTS 2018 file suffix
@@ -223,7 +226,7 @@ def fine_tune_and_score(init: str, init_path: str, task: Task, labeled: int, see
             image = read_image(case.images, task.modalities)
             label, _ = segmenter(image)
             reference = read_label(case.label, image.geometry)
-            for metric in evaluate_maps(label, reference, image.geometry.spacing[::-1], task.labels):
+            for metric in evaluate_maps(label, reference, image.geometry.spacing[::-1], task.labels, distances=False):
                 rows.append({"init": init, "task": task.name, "dataset": task.dataset, "seed": seed, "step": steps,
                              "region": metric["name"], "dice": metric["dice"], "labeled_cases": labeled,
                              "case": Path(case.label).name})
