@@ -36,9 +36,9 @@ INITS = {  # name -> pretraining overrides (None: from scratch)
     "scratch": None,
     "restoration": {"lambda_scale": 0.0, "lambda_adv": 0.0},
     "sar": {},
-    # the best SAR variant, chosen on cases no bench here tests on (docs/bench-ssl/README.md): every measurement
-    # found the adversarial term costing Dice; without it and with the scale term ten times stronger SAR beat
-    # scratch on the BRATS 2015 case (whole tumor, tumor core), level with restoration only
+    # the best SAR variant, chosen on cases the shared-data bench never tests on (docs/bench-ssl/README.md): every
+    # measurement found the adversarial term costing Dice; without it and with the scale term ten times stronger
+    # SAR beat scratch on BRATS 2015 pat0002 (whole tumor, tumor core), level with restoration only
     "sar_scale1_no_adv": {"lambda_scale": 1.0, "lambda_adv": 0.0},
 }
 BASELINES = ("scratch", "restoration")  # every initialisation is compared with these, pair by pair
