@@ -87,10 +87,10 @@ PROFILES = {
                      finetune={"lr": 1e-3}, shared={"brats2018": (1,), "lidc": (8, 32)}),
     "full": Profile(pretrain_steps=5000, finetune_checkpoints=(100, 300, 1000), seeds=(0, 1, 2), preset="small",
                     pretrain={"batch_size": 8}, finetune={"lr": 1e-3}),
-    # one H100/H200, about 10 minutes (estimated, not yet run on a GPU: docs/bench-ssl/README.md): quick's tasks with
-    # full's larger network, 5x quick's pretraining cubes and 300 fine-tuning steps; a new volume every 16 steps, as
-    # reading one (about 0.5 s) would otherwise outlast a GPU step
-    "gpu": Profile(pretrain_steps=1000, finetune_checkpoints=(100, 300), seeds=(0, 1, 2), preset="small",
+    # one H100/H200, about 10 minutes (estimated, not yet run on a GPU: docs/bench-ssl/README.md): quick's tasks and
+    # points with full's larger network and 4x quick's pretraining cubes; a new volume every 16 steps, as reading
+    # one (about 0.5 s) would otherwise outlast a GPU step
+    "gpu": Profile(pretrain_steps=800, finetune_checkpoints=(100, 200), seeds=(0, 1, 2), preset="small",
                    pretrain={**QUICK_PRETRAIN, "batch_size": 16, "pool_refresh": 16}, finetune={"lr": 1e-3},
                    shared={"brats2018": (1,), "lidc": (8, 32)}),
 }
