@@ -3,6 +3,7 @@ excludes 0), the shared data's tasks, and the whole protocol on your own dataset
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,8 +12,6 @@ import pytest
 import torch
 
 from sarseg import phantom
-import dataclasses
-
 from sarseg.bench_ssl import (INITS, LIDC_POOL, LIDC_TEST, PROFILES, Profile, dataset_tasks, markdown, paired, plot, run,
                               shared_tasks, summarise)
 from sarseg.core.errors import BadInput
