@@ -325,6 +325,7 @@ def plot(summary: Sequence[dict], folder: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     panels = sorted({(s["dataset"], s["region"]) for s in summary})
     inits = list(dict.fromkeys(s["init"] for s in summary))
@@ -354,6 +355,7 @@ def plot(summary: Sequence[dict], folder: Path) -> list[Path]:
             ax.set_ylabel(ylabel)
             if x == "labeled_cases":
                 ax.set_xscale("log", base=2)
+                ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
             if value is _dice:
                 ax.set_ylim(0, 1)
             else:
