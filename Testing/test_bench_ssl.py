@@ -1,8 +1,9 @@
-"""``sarseg bench ssl``: verdicts (a difference smaller than the seed spread is no difference), and the whole
-protocol on your own dataset with the labeled-cases axis."""
+"""``sarseg bench ssl``: paired differences and their verdicts (better or worse only when the 95% interval
+excludes 0), the shared data's tasks, and the whole protocol on your own dataset and on the shared data."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,28 +12,56 @@ import pytest
 import torch
 
 from sarseg import phantom
-from sarseg.bench_ssl import Profile, dataset_tasks, markdown, plot, run, summarise
+from sarseg.bench_ssl import (INITS, LIDC_POOL, LIDC_TEST, PROFILES, Profile, dataset_tasks, markdown, paired, plot, run,
+                              shared_tasks, summarise)
 from sarseg.core.errors import BadInput
 from sarseg.data import parse_sources
 from sarseg.io import read_image
 from cli_helpers import assert_bad, run_cli
 
 
-def rows(init: str, dices: list[float], step: int = 100) -> list[dict]:
-    return [{"init": init, "dataset": "brats", "region": "tumor core", "labeled_cases": 1, "step": step, "seed": s,
-             "dice": d} for s, d in enumerate(dices)]
+def rows(init: str, dices: list[float], step: int = 100, cases: int = 1) -> list[dict]:
+    """One row per seed (and test case: seed-major, ``cases`` cases per seed)."""
+    return [{"init": init, "dataset": "brats", "region": "tumor core", "labeled_cases": 1, "step": step,
+             "seed": i // cases, "case": f"case{i % cases}", "dice": d} for i, d in enumerate(dices)]
 
 
 def verdicts(table: list[dict]) -> dict[str, str]:
     return {s["init"]: s["vs_scratch"] for s in table}
 
 
-def test_better_and_worse_need_more_than_the_larger_spread() -> None:
+def test_better_and_worse_need_the_paired_interval_to_exclude_zero() -> None:
     table = summarise(rows("scratch", [0.40, 0.42, 0.44]) + rows("sar", [0.60, 0.61, 0.62])
                       + rows("restoration", [0.20, 0.21, 0.22]) + rows("sar_no_adv", [0.30, 0.45, 0.60]))
     assert verdicts(table) == {"scratch": "-", "sar": "better", "restoration": "worse", "sar_no_adv": "no difference"}
     scratch = next(s for s in table if s["init"] == "scratch")
     assert abs(scratch["mean"] - 0.42) < 1e-9 and scratch["n"] == 3
+
+
+def test_paired_differences_match_seed_and_case() -> None:
+    """Known answers: differences 0.1, 0.2, 0.3 (mean 0.2, sd 0.1, t(0.975, 2) = 4.3027 -> half-width 0.2484)."""
+    base = rows("scratch", [0.5, 0.1, 0.7, 0.3], cases=2)  # seed 0: case0 0.5, case1 0.1; seed 1: case0 0.7, case1 0.3
+    sar = rows("sar", [0.6, 0.3, 1.0, 0.9], cases=2)[:3]  # seed 1 case1 missing: no pair
+    diff = paired(list(reversed(sar)), base)  # order does not matter, seed and case do
+    assert diff["n"] == 3
+    assert diff["mean"] == pytest.approx(0.2) and diff["std"] == pytest.approx(0.1)
+    assert (diff["low"], diff["high"]) == (pytest.approx(0.2 - 0.24841, abs=1e-5), pytest.approx(0.2 + 0.24841, abs=1e-5))
+    assert diff["verdict"] == "no difference"
+    tight = paired(rows("sar", [0.61, 0.29, 0.81, 0.41], cases=2), base)  # +0.11, +0.19, +0.11, +0.11
+    assert tight["mean"] == pytest.approx(0.13) and tight["low"] > 0 and tight["verdict"] == "better"
+    assert paired(rows("sar", [0.3], cases=2), base)["verdict"] == "n/a (fewer than 2 pairs)"
+
+
+def test_table_gives_both_baselines_differences() -> None:
+    table = summarise(rows("scratch", [0.40, 0.42, 0.44]) + rows("restoration", [0.50, 0.50, 0.50])
+                      + rows("sar", [0.50, 0.53, 0.56]))
+    sar = next(s for s in table if s["init"] == "sar")
+    assert (sar["vs_scratch"], sar["vs_restoration"]) == ("better", "no difference")
+    assert sar["diff_restoration"]["mean"] == pytest.approx(0.03) and sar["diff_restoration"]["n"] == 3
+    assert ("| brats | tumor core | 1 | 100 | sar | 0.530 ± 0.024 (3) | better | +0.110 ± 0.010 [+0.085, +0.135] (3) | "
+            "no difference | +0.030 ± 0.030 [-0.045, +0.105] (3) |") in markdown(table)
+    restoration = next(s for s in table if s["init"] == "restoration")
+    assert restoration["vs_restoration"] == "-" and restoration["diff_restoration"] is None
 
 
 def test_each_step_is_compared_with_scratch_at_the_same_step() -> None:
@@ -81,7 +110,7 @@ def test_own_dataset_gives_dice_against_labeled_cases(tmp_path: Path, capsys) ->
                           == (init, k, seed, 4)} and len(scored) == 2
     assert json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8")) == rows
     written = plot(summarise(rows), tmp_path / "out")
-    assert [p.name for p in written] == ["dice_vs_steps.png", "dice_vs_cases.png"]
+    assert [p.name for p in written] == ["dice_vs_steps.png", "dice_vs_cases.png", "gain_vs_cases.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
     again = run(sources, tasks, tmp_path / "out", profile, torch.device("cpu"), log=lambda _: None, inits={"sar": {}})
     assert again == [r for r in rows if r["init"] == "sar"]  # same settings: pretrained model reused, same results
@@ -97,6 +126,7 @@ def test_dataset_needs_a_case_to_train_on(tmp_path: Path) -> None:
 
 def test_without_a_scratch_run_there_is_no_verdict() -> None:
     assert verdicts(summarise(rows("sar", [0.5, 0.6, 0.7]))) == {"sar": "n/a (no scratch run)"}
+    assert "| n/a (no restoration run) | - |" in markdown(summarise(rows("sar", [0.5, 0.6, 0.7])))
 
 
 def test_more_labeled_cases_than_the_pool_fails_before_pretraining(tmp_path: Path, capsys) -> None:
@@ -125,3 +155,52 @@ def test_shared_data_profile_lives_in_benchmarks(shared_data: Path, tmp_path: Pa
     assert all(n < 240 for n in brats.geometry.size)  # cropped to the brain
     with pytest.raises(BadInput, match="does not hold the shared real cases"):
         ssl_shared.shared_tasks(tmp_path, tmp_path, 1)
+
+
+def test_shared_data_tasks(shared_data: Path) -> None:
+    """BraTS 2018: the first 8 cases (by name) are the pool, the last 4 the test cases, whatever k; LIDC: the
+    last 50 VOIs test, 128 from other patients the pool; every pretraining glob finds volumes."""
+    import glob
+
+    sources, (brats, lidc) = shared_tasks(shared_data, PROFILES["full"].shared)
+    assert (brats.labeled_cases, lidc.labeled_cases) == ((1, 2, 4, 8), (8, 32, 128))
+    assert brats.train[0].label.endswith("Brats18_2013_11_1_seg.nii.gz")  # the baseline's training case
+    assert [Path(c.label).parent.name for c in brats.test] == [
+        "Brats18_TCIA02_135_1", "Brats18_TCIA02_606_1", "Brats18_TCIA10_628_1", "Brats18_TCIA10_639_1"]  # test, never validation
+    assert brats.modalities == ("flair", "t1", "t1c", "t2") and brats.train[0].images[2].endswith("_t1ce.nii.gz")
+    assert brats.labels.names == ("whole tumor", "tumor core", "enhancing tumor")
+    assert (len(lidc.train), len(lidc.test), lidc.modalities, lidc.patch_size) == (LIDC_POOL, LIDC_TEST, ("ct",), (48, 48, 16))
+    patient = {part: {Path(c.label).name.split("_")[0] for c in getattr(lidc, part)} for part in ("train", "test")}
+    assert not patient["train"] & patient["test"]
+    assert all(Path(c.label).is_file() and Path(c.images[0]).is_file() for c in lidc.train + lidc.test)
+    assert all(glob.glob(s.split("=", 1)[1]) for s in sources)
+    quick_sources, quick = shared_tasks(shared_data, PROFILES["quick"].shared)
+    assert quick_sources == sources and [t.test for t in quick] == [brats.test, lidc.test]  # quick: fewer k, same test
+
+
+def test_shared_data_must_be_there(tmp_path: Path, capsys) -> None:
+    rc, err = run_cli(capsys, ["bench", "ssl", "--data", tmp_path, "--out", tmp_path / "out"])
+    assert_bad(rc, err, str(tmp_path), "does not hold the shared data")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("profile", ["quick", "gpu", "full"])
+def test_protocol_on_shared_data_in_seconds(profile: str, shared_data: Path, tmp_path: Path) -> None:
+    """Each profile's settings run through the whole protocol, cut to 2 steps: LIDC only, 2 test VOIs, one CT
+    volume to pretrain on; quick with all four initialisations and 2 seeds, the others two."""
+    _, (_, lidc) = shared_tasks(shared_data, PROFILES[profile].shared)
+    task = dataclasses.replace(lidc, test=lidc.test[:2], labeled_cases=(1, 2))
+    settings = dataclasses.replace(PROFILES[profile], pretrain_steps=2, finetune_checkpoints=(1, 2),
+                                   seeds=(0, 1) if profile == "quick" else (0,),
+                                   pretrain={**PROFILES[profile].pretrain, "batch_size": 2, "eval_cubes": 2})
+    inits = INITS if profile == "quick" else {"scratch": None, "restoration": INITS["restoration"]}
+    results = run([f"ct={shared_data}/lung_ct/image.nii.gz"], [task], tmp_path, settings, torch.device("cpu"),
+                  log=lambda _: None, inits=inits)
+    assert len(results) == len(inits) * 2 * len(settings.seeds) * 2 * 2  # k, seeds, steps, test VOIs (one region)
+    summary = summarise(results)
+    if profile == "quick":
+        assert {s["init"] for s in summary} == {"scratch", "restoration", "sar", "sar_scale1_no_adv"}
+        assert all(s["diff_scratch"]["n"] == 4 for s in summary if s["init"] != "scratch")  # 2 seeds x 2 VOIs
+        written = plot(summary, tmp_path)
+        assert [p.name for p in written] == ["dice_vs_steps.png", "dice_vs_cases.png", "gain_vs_cases.png"]
+        assert markdown(summary).count("| lidc | tumor |") == len(summary) == 4 * 2 * 2  # inits, k, steps

@@ -1,7 +1,9 @@
 """``sarseg bench ssl``: the paper's experiment in small. One network, one budget; initialisations
-scratch / restoration only (Models Genesis) / SAR without the adversarial term / full SAR; fine-tuned
+scratch / restoration only (Models Genesis) / SAR at its defaults / the best SAR variant; fine-tuned
 on labeled cases and scored on cases never used in training, per region, at several points of the
-step budget, over several seeds. Differences smaller than the seed spread are called no difference.
+step budget and for several numbers of labeled cases, over several seeds. Each initialisation is
+compared with scratch and with restoration only by paired differences (same seed, same test case):
+better or worse only when the 95% interval of the mean difference excludes 0.
 """
 
 from __future__ import annotations
@@ -15,30 +17,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
+from scipy import stats
 
 from .config import PretrainConfig, finetune_config, merge, pretrain_config, to_dict
 from .core.card import read_card
 from .core.errors import BadInput
-from .core.labels import LabelScheme
+from .core.labels import SCHEMES, LabelScheme
 from .data import Source, parse_sources
 from .finetune import Case, auto_scheme, cases_from_dataset, finetune
 from .infer import Segmenter
-from .io import read_image, read_label
+from .io import Image, read_image, read_label
 from .metrics import evaluate_maps
 from .pretrain import pretrain
 
 INITS = {  # name -> pretraining overrides (None: from scratch)
     "scratch": None,
     "restoration": {"lambda_scale": 0.0, "lambda_adv": 0.0},
-    "sar_no_adv": {"lambda_adv": 0.0},
     "sar": {},
+    # the best SAR variant, chosen on cases the shared-data bench never tests on (docs/bench-ssl/README.md): every
+    # measurement found the adversarial term costing Dice; without it and with the scale term ten times stronger
+    # SAR beat scratch on BRATS 2015 pat0002 (whole tumor, tumor core), level with restoration only
+    "sar_scale1_no_adv": {"lambda_scale": 1.0, "lambda_adv": 0.0},
 }
+BASELINES = ("scratch", "restoration")  # every initialisation is compared with these, pair by pair
 
 
 @dataclass(frozen=True)
 class Task:
-    """Fine-tune on the first k ``train`` cases, test on ``test`` cases (never used in training)."""
+    """Fine-tune on the first k ``train`` cases for each k in ``labeled_cases``, test on ``test`` cases (never
+    used in training; the same for every k)."""
 
     name: str
     dataset: str  # rows and tables group by it (folds of one dataset pool their seeds)
@@ -47,28 +56,88 @@ class Task:
     modalities: tuple[str, ...]
     labels: LabelScheme
     patch_size: tuple[int, int, int]  # x, y, z voxels: 64^3 at 1 mm (BraTS); thin for 6.5 mm slices (TCGA)
+    labeled_cases: tuple[int, ...] = ()  # the k values (default: every training case at once)
+
+    def counts(self, override: Sequence[int] | None = None) -> list[int]:
+        """The k values to run: ``override`` (a profile's) where given, else the task's own; those beyond the pool are skipped."""
+        return [k for k in (override or self.labeled_cases or (len(self.train),)) if k <= len(self.train)]
 
 
 @dataclass(frozen=True)
 class Profile:
-    """One budget for every initialisation. ``pretrain`` and ``finetune`` override the preset."""
+    """One budget for every initialisation. ``pretrain`` and ``finetune`` override the preset; ``shared`` holds
+    the k values per dataset of the shared-data tasks (:func:`shared_tasks`)."""
 
     pretrain_steps: int
     finetune_checkpoints: tuple[int, ...]
     seeds: tuple[int, ...]
-    labeled_cases: tuple[int, ...] = (1,)  # fine-tune on the first k cases of each task's training pool
+    labeled_cases: tuple[int, ...] | None = None  # every task's k values instead of its own (--labeled-cases)
     preset: str = "tiny"
     pretrain: dict = field(default_factory=dict)
     finetune: dict = field(default_factory=dict)
+    shared: dict = field(default_factory=lambda: {"brats2018": (1, 2, 4, 8), "lidc": (8, 32, 128)})
 
 
+QUICK_PRETRAIN = {"batch_size": 8, "proxy": {"input_size": (64, 64, 32)}}
 PROFILES = {
-    # 2 CPU cores, under 30 minutes: a 0.6M-parameter network, as the shared calibration run
-    "quick": Profile(pretrain_steps=400, finetune_checkpoints=(100, 300), seeds=(0, 1, 2),
-                     pretrain={"batch_size": 8, "proxy": {"input_size": (64, 64, 32)}}, finetune={"lr": 1e-3}),
+    # 2 CPU cores, under 30 minutes: a 0.6M-parameter network, as the shared calibration run; on the shared data
+    # it leaves out BraTS with 2, 4 and 8 labeled cases (each BraTS k costs about 15 minutes), LIDC with 128, the
+    # steps after 200 and full's larger network
+    "quick": Profile(pretrain_steps=400, finetune_checkpoints=(100, 200), seeds=(0, 1, 2), pretrain=QUICK_PRETRAIN,
+                     finetune={"lr": 1e-3}, shared={"brats2018": (1,), "lidc": (8, 32)}),
     "full": Profile(pretrain_steps=5000, finetune_checkpoints=(100, 300, 1000), seeds=(0, 1, 2), preset="small",
                     pretrain={"batch_size": 8}, finetune={"lr": 1e-3}),
+    # one H100/H200, about 10 minutes (estimated, not yet run on a GPU: docs/bench-ssl/README.md): quick's tasks and
+    # points with full's larger network and 4x quick's pretraining cubes; a new volume every 16 steps, as reading
+    # one (about 0.5 s) would otherwise outlast a GPU step
+    "gpu": Profile(pretrain_steps=800, finetune_checkpoints=(100, 200), seeds=(0, 1, 2), preset="small",
+                   pretrain={**QUICK_PRETRAIN, "batch_size": 16, "pool_refresh": 16}, finetune={"lr": 1e-3},
+                   shared={"brats2018": (1,), "lidc": (8, 32)}),
 }
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside a source checkout
+BRATS_CHANNELS = (("flair", "flair"), ("t1", "t1"), ("t1c", "t1ce"), ("t2", "t2"))  # model channel, BraTS 2018 file suffix
+BRATS_POOL = 8  # the first 8 BraTS 2018 cases (by name) are the training pool, the others the test cases
+LIDC_POOL, LIDC_TEST = 128, 50  # VOIs (by name): the last 50 test, the first 128 of other patients the pool
+# 48x48 covers a whole VOI in-plane (43-44 voxels for 9 in 10 of them, 0.5-1 mm), 16 is the thinnest side the
+# U-Net takes (4 poolings); a VOI is 2-20 slices (median 6): padded to 16, so most are one window
+LIDC_PATCH = (48, 48, 16)
+
+
+def pretraining_sources(data: Path) -> list[str]:
+    """Every unlabeled volume of the shared data that a cube fits in, as ``sarseg pretrain --data`` specs: each
+    BraTS channel as an MR volume, CT, PET (the LIDC VOIs are left out: 2-20 slices, thinner than a cube)."""
+    sources = [f"mr={data}/brats2018/*/*_{suffix}.nii.gz" for _, suffix in BRATS_CHANNELS]
+    sources += [f"mr={data}/brats2015/*/Flair_subtrMeanDivStd.nii.gz", f"mr={data}/brats2015/*/T1c_subtrMeanDivStd.nii.gz",
+                f"mr={data}/tcga_gbm/brain?_image.nrrd", f"mr={data}/sarcoma/*MR_T1_image.nii.gz",
+                f"ct={data}/sarcoma/*CT_image.nii.gz", f"ct={data}/lung_ct/image.nii.gz",
+                f"pet={data}/sarcoma/*PET_image.nii.gz"]
+    return sources
+
+
+def shared_tasks(data: Path, shared: Mapping[str, Sequence[int]]) -> tuple[list[str], list[Task]]:
+    """Pretraining sources and the two tasks of the shared data folder, with the k values ``shared`` gives:
+    BraTS 2018 (FLAIR, T1, T1c, T2; whole tumor / tumor core / enhancing tumor; pool and test cases by
+    name) and LIDC nodules (CT; nodule; test VOIs from patients the pool never holds)."""
+    brats_dir, lidc_dir = Path(data) / "brats2018", Path(data) / "lidc_nodules"
+    if not brats_dir.is_dir() or not (lidc_dir / "image").is_dir():
+        raise BadInput(data, "does not hold the shared data (brats2018/ and lidc_nodules/image, mask)")
+    names = sorted(p.name for p in brats_dir.iterdir() if p.is_dir())
+    if len(names) <= BRATS_POOL:
+        raise BadInput(brats_dir, f"holds {len(names)} cases; the benchmark trains on up to {BRATS_POOL} and tests on the others")
+    brats = [Case(tuple(str(brats_dir / n / f"{n}_{s}.nii.gz") for _, s in BRATS_CHANNELS), str(brats_dir / n / f"{n}_seg.nii.gz"))
+             for n in names]
+    vois = sorted(p.name for p in (lidc_dir / "image").glob("*.nii.gz"))
+    test = vois[-LIDC_TEST:]
+    held_patients = {v.split("_")[0] for v in test}
+    pool = [v for v in vois[:-LIDC_TEST] if v.split("_")[0] not in held_patients][:LIDC_POOL]
+    if len(pool) < LIDC_POOL:
+        raise BadInput(lidc_dir, f"holds {len(vois)} VOIs; the benchmark needs {LIDC_POOL} to train on and {LIDC_TEST} to test on")
+    lidc = [Case((str(lidc_dir / "image" / v),), str(lidc_dir / "mask" / v)) for v in [*pool, *test]]
+    return pretraining_sources(Path(data)), [
+        Task("brats2018", "brats2018", tuple(brats[:BRATS_POOL]), tuple(brats[BRATS_POOL:]), tuple(c for c, _ in BRATS_CHANNELS),
+             SCHEMES["brats"], (64, 64, 64), tuple(shared["brats2018"])),
+        Task("lidc", "lidc", tuple(lidc[:LIDC_POOL]), tuple(lidc[LIDC_POOL:]), ("ct",), SCHEMES["binary"], LIDC_PATCH,
+             tuple(shared["lidc"]))]
 
 
 def dataset_tasks(path: Path, test_cases: int = 1, patch_size: tuple[int, int, int] = (64, 64, 64)) -> tuple[list[str], list[Task]]:
@@ -89,14 +158,14 @@ def dataset_tasks(path: Path, test_cases: int = 1, patch_size: tuple[int, int, i
 
 def benchmark(sources: Sequence[str], tasks: Sequence[Task], out: Path, profile: str, labeled_cases: Sequence[int] | None,
               device: torch.device, log=print) -> str:
-    """The protocol under profile ``profile`` for each number of ``labeled_cases`` (default: all the training
-    cases): ``results.json``, ``summary.md`` and the plots in ``out``; returns the Markdown table."""
+    """The protocol under profile ``profile`` for each number of ``labeled_cases`` (default: each task's own):
+    ``results.json``, ``summary.md`` and the plots in ``out``; returns the Markdown table."""
+    counts = sorted(set(labeled_cases)) if labeled_cases else None
     pool = max(len(t.train) for t in tasks)
-    counts = sorted(set(labeled_cases or [pool]))
-    if not 1 <= counts[0] <= counts[-1] <= pool:
+    if counts and not 1 <= counts[0] <= counts[-1] <= pool:
         raise BadInput("--labeled-cases", f"each K must lie in 1..{pool}, the training cases there are (got {counts})")
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarise(run(sources, tasks, out, dataclasses.replace(PROFILES[profile], labeled_cases=tuple(counts)),
+    summary = summarise(run(sources, tasks, out, dataclasses.replace(PROFILES[profile], labeled_cases=tuple(counts) if counts else None),
                             device, log))
     table = markdown(summary)
     (out / "summary.md").write_text(table, encoding="utf-8")
@@ -125,7 +194,7 @@ def run(sources: Sequence[str], tasks: Sequence[Task], out: Path, profile: Profi
                 pretrain(cfg, parsed, Path(init_path), device, progress_mode="none")
             log(f"[{time.monotonic() - started:.0f}s] pretrained {init}")
         for task in tasks:
-            for k in (k for k in profile.labeled_cases if k <= len(task.train)):
+            for k in task.counts(profile.labeled_cases):
                 for seed in profile.seeds:
                     rows += fine_tune_and_score(init, init_path, task, k, seed, profile, out, device)
                 log(f"[{time.monotonic() - started:.0f}s] {init} {task.name} {k} labeled case(s) done")
@@ -156,73 +225,141 @@ def fine_tune_and_score(init: str, init_path: str, task: Task, labeled: int, see
         segmenter = Segmenter.load(folder, device)
         for case in task.test:
             image = read_image(case.images, task.modalities)
-            label, _ = segmenter(image)
+            label, _ = segmenter(image, roi=body_box(image))
             reference = read_label(case.label, image.geometry)
-            for metric in evaluate_maps(label, reference, image.geometry.spacing[::-1], task.labels):
+            for metric in evaluate_maps(label, reference, image.geometry.spacing[::-1], task.labels, distances=False):
                 rows.append({"init": init, "task": task.name, "dataset": task.dataset, "seed": seed, "step": steps,
-                             "region": metric["name"], "dice": metric["dice"], "labeled_cases": labeled})
+                             "region": metric["name"], "dice": metric["dice"], "labeled_cases": labeled,
+                             "case": Path(case.label).name})
     return rows
 
 
+def body_box(image: Image, margin: int = 8) -> tuple[float, ...]:
+    """The physical box (x0 y0 z0 x1 y1 z1, as ``--roi``) around the voxels where some channel is above its
+    minimum, ``margin`` voxels wider. Outside it the inference rule calls every voxel background anyway; a
+    BraTS brain fills about a third of its grid, so scoring inside takes a third of the time. The windows then
+    tile the box, not the grid (a 300-step network's Dice moves by about 0.01-0.04 with the tiling; every
+    initialisation is scored with the same one)."""
+    import SimpleITK as sitk
+
+    body = (image.array > image.array.min(axis=(1, 2, 3), keepdims=True)).any(0)
+    inside = np.argwhere(body) if body.any() else np.argwhere(np.ones_like(body))
+    low = np.maximum(inside.min(0) - margin, 0)[::-1]  # x, y, z
+    high = np.minimum(inside.max(0) + margin, np.array(body.shape) - 1)[::-1]
+    reference = image.geometry.apply_to(sitk.Image([int(n) for n in image.geometry.size], sitk.sitkUInt8))
+    corners = np.array([reference.TransformIndexToPhysicalPoint([int(c) for c in corner])
+                        for corner in np.array(np.meshgrid(*zip(low, high))).reshape(3, -1).T])
+    return (*corners.min(0), *corners.max(0))
+
+
 def summarise(rows: Sequence[dict]) -> list[dict]:
-    """Mean and standard deviation over seeds (and folds) per (dataset, region, labeled cases, step, init),
-    with a verdict against scratch: better/worse only when the means differ by more than the larger spread."""
-    groups: dict[tuple, list[float]] = {}
+    """Mean and standard deviation over seeds and test cases (and folds) per (dataset, region, labeled cases,
+    step, init), and the paired differences from each of :data:`BASELINES` with their verdicts."""
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["dataset"], r["region"], r["labeled_cases"], r["step"], r["init"]), []).append(r["dice"])
+        groups.setdefault((r["dataset"], r["region"], r["labeled_cases"], r["step"], r["init"]), []).append(r)
     out = []
-    for (dataset, region, labeled, step, init), values in sorted(groups.items()):
-        mean, std = statistics.mean(values), statistics.pstdev(values)
-        base = groups.get((dataset, region, labeled, step, "scratch"))
-        verdict = "-" if init == "scratch" else "n/a (no scratch run)" if base is None else _verdict(mean, std, base)
-        out.append({"dataset": dataset, "region": region, "labeled_cases": labeled, "step": step, "init": init,
-                    "mean": mean, "std": std, "n": len(values), "vs_scratch": verdict})
+    for (dataset, region, labeled, step, init), members in sorted(groups.items()):
+        values = [r["dice"] for r in members]
+        entry = {"dataset": dataset, "region": region, "labeled_cases": labeled, "step": step, "init": init,
+                 "mean": statistics.mean(values), "std": statistics.pstdev(values), "n": len(values)}
+        for base in BASELINES:
+            other = groups.get((dataset, region, labeled, step, base))
+            diff = None if init == base or other is None else paired(members, other)
+            entry[f"vs_{base}"] = "-" if init == base else f"n/a (no {base} run)" if other is None else diff["verdict"]
+            entry[f"diff_{base}"] = diff
+        out.append(entry)
     return out
 
 
-def _verdict(mean: float, std: float, base: Sequence[float]) -> str:
-    b_mean, b_std = statistics.mean(base), statistics.pstdev(base)
-    margin = max(std, b_std)
-    return "better" if mean - b_mean > margin else "worse" if b_mean - mean > margin else "no difference"
+def paired(rows: Sequence[dict], base: Sequence[dict]) -> dict:
+    """Differences ``rows`` minus ``base`` between runs of the same task, seed and test case: their mean,
+    standard deviation and 95% t interval (the pairs taken as independent), and the verdict that interval gives."""
+    def key(r: dict) -> tuple:
+        return r.get("task"), r["seed"], r.get("case")
+
+    reference = {key(r): r["dice"] for r in base}
+    diffs = [r["dice"] - reference[key(r)] for r in rows if key(r) in reference]
+    n = len(diffs)
+    mean = statistics.mean(diffs) if diffs else float("nan")
+    std = statistics.stdev(diffs) if n > 1 else float("nan")
+    half = stats.t.ppf(0.975, n - 1) * std / n ** 0.5 if n > 1 else float("nan")
+    low, high = mean - half, mean + half
+    verdict = ("n/a (fewer than 2 pairs)" if n < 2 else "better" if low > 0 else "worse" if high < 0
+               else "no difference")
+    return {"mean": mean, "std": std, "low": low, "high": high, "n": n, "verdict": verdict}
+
+
+def _difference(diff: dict | None) -> str:
+    if diff is None or diff["n"] < 2:
+        return "-"
+    return f"{diff['mean']:+.3f} ± {diff['std']:.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] ({diff['n']})"
 
 
 def markdown(summary: Sequence[dict]) -> str:
-    lines = ["| dataset | region | labeled cases | fine-tune steps | init | Dice mean ± std (n) | vs scratch |",
-             "|---|---|---|---|---|---|---|"]
+    """One row per group: Dice, then per baseline the verdict and the paired difference behind it."""
+    lines = ["| dataset | region | labeled cases | fine-tune steps | init | Dice mean ± std (n) | vs scratch "
+             "| paired Δ vs scratch: mean ± std [95% CI] (pairs) | vs restoration | paired Δ vs restoration |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
         lines.append(f"| {s['dataset']} | {s['region']} | {s['labeled_cases']} | {s['step']} | {s['init']} | "
-                     f"{s['mean']:.3f} ± {s['std']:.3f} ({s['n']}) | {s['vs_scratch']} |")
+                     f"{s['mean']:.3f} ± {s['std']:.3f} ({s['n']}) | {s['vs_scratch']} | {_difference(s['diff_scratch'])} | "
+                     f"{s['vs_restoration']} | {_difference(s['diff_restoration'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _dice(s: dict) -> tuple[float, float] | None:
+    return s["mean"], s["std"]
+
+
+def _gain(s: dict) -> tuple[float, float] | None:
+    diff = s["diff_scratch"]
+    return None if diff is None or diff["n"] < 2 else (diff["mean"], diff["high"] - diff["mean"])
 
 
 def plot(summary: Sequence[dict], folder: Path) -> list[Path]:
     """``dice_vs_steps.png`` (one panel per dataset and region, at the most labeled cases) and, when more
-    than one number of labeled cases ran, ``dice_vs_cases.png`` (at the last step); one line per init."""
+    than one number of labeled cases ran, ``dice_vs_cases.png`` and ``gain_vs_cases.png`` (the paired
+    difference from scratch with its 95% interval) at the last step; one line per init."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     panels = sorted({(s["dataset"], s["region"]) for s in summary})
     inits = list(dict.fromkeys(s["init"] for s in summary))
     most = {d: max(s["labeled_cases"] for s in summary if s["dataset"] == d) for d, _ in panels}
     last = {d: max(s["step"] for s in summary if s["dataset"] == d) for d, _ in panels}
-    figures = [("dice_vs_steps.png", "step", "fine-tuning steps", lambda s: s["labeled_cases"] == most[s["dataset"]])]
+
+    def at_last(s: dict) -> bool:
+        return s["step"] == last[s["dataset"]]
+
+    figures = [("dice_vs_steps.png", "step", "fine-tuning steps", "Dice on unseen cases", _dice,
+                lambda s: s["labeled_cases"] == most[s["dataset"]])]
     if len({s["labeled_cases"] for s in summary}) > 1:
-        figures.append(("dice_vs_cases.png", "labeled_cases", "labeled cases", lambda s: s["step"] == last[s["dataset"]]))
+        figures += [("dice_vs_cases.png", "labeled_cases", "labeled cases", "Dice on unseen cases", _dice, at_last),
+                    ("gain_vs_cases.png", "labeled_cases", "labeled cases", "Dice minus scratch's (paired, 95% CI)", _gain, at_last)]
     written = []
-    for name, x, xlabel, keep in figures:
+    for name, x, xlabel, ylabel, value, keep in figures:
         fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
         for ax, (dataset, region) in zip(axes[0], panels):
             for init in inits:
-                points = [s for s in summary if (s["dataset"], s["region"], s["init"]) == (dataset, region, init) and keep(s)]
+                points = [(p[x], *value(p)) for p in summary
+                          if (p["dataset"], p["region"], p["init"]) == (dataset, region, init) and keep(p) and value(p)]
                 if points:
-                    ax.errorbar([p[x] for p in points], [p["mean"] for p in points], [p["std"] for p in points],
-                                label=init, marker="o", capsize=3)
+                    xs, ys, errors = zip(*points)
+                    ax.errorbar(xs, ys, errors, label=init, marker="o", capsize=3)
             ax.set_title(f"{dataset}: {region}")
             ax.set_xlabel(xlabel)
-            ax.set_ylabel("Dice on unseen cases")
-            ax.set_ylim(0, 1)
+            ax.set_ylabel(ylabel)
+            if x == "labeled_cases":
+                ax.set_xscale("log", base=2)
+                ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            if value is _dice:
+                ax.set_ylim(0, 1)
+            else:
+                ax.axhline(0, color="grey", linewidth=0.8)
         axes[0][0].legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(folder / name, dpi=100)

@@ -185,14 +185,19 @@ def _bench_args(sub) -> None:
     q.add_argument("--batch-size", type=int, default=64, help="cubes per batch")
     _device(q)
     q.add_argument("--json", action="store_true", help="print one JSON object")
-    r = bench.add_parser("ssl", help="scratch vs Models Genesis vs SAR (with and without the adversarial term) on your "
-                                     "labeled cases (the shared cases' profile: benchmarks/ssl_shared.py)")
-    r.add_argument("--dataset", type=Path, required=True, help="your labeled cases (dataset.json, one file per channel)")
-    r.add_argument("--profile", choices=("quick", "full"), default="quick", help="the budget")
+    r = bench.add_parser("ssl", help="scratch vs Models Genesis vs SAR (its defaults and its best variant) on the shared "
+                                     "data (BraTS 2018, LIDC nodules) or on your labeled cases")
+    where = r.add_mutually_exclusive_group()
+    where.add_argument("--data", type=Path, default=None,
+                       help="the shared data folder: brats2018/, lidc_nodules/ (default: ../shared/data beside the checkout)")
+    where.add_argument("--dataset", type=Path, default=None, help="your labeled cases instead: dataset.json, one file per channel (default: none, the shared data)")
+    r.add_argument("--profile", choices=("quick", "full", "gpu"), default="quick",
+                   help="the budget: quick (2 CPU cores, 30 minutes), full, gpu (one H100/H200, 10 minutes)")
     r.add_argument("--quick", action="store_const", const="quick", dest="profile", help="the 2-CPU, 30-minute budget")
     r.add_argument("--labeled-cases", type=int, nargs="+", default=None, metavar="K",
-                   help="fine-tune on the first K training cases, for each K: Dice vs labeled cases (default: all of them)")
-    r.add_argument("--test-cases", type=int, default=1, help="the last N cases are the test set")
+                   help="fine-tune on the first K training cases, for each K: Dice vs labeled cases (default: the profile's "
+                        "on the shared data, all of them on --dataset)")
+    r.add_argument("--test-cases", type=int, default=1, help="with --dataset: the last N cases are the test set")
     r.add_argument("--out", type=Path, default=Path("runs/bench-ssl"), help="folder for models, results and plots")
     _device(r)
     i = bench.add_parser("interactive", help="a promptable model by simulated clicks on held-back cases (Dice after 1, 3 "
@@ -515,7 +520,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.bench == "ssl":
         bench_ssl = _bench_module("bench_ssl")
-        sources, tasks = bench_ssl.dataset_tasks(args.dataset, args.test_cases)
+        if args.dataset is not None:
+            sources, tasks = bench_ssl.dataset_tasks(args.dataset, args.test_cases)
+        else:
+            sources, tasks = bench_ssl.shared_tasks(args.data or bench_ssl.SHARED_DATA, bench_ssl.PROFILES[args.profile].shared)
         print(bench_ssl.benchmark(sources, tasks, args.out, args.profile, args.labeled_cases, resolve_device(args.device),
                                   log=lambda line: print(line, file=sys.stderr, flush=True)))
         return EXIT_OK

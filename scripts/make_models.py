@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from sarseg.core.errors import BadInput  # noqa: E402
 from sarseg.core.expects import Expectations  # noqa: E402
 from sarseg.core.labels import SCHEMES  # noqa: E402
+from sarseg.bench_ssl import pretraining_sources  # noqa: E402  (one list of the shared unlabeled volumes, with sarseg bench ssl)
 
 INTENDED_USE = "research only, not for clinical use"
 BRATS_LICENSE = "BraTS 2018 training data: research use under the BraTS terms; cite Menze et al. TMI 2015, Bakas et al. Sci Data 2017"
@@ -70,15 +71,6 @@ def sarseg(*args: object, log: Path) -> None:
         done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if done.returncode:
         sys.exit(f"failed ({done.returncode}); the end of {log}:\n" + "".join(log.read_text().splitlines(True)[-20:]))
-
-
-def pretraining_sources(data: Path) -> list[str]:
-    sources = [f"mr={data}/brats2018/*/*_{suffix}.nii.gz" for _, suffix in CHANNELS]
-    sources += [f"mr={data}/brats2015/*/Flair_subtrMeanDivStd.nii.gz", f"mr={data}/brats2015/*/T1c_subtrMeanDivStd.nii.gz",
-                f"mr={data}/tcga_gbm/brain?_image.nrrd", f"mr={data}/sarcoma/*MR_T1_image.nii.gz",
-                f"ct={data}/sarcoma/*CT_image.nii.gz", f"ct={data}/lung_ct/image.nii.gz",
-                f"pet={data}/sarcoma/*PET_image.nii.gz"]
-    return sources
 
 
 def brats_cases(data: Path) -> list[Path]:
