@@ -75,3 +75,15 @@ def test_the_wheel_carries_the_built_ins(tmp_path: Path) -> None:
     assert expected <= names, sorted(expected - names)
     card = json.loads(zipfile.ZipFile(wheel).read(f"sarseg/builtin_models/{BUILTINS[0]}/model.json"))
     assert card["format"] == "sarseg-model"
+
+
+def test_the_cards_say_what_was_measured() -> None:
+    """The module's model box and ``sarseg models show`` print the bench's verdict on SAR and the clicks' Dice."""
+    from sarseg.core.registry import describe
+
+    if not {"sar-base", "lesion-click"} <= set(BUILTINS):
+        pytest.skip("sar-base and lesion-click not in Resources/Models (make models)")
+    assert "evidence: measured here" in describe(read_card(MODELS / "sar-base"))
+    assert "does not beat Models Genesis" in describe(read_card(MODELS / "sar-base"))
+    shown = describe(read_card(MODELS / "lesion-click"))
+    assert "Dice after 1/3/5 simulated clicks on held-back cases: BraTS flair, whole tumor " in shown

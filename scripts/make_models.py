@@ -42,6 +42,10 @@ from sarseg.core.labels import SCHEMES  # noqa: E402
 from sarseg.bench_ssl import pretraining_sources  # noqa: E402  (one list of the shared unlabeled volumes, with sarseg bench ssl)
 
 INTENDED_USE = "research only, not for clinical use"
+SAR_EVIDENCE = ("measured here (sarseg bench ssl --quick, docs/bench-ssl): SAR pretraining does not beat Models "
+                "Genesis (restoration only) at this budget, and no pretraining beat fine-tuning from scratch on BraTS "
+                "2018 (one labeled case) or LIDC nodules (8 and 32); the adversarial term cost Dice and did not make "
+                "the encoder modality-invariant (docs/bench-ssl/mechanisms.md)")  # what the bench found; in sar-base's card
 BRATS_LICENSE = "BraTS 2018 training data: research use under the BraTS terms; cite Menze et al. TMI 2015, Bakas et al. Sci Data 2017"
 LICENSES = {
     "brats2018": BRATS_LICENSE,
@@ -117,6 +121,7 @@ def make_sar_base(data: Path, out: Path, work: Path, quick: bool) -> None:
         "training_data": "unlabeled volumes of ../shared/data: BraTS 2018 (12 cases x FLAIR, T1, T1c, T2), BRATS 2015 "
                          "(2 x FLAIR, T1c), TCGA-GBM (2 T1c), sarcoma (2 x CT, MR T1, PET), lung CT (1); labels not used",
         "licenses": [LICENSES[k] for k in ("brats2018", "brats2015", "tcga_gbm", "sarcoma", "lung_ct")],
+        "evidence": SAR_EVIDENCE,
         "recipe": "scripts/make_models.py" + (" --quick" if quick else "")})
 
 

@@ -207,7 +207,7 @@ def describe(card: ModelCard) -> str:
         lines.append(f"pretrained on: {', '.join(card.sources) or '-'}")
     for key, title in (("input_requirements", "input must be"), ("intended_use", "intended use"),
                        ("training_data", "trained on"), ("licenses", "data licenses"), ("steps", "steps"),
-                       ("init", "initialised from"), ("validation", "validation")):
+                       ("init", "initialised from"), ("validation", "validation"), ("evidence", "evidence")):
         if key in info:
             lines.append(f"{title}: {_shown(info[key])}")
     return "\n".join(lines)
@@ -219,6 +219,10 @@ def _shown(value: object) -> str:
         dice = ", ".join(f"{name} {score:.3f}" for name, score in value["dice"].items() if isinstance(score, (int, float)))
         cases = value.get("cases") if isinstance(value.get("cases"), list) else []
         return f"Dice {dice}" + (f" on {len(cases)} held-back case(s): {', '.join(map(str, cases))}" if cases else "")
+    if isinstance(value, dict) and isinstance(value.get("scores"), dict):  # a promptable model's simulated clicks
+        rows = [f"{name} {'/'.join(f'{s[k]:.2f}' for k in ('dice_1', 'dice_3', 'dice_5') if isinstance(s.get(k), (int, float)))}"
+                for name, s in value["scores"].items() if isinstance(s, dict)]
+        return f"Dice after 1/3/5 simulated clicks on held-back cases: {'; '.join(rows)}"
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "; ".join(value)
     return value if isinstance(value, str) else json.dumps(value)
