@@ -173,7 +173,8 @@ def test_a_point_outside_the_volume_is_refused_and_nothing_is_asked(logic, volum
     assert not logic.update()  # the markups are back as the step shown: no request
 
 
-def test_latest_wins_while_a_request_is_slow(store, scene, volume, markups, cases, tmp_path):
+def start_gated(store, scene, markups, tmp_path, volume):
+    """A started session whose workers (``GatedClient``s, listed in start order) hold each answer until their gate is set."""
     clients = []
 
     def gated(model):
@@ -183,6 +184,11 @@ def test_latest_wins_while_a_request_is_slow(store, scene, volume, markups, case
 
     logic = make_logic(store, scene, markups, tmp_path, gated)
     logic.start(MODEL, volume)
+    return logic, clients
+
+
+def test_latest_wins_while_a_request_is_slow(store, scene, volume, markups, cases, tmp_path):
+    logic, clients = start_gated(store, scene, markups, tmp_path, volume)
     try:
         client, inside = clients[0], markups[0]
         place(inside, volume, lesion_voxel(cases[1]))
@@ -314,15 +320,7 @@ def test_removing_the_volume_or_closing_the_scene_ends_the_session(logic, scene,
 
 def test_an_answer_for_a_cleared_lesion_adds_no_segment(store, scene, volume, markups, cases, tmp_path):
     """Reset or Accept while a request is in flight: its answer, when it comes, adds no empty 'lesion'."""
-    clients = []
-
-    def gated(model):
-        base = worker_client(model, "cpu", threads=1)
-        clients.append(GatedClient(base.command, env=base.env, timeout=120))
-        return clients[-1]
-
-    logic = make_logic(store, scene, markups, tmp_path, gated)
-    logic.start(MODEL, volume)
+    logic, clients = start_gated(store, scene, markups, tmp_path, volume)
     try:
         client, inside = clients[0], markups[0]
         place(inside, volume, lesion_voxel(cases[1]))
