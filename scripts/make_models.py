@@ -59,7 +59,8 @@ CHANNELS = (("flair", "flair"), ("t1", "t1"), ("t1c", "t1ce"), ("t2", "t2"))  # 
 RECIPES = {  # preset and steps per model; --quick: a smoke run of the whole script
     "sar-base": {"preset": "small", "steps": 1200, "quick_steps": 4},
     "glioma-mr4": {"preset": "small", "steps": 1000, "quick_steps": 4},
-    "lesion-click": {"preset": "tiny", "steps": 3000, "quick_steps": 4, "base_steps": 1500},
+    "lesion-click": {"preset": "tiny", "net": {"features": [12, 24, 48, 96, 192]}, "steps": 6000, "quick_steps": 4,
+                     "base_steps": 3000},
 }
 LESION_TARGETS = (("whole tumor", (1, 2, 4)), ("tumor core", (1, 4)))  # BraTS 2018 label values
 LIDC_KEPT_BACK = 50
@@ -261,14 +262,17 @@ def make_lesion_click(data: Path, out: Path, work: Path, quick: bool) -> None:
     steps = recipe["quick_steps"] if quick else recipe["steps"]
     base = work / "lesion-base"
     shutil.rmtree(base, ignore_errors=True)
+    base_config = work / "lesion-base.json"
+    base_config.write_text(json.dumps({"net": recipe["net"]}))
     sarseg("pretrain", "--preset", recipe["preset"], "--steps", recipe["quick_steps"] if quick else recipe["base_steps"],
-           "--seed", 0, "--data", *pretraining_sources(data), "--out", base, log=work / "lesion-base.log")
+           "--seed", 0, "--config", base_config, "--data", *pretraining_sources(data), "--out", base,
+           log=work / "lesion-base.log")
     pairs = lesion_training_cases(data, work, quick)
     folder = work / "lesion-click"
     shutil.rmtree(folder, ignore_errors=True)
     config = work / "lesion-click.json"
     config.write_text(json.dumps({"val_fraction": 4 / len(pairs), "min_train_cases": 1,
-                                  "val_every": 2 if quick else 250, "checkpoint_every": 2 if quick else 250}))
+                                  "val_every": 2 if quick else 500, "checkpoint_every": 2 if quick else 500}))
     sarseg("finetune", "--init", base, "--promptable", "--images", *[i for i, _ in pairs],
            "--labels", *[l for _, l in pairs], "--modalities", "default", "--preset", recipe["preset"], "--steps", steps,
            "--seed", 0, "--config", config, "--out", folder, log=work / "lesion-click.log")
@@ -288,7 +292,8 @@ def make_lesion_click(data: Path, out: Path, work: Path, quick: bool) -> None:
         "training_data": "BraTS 2018 training cases (whole tumor and core, one channel at a time), LIDC-IDRI nodule "
                          "volumes of interest, sarcoma STS_001 (CT, MR T1, PET), the IBSI lung CT patient",
         "licenses": [LICENSES[k] for k in ("brats2018", "lidc_nodules", "sarcoma", "lung_ct")],
-        "init": f"SAR pretraining, {recipe['preset']} preset, {recipe['base_steps']} steps on sar-base's volumes "
+        "init": f"SAR pretraining, {recipe['preset']} preset with widths {recipe['net']['features']}, {recipe['base_steps']} "
+                "steps on sar-base's volumes "
                 "(scripts/make_models.py: work folder lesion-base)",
         "validation": {"protocol": "sarseg bench interactive, 10 simulated clicks per kept-back case", "scores": scores},
         "recipe": "scripts/make_models.py" + (" --quick" if quick else "")})
