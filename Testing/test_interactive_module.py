@@ -8,6 +8,8 @@ when its volume is removed or the scene closed."""
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import threading
 from pathlib import Path
 
@@ -313,6 +315,29 @@ def test_removing_the_volume_or_closing_the_scene_ends_the_session(logic, scene,
     process = logic.client.process
     scene.Clear(0)
     assert not logic.active and process.wait(30) == 0 and "scene was closed" in logic.message
+
+
+def test_a_worker_that_cannot_restart_is_one_line_in_the_status(store, scene, volume, markups, cases, tmp_path, caplog):
+    """The model folder gone under a dead worker: the restart fails; the status line says so in one line and
+    the log holds the worker's own error output."""
+    root = tmp_path / "models"
+    shutil.copytree(store.root / MODEL, root / MODEL)
+    logic = make_logic(FolderModelStore(root), scene, markups, tmp_path)
+    logic.start(MODEL, volume)
+    try:
+        place(markups[0], volume, lesion_voxel(cases[1]))
+        answered(logic)
+        logic.client.process.kill()
+        logic.client.process.wait()
+        shutil.rmtree(root / MODEL)
+        place(markups[0], volume, lesion_voxel(cases[1], (1, 1, 0)))
+        with caplog.at_level(logging.ERROR):
+            assert logic.update()
+            message = logic.wait(120)
+        assert message.startswith("The worker failed: ") and "\n" not in message and message.endswith("(details in the Python console)")
+        assert any("SAR interactive: the worker failed:" in r.getMessage() and "\n" in r.getMessage() for r in caplog.records)
+    finally:
+        logic.stop()
 
 
 # ------------------------------------------------------------------------------------ review: stale answers, moved nodes

@@ -33,6 +33,7 @@ the worker down. No Qt here; ``slicer``, ``vtk``, numpy and the engine are impor
 
 from __future__ import annotations
 
+import logging
 import queue
 import re
 import shutil
@@ -254,8 +255,10 @@ class InteractiveLogic:
                 break
             changed = True
             self._in_flight = None
-            if isinstance(reply, Exception):
-                step.error = f"The worker failed: {reply}"
+            if isinstance(reply, Exception):  # its first line in the status, all of it (the worker's stderr) in the log
+                detail = str(reply).strip() or type(reply).__name__
+                logging.error(f"SAR interactive: the worker failed: {detail}")
+                step.error = f"The worker failed: {detail.splitlines()[0]} (details in the Python console)"
             elif not reply.get("ok"):
                 step.error = f"The worker refused the prompts: {reply.get('error')}"
             else:
