@@ -8,9 +8,10 @@
 * ``glioma-mr4``: fine-tuned from ``sar-base`` on BraTS 2018 (FLAIR, T1, T1c, T2; BraTS regions) with the
   last three cases (sorted by name) kept back; their Dice per region goes into the model card.
 * ``lesion-click``: a promptable model (``finetune --promptable``: one image channel of any modality, clicks
-  and a box), tiny preset, from a SAR pretraining of its own width on sar-base's volumes (made in the work
-  folder, not shipped: the built-ins' 25 MB holds one small base, and a small lesion-click would not fit
-  beside it; the tiny network is also what keeps a click under a second on a CPU), on BraTS 2018 (each training case twice, whole tumor and tumor core, each
+  and a box): the tiny preset at widths 12-192, from a SAR pretraining of its own width on sar-base's
+  volumes (made in the work folder, not shipped: the built-ins' 25 MB hold one small base, and a small
+  lesion-click would not fit beside it; the narrow network also keeps a click fast on a CPU), on BraTS 2018
+  (each training case twice, whole tumor and tumor core, each
   time another channel alone), LIDC nodule volumes of interest (every tenth of those not kept back),
   sarcoma STS_001 (CT, MR, PET) and the lung CT. Kept back and scored by ``sarseg bench interactive``
   (simulated clicks; next to ``glioma-mr4`` on BraTS): the last three BraTS cases per channel and target,
