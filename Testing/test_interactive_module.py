@@ -175,8 +175,9 @@ def test_a_point_outside_the_volume_is_refused_and_nothing_is_asked(logic, volum
     assert not logic.update()  # the markups are back as the step shown: no request
 
 
-def start_gated(store, scene, markups, tmp_path, volume):
-    """A started session whose workers (``GatedClient``s, listed in start order) hold each answer until their gate is set."""
+def start_gated(store, scene, markups, tmp_path, volume, first):
+    """A started session whose workers (``GatedClient``s, listed in start order) hold each answer until their
+    gate is set, with one request in flight: a point placed at voxel ``first`` of the inside list."""
     clients = []
 
     def gated(model):
@@ -186,15 +187,15 @@ def start_gated(store, scene, markups, tmp_path, volume):
 
     logic = make_logic(store, scene, markups, tmp_path, gated)
     logic.start(MODEL, volume)
+    place(markups[0], volume, first)
+    assert logic.update() and logic.busy
     return logic, clients
 
 
 def test_latest_wins_while_a_request_is_slow(store, scene, volume, markups, cases, tmp_path):
-    logic, clients = start_gated(store, scene, markups, tmp_path, volume)
+    logic, clients = start_gated(store, scene, markups, tmp_path, volume, lesion_voxel(cases[1]))
     try:
         client, inside = clients[0], markups[0]
-        place(inside, volume, lesion_voxel(cases[1]))
-        assert logic.update() and logic.busy
         place(inside, volume, lesion_voxel(cases[1], (2, 0, 0)))  # changed twice while the first is answered
         assert logic.update()
         place(inside, volume, lesion_voxel(cases[1], (0, 2, 0)))
@@ -345,11 +346,9 @@ def test_a_worker_that_cannot_restart_is_one_line_in_the_status(store, scene, vo
 
 def test_an_answer_for_a_cleared_lesion_adds_no_segment(store, scene, volume, markups, cases, tmp_path):
     """Reset or Accept while a request is in flight: its answer, when it comes, adds no empty 'lesion'."""
-    logic, clients = start_gated(store, scene, markups, tmp_path, volume)
+    logic, clients = start_gated(store, scene, markups, tmp_path, volume, lesion_voxel(cases[1]))
     try:
         client, inside = clients[0], markups[0]
-        place(inside, volume, lesion_voxel(cases[1]))
-        assert logic.update() and logic.busy
         logic.reset()
         client.gate.set()
         logic.wait(120)
