@@ -308,7 +308,7 @@ def markdown(summary: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _dice(s: dict) -> tuple[float, float] | None:
+def _dice(s: dict) -> tuple[float, float]:
     return s["mean"], s["std"]
 
 

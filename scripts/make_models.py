@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from sarseg.core.errors import BadInput  # noqa: E402
 from sarseg.core.expects import Expectations  # noqa: E402
 from sarseg.core.labels import SCHEMES  # noqa: E402
-from sarseg.bench_ssl import pretraining_sources  # noqa: E402  (one list of the shared unlabeled volumes, with sarseg bench ssl)
+from sarseg.bench_ssl import BRATS_CHANNELS as CHANNELS, pretraining_sources  # noqa: E402  (shared with sarseg bench ssl)
 
 INTENDED_USE = "research only, not for clinical use"
 SAR_EVIDENCE = ("measured here (sarseg bench ssl --quick, docs/bench-ssl): SAR pretraining does not beat Models "
@@ -56,7 +56,6 @@ LICENSES = {
     "lung_ct": "IBSI lung CT phantom patient (CC BY-NC 3.0); Lambin, CancerData 2016",
     "lidc_nodules": "LIDC-IDRI (TCIA, CC BY 3.0); cite Armato et al. Med Phys 2011",
 }
-CHANNELS = (("flair", "flair"), ("t1", "t1"), ("t1c", "t1ce"), ("t2", "t2"))  # model channel, BraTS file suffix
 RECIPES = {  # preset and steps per model; --quick: a smoke run of the whole script
     "sar-base": {"preset": "small", "steps": 1200, "quick_steps": 4},
     "glioma-mr4": {"preset": "small", "steps": 1000, "quick_steps": 4},
