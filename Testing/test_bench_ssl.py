@@ -158,13 +158,15 @@ def test_shared_data_profile_lives_in_benchmarks(shared_data: Path, tmp_path: Pa
 
 
 def test_shared_data_tasks(shared_data: Path) -> None:
-    """BraTS 2018: the first 8 cases (by name) are the pool, the last 4 the test cases, whatever k; LIDC: the
+    """BraTS 2018: the first 8 cases (by name) are the pool, CBICA_AME_1 first, the last 4 the test cases, whatever k; LIDC: the
     last 50 VOIs test, 128 from other patients the pool; every pretraining glob finds volumes."""
     import glob
 
     sources, (brats, lidc) = shared_tasks(shared_data, PROFILES["full"].shared)
     assert (brats.labeled_cases, lidc.labeled_cases) == ((1, 2, 4, 8), (8, 32, 128))
-    assert brats.train[0].label.endswith("Brats18_2013_11_1_seg.nii.gz")  # the baseline's training case
+    assert [Path(c.label).parent.name for c in brats.train] == [  # k = 1: the case chosen on development cases
+        "Brats18_CBICA_AME_1", "Brats18_2013_11_1", "Brats18_2013_20_1", "Brats18_2013_23_1", "Brats18_CBICA_ABM_1",
+        "Brats18_TCIA01_201_1", "Brats18_TCIA01_378_1", "Brats18_TCIA01_499_1"]
     assert [Path(c.label).parent.name for c in brats.test] == [
         "Brats18_TCIA02_135_1", "Brats18_TCIA02_606_1", "Brats18_TCIA10_628_1", "Brats18_TCIA10_639_1"]  # test, never validation
     assert brats.modalities == ("flair", "t1", "t1c", "t2") and brats.train[0].images[2].endswith("_t1ce.nii.gz")

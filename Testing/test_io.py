@@ -271,6 +271,7 @@ def test_zscore_over_non_background() -> None:
     inside = out[array > 0]
     assert abs(float(inside.mean())) < 1e-3
     assert abs(float(inside.std()) - 1.0) < 1e-3
+    assert (out[array == 0] == 0.0).all()  # outside the body: the mean, not an extreme value
     assert out.dtype == np.float32
 
 

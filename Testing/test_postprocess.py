@@ -1,12 +1,15 @@
-"""Post-processing of label maps: hole filling, largest component, minimum size."""
+"""Post-processing of label maps: hole filling, largest component, minimum size; and the rule that
+voxels outside the scan are background."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from sarseg.core.card import InferenceConfig
 from sarseg.core.labels import SCHEMES
-from sarseg.infer import postprocess
+from sarseg.infer import postprocess, predict
+from sarseg.io import Normalisation, body_mask
 
 BINARY = SCHEMES["binary"]
 
@@ -34,3 +37,25 @@ def test_minimum_size_counts_cubic_millimetres() -> None:
 def test_largest_component_and_holes() -> None:
     out = postprocess(two_blobs(), BINARY, InferenceConfig(largest_component=True, fill_holes=True), (1, 1, 1))
     assert out.sum() == 1000 and out[6, 6, 6] == 1
+
+
+class AlwaysTumor(torch.nn.Module):
+    """A network that calls every voxel tumor, whatever it sees."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 1, *x.shape[2:]), 5.0)
+
+
+def test_voxels_outside_the_scan_are_background_after_z_scoring() -> None:
+    """z-scoring puts the air around a skull-stripped brain at 0, the brain's mean, so the rule cannot read
+    it from the normalised volume: the body mask comes from the raw image."""
+    rng = np.random.default_rng(0)
+    raw = np.zeros((2, 16, 32, 32), np.float32)
+    raw[:, 4:12, 8:24, 8:20] = rng.normal(300.0, 50.0, (2, 8, 16, 12))
+    volume = np.stack([Normalisation("zscore")(c) for c in raw])
+    assert (volume[:, raw[0] == 0] == 0).all() and volume.min() < 0  # air at the mean, not the minimum
+    body = body_mask(raw)
+    assert body.sum() == 8 * 16 * 12
+    probs = predict(AlwaysTumor(), torch.from_numpy(volume), (16, 16, 16), BINARY, InferenceConfig(), torch.device("cpu"),
+                    body=body)
+    assert np.array_equal(BINARY.to_label_map(probs) > 0, body)

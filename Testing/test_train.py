@@ -264,12 +264,16 @@ def test_validation_crop_is_the_label_box_widened_by_a_patch() -> None:
     label = np.zeros((40, 60, 80), dtype=np.int16)
     label[10:15, 30:33, 70:75] = 2
     image = torch.arange(label.size, dtype=torch.float32).reshape(1, *label.shape)
-    item = {"image": image, "label": label, "fg": torch.from_numpy(label > 0)[None]}
-    crop, crop_label = validation_crop(item, (8, 16, 16))
+    where = torch.ones(1, *label.shape, dtype=torch.uint8)
+    where[:, :, :, :60] = 0  # outside the body
+    item = {"image": image, "label": label, "fg": torch.from_numpy(label > 0)[None], "where": where}
+    crop, crop_label, body = validation_crop(item, (8, 16, 16))
     assert crop.shape == (1, 21, 35, 26) and crop_label.shape == (21, 35, 26)  # z 2..23, y 14..49, x 54..80 (edge)
     assert torch.equal(crop, image[:, 2:23, 14:49, 54:80])
     assert (crop_label > 0).sum() == (label > 0).sum()  # every labeled voxel is inside
-    empty = {"image": image, "label": np.zeros_like(label), "fg": torch.zeros(1, *label.shape, dtype=torch.uint8)}
+    assert body.shape == crop_label.shape and not body[..., :6].any() and body[..., 6:].all()  # x 54..59 outside
+    empty = {"image": image, "label": np.zeros_like(label), "fg": torch.zeros(1, *label.shape, dtype=torch.uint8),
+             "where": where}
     assert validation_crop(empty, (8, 16, 16))[0].shape == image.shape  # nothing labeled: the whole case
 
 

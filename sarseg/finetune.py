@@ -31,7 +31,7 @@ from .core.errors import BadInput
 from .core.files import writing
 from .core.labels import LabelScheme
 from .infer import normalise_channels, predict
-from .io import read_image, read_label
+from .io import body_mask, read_image, read_label
 from .metrics import evaluate_maps
 from .model import load_model, net_config, save_model
 from .nets import UNet3D
@@ -78,8 +78,7 @@ class LoadCase(Transform):
         self.config.labels.check_values(label, case["label"])
         target, foreground = self.config.labels.training_target(label)
         # where patches are centred: 0 outside the body (every channel at its minimum: padding, air), 1 body, 2 labeled
-        body = (image.array > image.array.min(axis=(1, 2, 3), keepdims=True)).any(0, keepdims=True)
-        where = np.maximum(body.astype(np.uint8), 2 * foreground)
+        where = np.maximum(body_mask(image.array)[None].astype(np.uint8), 2 * foreground)
         return {"image": torch.from_numpy(volume), "target": torch.from_numpy(target),
                 "fg": torch.from_numpy(foreground), "where": torch.from_numpy(where), "label": label,
                 "spacing": image.geometry.spacing[::-1], "name": case["label"]}
@@ -213,14 +212,14 @@ def describe_split(train: Sequence[Case], val: Sequence[Case], config: FinetuneC
     return text + f"no validation ({why}); the model folder keeps the latest weights"
 
 
-def validation_crop(item: dict, margin_zyx: Sequence[int]) -> tuple[torch.Tensor, np.ndarray]:
-    """A case's image and label map cut to its labels' bounding box widened by ``margin_zyx`` voxels a
+def validation_crop(item: dict, margin_zyx: Sequence[int]) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """A case's image, label map and body mask cut to its labels' bounding box widened by ``margin_zyx`` voxels a
     side (the whole case when it has no label): a fraction of the volume, so validation stays cheap
     next to training. The Dice misses only false positives farther than the margin from the tumor."""
     start, end = generate_spatial_bounding_box(item["fg"], margin=list(margin_zyx), allow_smaller=True)
     labeled = any(b > a for a, b in zip(start, end))
     box = tuple(slice(a, b) for a, b in zip(start, end)) if labeled else (slice(None),) * 3
-    return item["image"][(slice(None), *box)].contiguous(), item["label"][box]
+    return item["image"][(slice(None), *box)].contiguous(), item["label"][box], item["where"][0].numpy()[box] > 0
 
 
 def segmentation_loss(config: FinetuneConfig) -> torch.nn.Module:
@@ -389,8 +388,8 @@ class Finetuning(Trainer):
             return
         scores = []
         for case in self.val_cases:
-            image, label = self.crops[case]
-            probs = predict(self.net, image, config.patch_zyx, config.labels, config.inference, self.device)
+            image, label, body = self.crops[case]
+            probs = predict(self.net, image, config.patch_zyx, config.labels, config.inference, self.device, body=body)
             spacing = self.loaded[case]["spacing"]
             scores.append(evaluate_maps(config.labels.to_label_map(probs), label, spacing, config.labels))
         per_label = {name: float(np.mean([s[i]["dice"] for s in scores])) for i, name in enumerate(config.labels.names)}

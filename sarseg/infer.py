@@ -23,7 +23,7 @@ from .core.card import InferenceConfig, ModelCard, read_card
 from .core.errors import BadInput
 from .core.labels import LabelScheme
 from .core.progress import format_event
-from .io import Geometry, Image, normalisation_for
+from .io import Geometry, Image, body_mask, normalisation_for
 from .model import build_net, load_weights, net_config
 
 WindowsDone = Callable[[int, int], None]
@@ -55,14 +55,17 @@ def predict(
     cfg: InferenceConfig,
     device: torch.device,
     on_windows: WindowsDone | None = None,
+    body: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Probabilities (K, Z, Y, X) on the CPU for a normalised (C, Z, Y, X) volume.
 
     Patches run on ``device``; the blended output is stitched on the CPU, so a volume too large for the
-    GPU still works. TTA averages the probabilities of the flips along each axis. Voxels where every
-    channel is at its minimum (the padding around a skull-stripped brain) are background: a patch of
-    them alone is constant, and what a network says about a constant input is arbitrary. ``on_windows``
-    follows the work: MONAI calls the predictor once per batch of windows, which counts them.
+    GPU still works. TTA averages the probabilities of the flips along each axis. Voxels outside ``body``
+    (:func:`~sarseg.io.body_mask` of the raw image: the padding around a skull-stripped brain; None: no
+    such voxels) are background: a patch of them alone is constant, and what a network says about a
+    constant input is arbitrary. The mask comes from the raw image because z-scoring sets those voxels to
+    the mean. ``on_windows`` follows the work: MONAI calls the predictor once per batch of windows, which
+    counts them.
     """
     net.eval()
     amp = device.type == "cuda"
@@ -97,10 +100,11 @@ def predict(
             probs += run(inputs.flip(axis)).flip(axis)
         probs /= 4
     probs = probs[0]
-    outside = (volume == volume.amin(dim=(1, 2, 3), keepdim=True)).all(0)  # no channel above its minimum: padding, air
-    probs[:, outside] = 0.0
-    if labels.mode == "classes":
-        probs[0, outside] = 1.0  # background
+    if body is not None:
+        outside = torch.from_numpy(~body)
+        probs[:, outside] = 0.0
+        if labels.mode == "classes":
+            probs[0, outside] = 1.0  # background
     return probs
 
 
@@ -176,7 +180,7 @@ class Segmenter:
         volume = normalise_channels(image, self.config.modalities, self.config.normalisation)
         region = roi_box(image.geometry, roi) if roi is not None else (slice(None),) * 3
         probs = predict(self.net, torch.from_numpy(np.ascontiguousarray(volume[(slice(None), *region)])),
-                        self.config.patch_zyx, self.labels, cfg, self.device, on_windows)
+                        self.config.patch_zyx, self.labels, cfg, self.device, on_windows, body_mask(image.array)[region])
         label = np.zeros(image.array.shape[1:], dtype=np.int16)
         label[region] = postprocess(self.labels.to_label_map(probs), self.labels, cfg, image.geometry.spacing)
         full = np.zeros((probs.shape[0], *image.array.shape[1:]), dtype=np.float32)

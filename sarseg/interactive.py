@@ -108,10 +108,10 @@ class PromptTraining(Finetuning):
             return
         curves = []
         for case in self.val_cases:
-            image, label = self.crops[case]
+            image, label, body = self.crops[case]
             lesion = largest_component(config.labels.masks(label)[0])
             if lesion.any():
-                curves.append(simulate(lambda prompts: self._segment(image, prompts), lesion, VALIDATION_CLICKS,
+                curves.append(simulate(lambda prompts: self._segment(image, body, prompts), lesion, VALIDATION_CLICKS,
                                        self.loaded[case]["spacing"]).dice)
         self.net.train()
         if not curves:
@@ -124,10 +124,10 @@ class PromptTraining(Finetuning):
         self.progress.event("validation", step=step, dice=dice[-1], dice_per_click=dice, per_label=per_label,
                             best_dice=self.best["dice"], best_step=self.best["step"])
 
-    def _segment(self, image: torch.Tensor, prompts: VoxelPrompts) -> np.ndarray:
+    def _segment(self, image: torch.Tensor, body: np.ndarray, prompts: VoxelPrompts) -> np.ndarray:
         config = self.config
         region, probs = predict_prompted(self.net, image, prompts, config.prompts, config.patch_zyx, config.labels,
-                                         config.inference, self.device)
+                                         config.inference, self.device, body=body)
         mask = np.zeros(image.shape[1:], dtype=bool)
         mask[region] = config.labels.to_label_map(probs) > 0
         return mask

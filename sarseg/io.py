@@ -448,7 +448,9 @@ class Normalisation:
 
     kind ``ct``: window [low, high] in HU mapped to [0, 1]; ``percentile``: the (low, high) percentiles of
     the voxels above the volume's minimum mapped to [0, 1] (MR); ``zscore``: mean/std over those voxels
-    (MR); ``pet``: SUV clipped to [low, high] mapped to [0, 1]; ``none``: unchanged.
+    (MR), the voxels at the minimum (air, padding) set to 0, so that a sliding window of pure air is not an
+    extreme constant to the instance-normalised network (on BraTS from one labeled case this alone took
+    whole tumor from 0.40 to 0.55, docs/bench-ssl); ``pet``: SUV clipped to [low, high] mapped to [0, 1]; ``none``: unchanged.
     """
 
     kind: str = "percentile"
@@ -469,7 +471,9 @@ class Normalisation:
             return array.copy()
         if self.kind == "zscore":
             inside = _above_background(array)
-            return ((array - inside.mean()) / max(float(inside.std()), 1e-6)).astype(np.float32)
+            out = ((array - inside.mean()) / max(float(inside.std()), 1e-6)).astype(np.float32)
+            out[array <= array.min()] = 0.0  # outside the body: the mean, as nnU-Net's nonzero-mask rule
+            return out
         if self.kind == "percentile":
             low, high = np.percentile(_above_background(array), [self.low, self.high])
             if high <= low:
@@ -477,6 +481,12 @@ class Normalisation:
         else:
             low, high = self.low, self.high
         return np.clip((array - low) / max(float(high - low), 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def body_mask(array: np.ndarray) -> np.ndarray:
+    """(Z, Y, X) True where some channel of a raw (C, Z, Y, X) image is above its minimum: the scan, not the
+    padding or air around it (a skull-stripped brain fills about a sixth of a BraTS grid)."""
+    return (array > array.min(axis=(1, 2, 3), keepdims=True)).any(0)
 
 
 def _above_background(array: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from .core.errors import BadInput
 from .core.labels import LabelScheme
 from .core.prompts import Prompts, show_point
 from .infer import Segmenter, WindowsDone, normalise_channels, postprocess, predict, roi_box
-from .io import Geometry, Image
+from .io import Geometry, Image, body_mask
 
 
 def _grid(geometry: Geometry) -> sitk.Image:
@@ -74,14 +74,15 @@ def crop_around(prompts: VoxelPrompts, shape: Sequence[int], patch: Sequence[int
 @torch.no_grad()
 def predict_prompted(net: torch.nn.Module, volume: torch.Tensor, prompts: VoxelPrompts, spec: PromptSpec,
                      patch_zyx: Sequence[int], labels: LabelScheme, cfg: InferenceConfig, device: torch.device,
-                     on_windows: WindowsDone | None = None) -> tuple[tuple[slice, slice, slice], torch.Tensor]:
+                     on_windows: WindowsDone | None = None, body: np.ndarray | None = None,
+                     ) -> tuple[tuple[slice, slice, slice], torch.Tensor]:
     """The crop around the prompts (z, y, x slices of ``volume``, a normalised (C, Z, Y, X) tensor) and the
-    probabilities (K, z, y, x) on it."""
+    probabilities (K, z, y, x) on it; ``body`` as :func:`~sarseg.infer.predict`'s, on the whole volume."""
     region = crop_around(prompts, volume.shape[1:], patch_zyx)
     image = volume[(slice(None), *region)]
     local = prompts.shifted([s.start for s in region])
     inputs = torch.cat([image, torch.from_numpy(guidance(local, image.shape[1:], spec))])
-    return region, predict(net, inputs, patch_zyx, labels, cfg, device, on_windows)
+    return region, predict(net, inputs, patch_zyx, labels, cfg, device, on_windows, None if body is None else body[region])
 
 
 @dataclass
@@ -120,6 +121,7 @@ class PromptSession:
         self.segmenter, self.spec, self.geometry = segmenter, card.prompts, image.geometry
         config = segmenter.config
         self.volume = torch.from_numpy(np.ascontiguousarray(normalise_channels(image, config.modalities, config.normalisation)))
+        self.body = body_mask(image.array)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -135,6 +137,6 @@ class PromptSession:
         segmenter = self.segmenter
         cfg = inference or segmenter.config.inference
         region, probs = predict_prompted(segmenter.net, self.volume, prompts, self.spec, segmenter.config.patch_zyx,
-                                         segmenter.labels, cfg, segmenter.device, on_windows)
+                                         segmenter.labels, cfg, segmenter.device, on_windows, self.body)
         label = postprocess(segmenter.labels.to_label_map(probs), segmenter.labels, cfg, self.geometry.spacing)
         return Result(region, label, probs.numpy())

@@ -62,6 +62,7 @@ RECIPES = {  # preset and steps per model; --quick: a smoke run of the whole scr
     "lesion-click": {"preset": "tiny", "net": {"features": [12, 24, 48, 96, 192]}, "steps": 6000, "quick_steps": 4,
                      "base_steps": 3000},
 }
+SHIPPED_JITTER = {"intensity_jitter": 0.3}  # the fine-tuning default when the shipped models were made (now 0.0)
 LESION_TARGETS = (("whole tumor", (1, 2, 4)), ("tumor core", (1, 4)))  # BraTS 2018 label values
 LIDC_KEPT_BACK = 50
 VALIDATION_CASES = 3
@@ -139,9 +140,11 @@ def make_glioma(data: Path, out: Path, work: Path, quick: bool) -> None:
     files = [case_files(c) for c in train]
     folder = work / "glioma-mr4"
     shutil.rmtree(folder, ignore_errors=True)
+    config = work / "glioma-mr4.json"
+    config.write_text(json.dumps(SHIPPED_JITTER))
     sarseg("finetune", "--init", out / "sar-base", "--images", *[i for i, _ in files], "--labels", *[l for _, l in files],
            "--label-scheme", "brats", "--modalities", ",".join(c for c, _ in CHANNELS), "--preset", recipe["preset"],
-           "--steps", steps, "--seed", 0, "--out", folder, log=work / "glioma-mr4.log")
+           "--steps", steps, "--seed", 0, "--config", config, "--out", folder, log=work / "glioma-mr4.log")
     segmenter = Segmenter.load(folder, resolve_device("cpu"))
     scheme = SCHEMES["brats"]
     per_case, seconds = {}, []
@@ -271,7 +274,7 @@ def make_lesion_click(data: Path, out: Path, work: Path, quick: bool) -> None:
     folder = work / "lesion-click"
     shutil.rmtree(folder, ignore_errors=True)
     config = work / "lesion-click.json"
-    config.write_text(json.dumps({"val_fraction": 4 / len(pairs), "min_train_cases": 1,
+    config.write_text(json.dumps({"val_fraction": 4 / len(pairs), "min_train_cases": 1, **SHIPPED_JITTER,
                                   "val_every": 2 if quick else 500, "checkpoint_every": 2 if quick else 500}))
     sarseg("finetune", "--init", base, "--promptable", "--images", *[i for i, _ in pairs],
            "--labels", *[l for _, l in pairs], "--modalities", "default", "--preset", recipe["preset"], "--steps", steps,
