@@ -136,6 +136,15 @@ def test_more_labeled_cases_than_the_pool_fails_before_pretraining(tmp_path: Pat
     assert not (tmp_path / "out").exists()
 
 
+def test_tasks_pick_among_the_shared_data_only(tmp_path: Path, capsys) -> None:
+    dataset = nnunet_dataset(tmp_path / "data", phantom.write_cases(tmp_path / "phantoms", 2))
+    rc, err = run_cli(capsys, ["bench", "ssl", "--dataset", dataset, "--tasks", "lidc", "--out", tmp_path / "out"])
+    assert_bad(rc, err, "--tasks", "--dataset makes one task of its cases")
+    rc, err = run_cli(capsys, ["bench", "ssl", "--dataset", dataset, "--seeds", "0", "-1", "--out", tmp_path / "out"])
+    assert_bad(rc, err, "--seeds", "seeds are 0 or more (got -1)")
+    assert not (tmp_path / "out").exists()
+
+
 def test_shared_data_profile_lives_in_benchmarks(shared_data: Path, tmp_path: Path) -> None:
     """``benchmarks/ssl_shared.py``: the shared cases' tasks (BraTS cropped to the brain, TCGA-GBM), one fold
     for the quick profile, both for the full one; every pretraining glob finds its volumes."""

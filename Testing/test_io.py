@@ -271,8 +271,15 @@ def test_zscore_over_non_background() -> None:
     inside = out[array > 0]
     assert abs(float(inside.mean())) < 1e-3
     assert abs(float(inside.std()) - 1.0) < 1e-3
-    assert (out[array == 0] == 0.0).all()  # outside the body: the mean, not an extreme value
+    assert (out[array == 0] < -5).all()  # air keeps the formula's value (the cards of earlier models)
     assert out.dtype == np.float32
+    placed = Normalisation("zscore", outside=0.0)(array)
+    assert (placed[array == 0] == 0.0).all() and np.array_equal(placed[array > 0], inside)  # air at the mean
+
+
+def test_outside_must_be_a_number() -> None:
+    with pytest.raises(BadInput, match="outside must be a finite number"):
+        Normalisation("zscore", outside=float("nan"))
 
 
 def test_none_leaves_values_unchanged() -> None:

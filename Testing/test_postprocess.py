@@ -52,7 +52,7 @@ def test_voxels_outside_the_scan_are_background_after_z_scoring() -> None:
     rng = np.random.default_rng(0)
     raw = np.zeros((2, 16, 32, 32), np.float32)
     raw[:, 4:12, 8:24, 8:20] = rng.normal(300.0, 50.0, (2, 8, 16, 12))
-    volume = np.stack([Normalisation("zscore")(c) for c in raw])
+    volume = np.stack([Normalisation("zscore", outside=0.0)(c) for c in raw])
     assert (volume[:, raw[0] == 0] == 0).all() and volume.min() < 0  # air at the mean, not the minimum
     body = body_mask(raw)
     assert body.sum() == 8 * 16 * 12

@@ -89,6 +89,27 @@ def test_cubes_are_centred_on_foreground_not_air() -> None:
     assert (cubes.flatten(1).amax(dim=1) > 0).all()
 
 
+def test_air_z_scored_to_the_mean_is_not_foreground(tmp_path) -> None:
+    """With MR z-scored and the air set to 0 (fine-tuning's normalisation, used to pretrain too), the air sits
+    above the darkest brain: cube centres come from the raw volume's body mask, not the intensities alone."""
+    import numpy as np
+
+    from sarseg.config import FINETUNE_NORMALISATION
+    from sarseg.data import LoadVolume
+    from sarseg.io import Geometry, write_image
+
+    raw = np.zeros((48, 96, 96), np.float32)
+    raw[8:40, 24:72, 24:72] = np.random.default_rng(0).normal(400.0, 100.0, (32, 48, 48)).clip(1.0)  # a "brain" in air
+    path = tmp_path / "brain.nii.gz"
+    write_image(path, raw, Geometry((96, 96, 48), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    loaded = LoadVolume(FINETUNE_NORMALISATION)({"path": str(path), "name": "mr", "source": 0})
+    assert (loaded["volume"][0][torch.from_numpy(raw == 0)] == 0).all()  # air at the mean
+    inside = torch.from_numpy(raw > 0)
+    assert not inside[tuple(proxy.foreground_coordinates(loaded["volume"], OFF.foreground_threshold).T)].all()  # alone: air passes
+    centres = prepare(loaded, OFF, torch.device("cpu")).foreground
+    assert len(centres) and inside[tuple(centres.T)].all()
+
+
 def test_corrupt_leaves_its_input_alone_and_targets_clean() -> None:
     cubes = textured_cubes()
     before = cubes.clone()

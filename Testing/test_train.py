@@ -156,7 +156,8 @@ def run_pretrain(out: Path, cases: list[dict], steps: int, resume: bool = False)
 
 
 def run_finetune(out: Path, cases: list[dict], init: Path, steps: int, resume: bool = False) -> tuple[list[dict], str]:
-    config = finetune_config("tiny", {"steps": steps, "log_every": 1, "seed": 5, "modalities": ["mr"], "labels": LABELS})
+    config = finetune_config("tiny", {"steps": steps, "log_every": 1, "seed": 5, "modalities": ["mr"], "labels": LABELS,
+                                      "intensity_jitter": 0.3})  # off by default; pinned here with the path it takes
     return captured(lambda: finetune(config, [Case((c["mr"],), c["label"]) for c in cases], str(init), out, CPU,
                                      resume=resume, progress_mode="json", steps=steps if resume else None))
 

@@ -161,16 +161,18 @@ def dataset_tasks(path: Path, test_cases: int = 1, patch_size: tuple[int, int, i
 
 
 def benchmark(sources: Sequence[str], tasks: Sequence[Task], out: Path, profile: str, labeled_cases: Sequence[int] | None,
-              device: torch.device, log=print) -> str:
-    """The protocol under profile ``profile`` for each number of ``labeled_cases`` (default: each task's own):
-    ``results.json``, ``summary.md`` and the plots in ``out``; returns the Markdown table."""
+              device: torch.device, log=print, seeds: Sequence[int] | None = None) -> str:
+    """The protocol under profile ``profile`` for each number of ``labeled_cases`` (default: each task's own)
+    and each of ``seeds`` (default: the profile's): ``results.json``, ``summary.md`` and the plots in ``out``;
+    returns the Markdown table."""
     counts = sorted(set(labeled_cases)) if labeled_cases else None
     pool = max(len(t.train) for t in tasks)
     if counts and not 1 <= counts[0] <= counts[-1] <= pool:
         raise BadInput("--labeled-cases", f"each K must lie in 1..{pool}, the training cases there are (got {counts})")
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarise(run(sources, tasks, out, dataclasses.replace(PROFILES[profile], labeled_cases=tuple(counts) if counts else None),
-                            device, log))
+    chosen = dataclasses.replace(PROFILES[profile], labeled_cases=tuple(counts) if counts else None,
+                                 seeds=tuple(dict.fromkeys(seeds)) if seeds else PROFILES[profile].seeds)
+    summary = summarise(run(sources, tasks, out, chosen, device, log))
     table = markdown(summary)
     (out / "summary.md").write_text(table, encoding="utf-8")
     plot(summary, out)

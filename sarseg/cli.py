@@ -198,6 +198,9 @@ def _bench_args(sub) -> None:
                    help="fine-tune on the first K training cases, for each K: Dice vs labeled cases (default: the profile's "
                         "on the shared data, all of them on --dataset)")
     r.add_argument("--test-cases", type=int, default=1, help="with --dataset: the last N cases are the test set")
+    r.add_argument("--tasks", nargs="+", choices=("brats2018", "lidc"), default=None,
+                   help="on the shared data: only these tasks (default: both)")
+    r.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S", help="these seeds (default: the profile's 0 1 2)")
     r.add_argument("--out", type=Path, default=Path("runs/bench-ssl"), help="folder for models, results and plots")
     _device(r)
     i = bench.add_parser("interactive", help="a promptable model by simulated clicks on held-back cases (Dice after 1, 3 "
@@ -520,12 +523,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.bench == "ssl":
         bench_ssl = _bench_module("bench_ssl")
+        if args.seeds and min(args.seeds) < 0:
+            raise BadInput("--seeds", f"seeds are 0 or more (got {min(args.seeds)})")
         if args.dataset is not None:
+            if args.tasks:
+                raise BadInput("--tasks", "picks among the shared data's tasks; --dataset makes one task of its cases")
             sources, tasks = bench_ssl.dataset_tasks(args.dataset, args.test_cases)
         else:
             sources, tasks = bench_ssl.shared_tasks(args.data or bench_ssl.SHARED_DATA, bench_ssl.PROFILES[args.profile].shared)
+            tasks = [t for t in tasks if args.tasks is None or t.name in args.tasks]
         print(bench_ssl.benchmark(sources, tasks, args.out, args.profile, args.labeled_cases, resolve_device(args.device),
-                                  log=lambda line: print(line, file=sys.stderr, flush=True)))
+                                  log=lambda line: print(line, file=sys.stderr, flush=True), seeds=args.seeds))
         return EXIT_OK
     _positive("--seconds", args.seconds)
     _positive("--batch-size", args.batch_size)

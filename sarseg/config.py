@@ -95,10 +95,11 @@ class PretrainConfig(TrainConfig):
     eval_cubes: int = 256  # fresh cubes scored at the end (proxy_evaluation in model.json)
 
 
-# From scratch, MR (and unnamed) channels are z-scored over the voxels above their minimum (nnU-Net's rule
-# for MR), not percentiles mapped to [0, 1] (docs/bench-ssl, "The scratch baseline"); a pretrained model
-# brings its own normalisation.
-FINETUNE_NORMALISATION: dict[str, dict] = {**DEFAULT_NORMALISATION, "mr": {"kind": "zscore"}, "default": {"kind": "zscore"}}
+# From scratch, MR (and unnamed) channels are z-scored over the voxels above their minimum, those at it set to
+# 0 (nnU-Net's rule for MR, with its nonzero mask), not percentiles mapped to [0, 1] (docs/bench-ssl, "The
+# scratch baseline"); a pretrained model brings its own normalisation.
+FINETUNE_NORMALISATION: dict[str, dict] = {**DEFAULT_NORMALISATION, "mr": {"kind": "zscore", "outside": 0.0},
+                                           "default": {"kind": "zscore", "outside": 0.0}}
 
 
 @dataclass

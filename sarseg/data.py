@@ -24,7 +24,7 @@ from . import proxy
 from .config import PretrainConfig, ProxyConfig
 from .core import datasets
 from .core.errors import BadInput
-from .io import normalisation_for, read_image
+from .io import body_mask, normalisation_for, read_image
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -105,9 +105,10 @@ class LoadVolume:
         if channel is not None and channel >= image.channels:
             raise BadInput(item["path"], f"holds {image.channels} channel(s); its dataset.json names channel {channel} "
                            f"({item['name']})")
-        array = normalisation_for(item["name"], self.normalisation)(image.array[channel or 0])
+        raw = image.array[channel or 0 : (channel or 0) + 1]
+        array = normalisation_for(item["name"], self.normalisation)(raw[0])
         spacing_zyx = torch.tensor(image.geometry.spacing[::-1], dtype=torch.float64)
-        return {**item, "volume": torch.from_numpy(array)[None], "spacing": spacing_zyx}
+        return {**item, "volume": torch.from_numpy(array)[None], "body": torch.from_numpy(body_mask(raw)), "spacing": spacing_zyx}
 
 
 def check_volume(item: dict, config: PretrainConfig) -> dict:
@@ -148,7 +149,7 @@ def prepare(loaded: dict, cfg: ProxyConfig, device: torch.device) -> PoolVolume:
     volume = loaded["volume"].to(device, non_blocking=True)
     shape = torch.tensor(volume.shape[1:])
     extents, fits = proxy.fitting_scales(cfg, loaded["spacing"], shape)
-    foreground = proxy.foreground_coordinates(volume, cfg.foreground_threshold)
+    foreground = proxy.foreground_coordinates(volume, cfg.foreground_threshold, body=loaded.get("body"))
     return PoolVolume(int(loaded["source"]), foreground, proxy.scale_views(volume, extents, fits, cfg.size_zyx))
 
 

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .core import paths
+from .core import fields, paths
 from .core.errors import BadInput
 from .core.files import atomic_path, check_writable
 
@@ -448,14 +448,19 @@ class Normalisation:
 
     kind ``ct``: window [low, high] in HU mapped to [0, 1]; ``percentile``: the (low, high) percentiles of
     the voxels above the volume's minimum mapped to [0, 1] (MR); ``zscore``: mean/std over those voxels
-    (MR), the voxels at the minimum (air, padding) set to 0, so that a sliding window of pure air is not an
-    extreme constant to the instance-normalised network (on BraTS from one labeled case this alone took
-    whole tumor from 0.40 to 0.55, docs/bench-ssl); ``pet``: SUV clipped to [low, high] mapped to [0, 1]; ``none``: unchanged.
+    (MR); ``pet``: SUV clipped to [low, high] mapped to [0, 1]; ``none``: unchanged. ``outside``, when set,
+    is the value the voxels at the volume's minimum (air, padding: outside the scan) take afterwards.
+    Fine-tuning from scratch z-scores MR with ``outside`` 0, the mean, like nnU-Net's nonzero mask (there one
+    mask for all channels, here each channel's own minimum): z-scored
+    air left at its extreme value skews the instance norm of every window that holds some (on BraTS from
+    one labeled case, whole tumor 0.40 -> 0.57 on a development fold, docs/bench-ssl). Unset, as in the
+    cards of models made before it existed, the voxels keep the formula's value.
     """
 
     kind: str = "percentile"
     low: float = 0.5
     high: float = 99.5
+    outside: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in NORMALISERS:
@@ -464,16 +469,22 @@ class Normalisation:
             raise BadInput("normalisation", f"{self.kind}: high ({self.high}) must exceed low ({self.low})")
         if self.kind == "percentile" and not 0 <= self.low < self.high <= 100:
             raise BadInput("normalisation", f"percentiles must lie in [0, 100] (got {self.low}, {self.high})")
+        if self.outside is not None:
+            fields.number(self.outside, "normalisation", "outside")
 
     def __call__(self, array: np.ndarray) -> np.ndarray:
         array = array.astype(np.float32, copy=False)
+        out = self._scaled(array)
+        if self.outside is not None:
+            out[array <= array.min()] = self.outside
+        return out
+
+    def _scaled(self, array: np.ndarray) -> np.ndarray:
         if self.kind == "none":
             return array.copy()
         if self.kind == "zscore":
             inside = _above_background(array)
-            out = ((array - inside.mean()) / max(float(inside.std()), 1e-6)).astype(np.float32)
-            out[array <= array.min()] = 0.0  # outside the body: the mean, as nnU-Net's nonzero-mask rule
-            return out
+            return ((array - inside.mean()) / max(float(inside.std()), 1e-6)).astype(np.float32)
         if self.kind == "percentile":
             low, high = np.percentile(_above_background(array), [self.low, self.high])
             if high <= low:

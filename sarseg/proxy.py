@@ -37,15 +37,19 @@ def fitting_scales(cfg: ProxyConfig, spacing_zyx: torch.Tensor, shape_zyx: torch
     return extents.float(), fits
 
 
-def foreground_coordinates(volume: torch.Tensor, threshold: float, limit: int = 50_000, seed: int = 0) -> torch.Tensor:
-    """Voxel indices (N, 3) of the first channel above ``threshold`` of its p0.5..p99.5 range.
+def foreground_coordinates(volume: torch.Tensor, threshold: float, limit: int = 50_000, seed: int = 0,
+                           body: torch.Tensor | None = None) -> torch.Tensor:
+    """Voxel indices (N, 3) of the first channel above ``threshold`` of its p0.5..p99.5 range, and inside
+    ``body`` (Z, Y, X; from the raw volume, :func:`~sarseg.io.body_mask`) when given: a normalisation that
+    puts the air at 0, the brain's mean, would otherwise pass it as foreground.
 
     Cube centres are drawn from these, so no cube is pure air; at most ``limit`` are kept to bound memory.
     """
     first = volume[0]
     sample = first.flatten()[:: max(1, first.numel() // 200_000)].float()
     low, high = torch.quantile(sample, torch.tensor([0.005, 0.995], dtype=sample.dtype, device=sample.device))
-    coords = torch.nonzero(first > low + threshold * (high - low))
+    above = first > low + threshold * (high - low)
+    coords = torch.nonzero(above if body is None else above & body.to(above.device))
     if len(coords) == 0:
         coords = torch.nonzero(first >= first.max())
     if len(coords) > limit:

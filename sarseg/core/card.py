@@ -393,11 +393,11 @@ def _names(value: Any, where: object, name: str, most: int) -> tuple[str, ...]:
 
 
 def _normalisation(value: Any, where: object) -> dict:
-    """``{name: {"kind", "low", "high"}}``: the kinds themselves are checked where they are applied."""
+    """``{name: {"kind", "low", "high", "outside"}}``: the kinds themselves are checked where they are applied."""
     fields.mapping(value, where, "normalisation")
     fields.require(len(value) <= 64, where, "normalisation holds more than 64 entries")
     for name, entry in value.items():
-        fields.mapping(entry, where, f"normalisation.{name}", ("kind", "low", "high"))
+        fields.mapping(entry, where, f"normalisation.{name}", ("kind", "low", "high", "outside"))
         for key, item in entry.items():
             if key == "kind":
                 fields.text(item, where, f"normalisation.{name}.kind", max_len=32)
