@@ -117,10 +117,16 @@ def test_config_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("overrides, problem", [
     ({"steps": "5"}, "steps must be int"), ({"lr": "x"}, "lr must be float"), ({"net": 5}, "net must be an object"),
     ({"proxy": {"scales": 3}}, "scales must be a list"), ({"workers": -1}, "workers must be 0"),
-    ({"normalisation": {"mr": {"kind": "percentile", "low": 1, "high": 150}}}, None),
+    ({"normalisation": {"mr": {"kind": "percentile", "low": 1, "high": 150}}}, "normalisation.mr: percentiles must lie in"),
+    ({"normalisation": {"mr": {"kind": "zscore", "bogus": 1}}}, r"normalisation\.mr has unknown field\(s\) 'bogus'"),
+    ({"normalisation": {"mr": {"kind": "zscore", "outside": "x"}}}, r"normalisation\.mr\.outside must be a finite number"),
+    ({"normalisation": {"mr": {"kind": "percentile", "low": "a"}}}, r"normalisation\.mr\.low must be a finite number"),
+    ({"normalisation": {"mr": {"kind": "minmax"}}}, "normalisation.mr: unknown kind 'minmax'"),
+    ({"normalisation": {"mr": 5}}, r"normalisation\.mr must be a JSON object"),
 ])
-def test_config_values_of_the_wrong_type_are_named(overrides: dict, problem: str | None) -> None:
-    with pytest.raises(BadInput, match=problem or "percentiles must lie in"):
-        config = pretrain_config("tiny", overrides, where="run.json")
-        from sarseg.io import normalisation_for
-        normalisation_for("mr", config.normalisation)
+def test_config_values_of_the_wrong_type_are_named(overrides: dict, problem: str) -> None:
+    """Every config value is checked when the config is made, before a job starts (a normalisation entry
+    with an unknown key once ended in a TypeError at the first read)."""
+    for make in (pretrain_config, finetune_config) if "normalisation" in overrides else (pretrain_config,):
+        with pytest.raises(BadInput, match=problem):
+            make("tiny", overrides, where="run.json")

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .core.card import MAX_FEATURE_WIDTH, MAX_RES_UNITS, InferenceConfig, PromptSpec, patch_problem
+from .core.card import MAX_FEATURE_WIDTH, MAX_RES_UNITS, InferenceConfig, PromptSpec, normalisation_table, patch_problem
 from .core.errors import BadInput
 from .core.labels import SCHEMES, LabelScheme
-from .io import DEFAULT_NORMALISATION
+from .io import DEFAULT_NORMALISATION, Normalisation
 
 
 @dataclass
@@ -236,6 +236,11 @@ def finetune_config(preset: str = "small", overrides: Mapping | None = None, whe
 
 
 def validate(config: TrainConfig, where: str = "config") -> None:
+    for name, entry in normalisation_table(config.normalisation, where).items():
+        try:
+            Normalisation(**entry)
+        except BadInput as error:
+            raise BadInput(where, f"normalisation.{name}: {error.problem}") from None
     checks = [
         (len(config.net.features) == 5, "net.features needs 5 widths (4 strided levels + bottleneck)"),
         (all(1 <= w <= MAX_FEATURE_WIDTH for w in config.net.features), f"net.features must lie in 1..{MAX_FEATURE_WIDTH}"),

@@ -268,7 +268,7 @@ class ModelCard:
         arch = Architecture.from_dict(data["architecture"], where, kind, labels, legacy)
         card = cls(kind, arch, weights=Weights.from_dict(data["weights"], where), labels=labels,
                    preset=_optional(data, "preset", lambda v: fields.text(v, where, "preset", max_len=64)),
-                   normalisation=_optional(data, "normalisation", lambda v: _normalisation(v, where)),
+                   normalisation=_optional(data, "normalisation", lambda v: normalisation_table(v, where)),
                    provenance=_optional(data, "provenance", lambda v: fields.mapping(v, where, "provenance")) or {},
                    patch_size=_optional(data, "patch_size", lambda v: _patch(v, where, "patch_size")),
                    input_size=_optional(data, "input_size", lambda v: _patch(v, where, "input_size")),
@@ -392,8 +392,9 @@ def _names(value: Any, where: object, name: str, most: int) -> tuple[str, ...]:
     return tuple(fields.text(v, where, f"{name}[{i}]", max_len=64) for i, v in enumerate(fields.array(value, where, name, 0, most)))
 
 
-def _normalisation(value: Any, where: object) -> dict:
-    """``{name: {"kind", "low", "high", "outside"}}``: the kinds themselves are checked where they are applied."""
+def normalisation_table(value: Any, where: object) -> dict:
+    """``{name: {"kind", "low", "high", "outside"}}`` (a model card's or a config's): names and types; the
+    kinds themselves are checked where they are applied (``sarseg.io.Normalisation``)."""
     fields.mapping(value, where, "normalisation")
     fields.require(len(value) <= 64, where, "normalisation holds more than 64 entries")
     for name, entry in value.items():
