@@ -272,10 +272,15 @@ def test_add_to_training_set_and_finetune_a_promptable_version(store, scene, vol
         place(markups[0], volume, lesion_voxel(cases[1]))
         accepted = answered(logic)
         logic.accept()
-        entry = logic.add_to_training_set()
+        first = logic.add_to_training_set()
+        place(markups[0], volume, lesion_voxel(cases[1], (0, 0, -3)))
+        accepted = accepted | answered(logic)
+        logic.accept()
+        entry = logic.add_to_training_set()  # both lesions, the same case rewritten
+        assert "(2 lesions)" in logic.message
     finally:
         logic.stop()
-    assert entry["case_id"] == "MR" and training.cases(MODEL) == ["MR"]
+    assert first["case_id"] == entry["case_id"] == "MR" and training.cases(MODEL) == ["MR"]
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 1  # the case's own node is gone
     dataset = training.dataset(MODEL)
     assert list(dataset.channels) == ["mr"] and len(dataset.labeled) == 1

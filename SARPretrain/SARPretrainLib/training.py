@@ -113,9 +113,10 @@ class TrainingSetLogic:
 
     # adding a case
     def add_case(self, model_name: str, volumes: Sequence[Any], segmentation_node: Any, case_id: str = "",
-                 channels_text: str = "") -> dict:
+                 channels_text: str = "", overwrite: bool = False) -> dict:
         """Write the annotated case (volumes on their exact grid, the segments as a label map) into the
-        model's training set and update ``dataset.json``. Returns the case's entry."""
+        model's training set and update ``dataset.json``; ``overwrite``: replace a case of that id (else
+        refused). Returns the case's entry."""
         model = self.models.get(model_name)
         names = self.channel_names(model_name, channels_text)
         volumes = list(volumes)
@@ -130,7 +131,7 @@ class TrainingSetLogic:
         case_id = case_id.strip() if case_id and case_id.strip() else self.next_case_id(
             model_name, self.scene.node_name(volumes[0]) or "case")
         entry = self.scene.write_training_case(volumes, segmentation_node, name_to_value(scheme),
-                                               self.folder(model_name), case_id, names)
+                                               self.folder(model_name), case_id, names, overwrite=overwrite)
         self.write_dataset_json(model, names, scheme)
         return entry
 

@@ -125,6 +125,7 @@ class InteractiveLogic:
         self.steps: list[Step] = []
         self.message = ""
         self.accepted: str | None = None  # the segment ID accepted last
+        self.case_id: str | None = None  # the training case this session's volume was added as
         self._spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
         self._grid: tuple = ()  # the volume's grid in the scene at Start: what the worker holds
         self._folder: Path | None = None
@@ -192,6 +193,7 @@ class InteractiveLogic:
         self._grid = grid_of(volume)
         self._restarts = client.restarts
         self.segmentation = self._segmentation_node(volume)
+        self.case_id = None
         self.steps = [Step(MarkupsState(), _prompts(), Answer((0, 0, 0), (0, 0, 0), None, 0, 0.0))]
         self._observe(volume.GetScene())
         self.message = f"Ready: {model.name} on '{self.scene.node_name(volume)}'. Place a point inside the lesion."
@@ -373,25 +375,34 @@ class InteractiveLogic:
     # -- training set
 
     def add_to_training_set(self, case_id: str = "") -> dict:
-        """The accepted segment and the volume as one case of the model's training set (fine-tune it in
-        SAR Pretrain); the segment is written as the model's lesion label. Returns the case's entry."""
+        """The volume and every accepted lesion on it ("lesion N" segments, the model's one label) as one
+        case of the model's training set (fine-tune it in SAR Pretrain): a lesion left out would teach the
+        model that it is background. Adding again in the same session rewrites that case (``case_id``
+        names another). Returns the case's entry."""
         self._require_session()
         if self.training is None:
             raise SARLogicError("no training set here (the SAR Pretrain module is not installed)")
         if not self.can_add:
             raise SARLogicError("accept a segment first")
         source = self.segmentation.GetSegmentation()
+        lesions = [source.GetNthSegmentID(i) for i in range(source.GetNumberOfSegments())
+                   if _ACCEPTED_NAME.match(source.GetNthSegment(i).GetName())]
         label = self.model.labels[0]["name"]
         scene = self.volume.GetScene()
         case = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"SAR case {label}")
         try:
             case.SetReferenceImageGeometryParameterFromVolumeNode(self.volume)
-            case.GetSegmentation().CopySegmentFromSegmentation(source, self.accepted)
-            case.GetSegmentation().GetNthSegment(0).SetName(label)
-            entry = self.training.add_case(self.model.name, [self.volume], case, case_id=case_id)
+            for segment_id in lesions:
+                case.GetSegmentation().CopySegmentFromSegmentation(source, segment_id)
+                case.GetSegmentation().GetSegment(segment_id).SetName(label)
+            again = not case_id and self.case_id is not None  # this session's own case, rewritten
+            entry = self.training.add_case(self.model.name, [self.volume], case, case_id=case_id or self.case_id or "",
+                                           overwrite=again)
         finally:
             scene.RemoveNode(case)
-        self.message = f"Added case '{entry['case_id']}' to the training set of {self.model.name}."
+        self.case_id = entry["case_id"]
+        self.message = (f"Added case '{entry['case_id']}' ({len(lesions)} lesion{'s' if len(lesions) != 1 else ''}) "
+                        f"to the training set of {self.model.name}.")
         return entry
 
     # -- the scene

@@ -164,12 +164,12 @@ class MRMLSceneAdapter:
 
     # training cases
     def write_training_case(self, volumes: Sequence[Any], segmentation_node: Any, name_to_value: Mapping[str, int],
-                            folder: Path, case_id: str, modalities: Sequence[str] = ()) -> dict:
+                            folder: Path, case_id: str, modalities: Sequence[str] = (), overwrite: bool = False) -> dict:
         from sarseg.core.errors import BadInput
 
         try:
             return _mrml().write_training_case(self.scene, list(volumes), segmentation_node, dict(name_to_value),
-                                               Path(folder), case_id, list(modalities))
+                                               Path(folder), case_id, list(modalities), overwrite=overwrite)
         except BadInput as exc:
             raise _user_error(exc) from None
 
