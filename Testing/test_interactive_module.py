@@ -346,6 +346,33 @@ def test_a_worker_that_cannot_restart_is_one_line_in_the_status(store, scene, vo
         logic.stop()
 
 
+class DamagedClient(WorkerClient):
+    """The real client, whose answers lose their mask (a worker of another version, or a damaged reply)."""
+
+    def segment(self, prompts):
+        reply = super().segment(prompts)
+        return {k: v for k, v in reply.items() if k != "mask"}
+
+
+def test_an_unreadable_answer_is_said_not_left_at_segmenting(store, scene, volume, markups, cases, tmp_path, caplog):
+    def damaged(model):
+        base = worker_client(model, "cpu", threads=1)
+        return DamagedClient(base.command, env=base.env, timeout=120)
+
+    logic = make_logic(store, scene, markups, tmp_path, damaged)
+    logic.start(MODEL, volume)
+    try:
+        place(markups[0], volume, lesion_voxel(cases[1]))
+        with caplog.at_level(logging.ERROR):
+            assert logic.update()
+            message = logic.wait(120)
+        assert message.startswith("The worker's answer could not be read (KeyError") and not logic.busy
+        assert logic.preview_answer is None or logic.preview_answer.mask is None  # nothing drawn
+        assert any("unreadable answer" in r.getMessage() for r in caplog.records)
+    finally:
+        logic.stop()
+
+
 # ------------------------------------------------------------------------------------ review: stale answers, moved nodes
 
 

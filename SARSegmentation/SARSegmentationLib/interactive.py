@@ -264,11 +264,19 @@ class InteractiveLogic:
             elif not reply.get("ok"):
                 step.error = f"The worker refused the prompts: {reply.get('error')}"
             else:
-                step.answer = self._answer(reply)
+                try:
+                    step.answer = self._answer(reply)
+                except (KeyError, TypeError, ValueError) as exc:  # a reply of another version, or damaged
+                    logging.error(f"SAR interactive: unreadable answer {reply!r:.500}")
+                    step.error = f"The worker's answer could not be read ({type(exc).__name__}: {exc})"
             if step.error and step is self.steps[-1]:
                 self.message = step.error
         if changed and self.client is not None:
-            self._next()
+            try:
+                self._next()
+            except Exception as exc:  # writing the segment failed: said, not left at "Segmenting..."
+                logging.exception("SAR interactive: could not show the segment")
+                self.message = f"Could not show the segment: {exc} (details in the Python console)"
         return changed
 
     def wait(self, timeout: float = 60.0) -> str:
