@@ -54,8 +54,10 @@ def store(tmp_path_factory, cases) -> FolderModelStore:
     return FolderModelStore(root)
 
 
-def client_factory(model):
-    return worker_client(model, "cpu", threads=1)
+def client_factory(model, cls=None):
+    """The module's own worker client for ``model``; with ``cls``, that WorkerClient subclass on the same command."""
+    base = worker_client(model, "cpu", threads=1)
+    return base if cls is None else cls(base.command, env=base.env, timeout=120)
 
 
 class GatedClient(WorkerClient):
@@ -181,8 +183,7 @@ def start_gated(store, scene, markups, tmp_path, volume, first):
     clients = []
 
     def gated(model):
-        base = worker_client(model, "cpu", threads=1)
-        clients.append(GatedClient(base.command, env=base.env, timeout=120))
+        clients.append(client_factory(model, GatedClient))
         return clients[-1]
 
     logic = make_logic(store, scene, markups, tmp_path, gated)
@@ -355,11 +356,7 @@ class DamagedClient(WorkerClient):
 
 
 def test_an_unreadable_answer_is_said_not_left_at_segmenting(store, scene, volume, markups, cases, tmp_path, caplog):
-    def damaged(model):
-        base = worker_client(model, "cpu", threads=1)
-        return DamagedClient(base.command, env=base.env, timeout=120)
-
-    logic = make_logic(store, scene, markups, tmp_path, damaged)
+    logic = make_logic(store, scene, markups, tmp_path, lambda model: client_factory(model, DamagedClient))
     logic.start(MODEL, volume)
     try:
         place(markups[0], volume, lesion_voxel(cases[1]))

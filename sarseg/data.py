@@ -105,10 +105,10 @@ class LoadVolume:
         if channel is not None and channel >= image.channels:
             raise BadInput(item["path"], f"holds {image.channels} channel(s); its dataset.json names channel {channel} "
                            f"({item['name']})")
-        raw = image.array[channel or 0 : (channel or 0) + 1]
-        array = normalisation_for(item["name"], self.normalisation)(raw[0])
+        raw = image.array[channel or 0]
+        array = normalisation_for(item["name"], self.normalisation)(raw)
         spacing_zyx = torch.tensor(image.geometry.spacing[::-1], dtype=torch.float64)
-        return {**item, "volume": torch.from_numpy(array)[None], "body": torch.from_numpy(body_mask(raw)), "spacing": spacing_zyx}
+        return {**item, "volume": torch.from_numpy(array)[None], "body": torch.from_numpy(body_mask(raw[None])), "spacing": spacing_zyx}
 
 
 def check_volume(item: dict, config: PretrainConfig) -> dict:
