@@ -187,6 +187,7 @@ def test_shared_data_tasks(shared_data: Path) -> None:
     assert all(glob.glob(s.split("=", 1)[1]) for s in sources)
     quick_sources, quick = shared_tasks(shared_data, PROFILES["quick"].shared)
     assert quick_sources == sources and [t.test for t in quick] == [brats.test, lidc.test]  # quick: fewer k, same test
+    assert PROFILES["cases"] == dataclasses.replace(PROFILES["quick"], shared=PROFILES["full"].shared)  # quick at every k
 
 
 def test_shared_data_must_be_there(tmp_path: Path, capsys) -> None:

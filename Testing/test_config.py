@@ -87,6 +87,7 @@ def test_unknown_settings_name_the_file_and_the_nested_place() -> None:
     (finetune_config, {"min_train_cases": 0}, "min_train_cases"),
     (finetune_config, {"val_every": 0}, "val_every"),
     (finetune_config, {"loss": "focal"}, "loss"),
+    (finetune_config, {"affine_prob": 1.5}, "affine_prob"),
     (finetune_config, {"inference": {"overlap": 1.0}}, "inference.overlap"),
     (finetune_config, {"labels": {"mode": "classes", "names": ["a", "b"], "values": [[1]], "paint": [1],
                                   "colors": [[1, 0, 0]]}}, "label names, values, paint and colors"),

@@ -26,7 +26,7 @@ from sarseg.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from sarseg.config import finetune_config
 from sarseg.core.card import Architecture, InferenceConfig, ModelCard, sha256
 from sarseg.core.labels import SCHEMES, LabelScheme
-from sarseg.finetune import segmentation_loss
+from sarseg.finetune import segmentation_loss, spatial_augmentation
 from sarseg.io import Geometry, write_image
 from sarseg.model import build_net, load_model, save_model
 from cli_helpers import assert_bad, run_cli
@@ -222,6 +222,21 @@ def test_region_loss_scores_each_region_and_the_background() -> None:
 
 
 # ---------------------------------------------------------------- 2. segment
+
+
+def test_spatial_augmentation_moves_image_and_target_together() -> None:
+    """A patch rotated and zoomed: the same shape, a target still 0/1 and still on its image (the bright cube)."""
+    image = torch.zeros(1, 32, 32, 32)
+    image[:, 8:20, 10:24, 6:18] = 1.0
+    patch = {"image": image.clone(), "target": image.clone()}
+    assert spatial_augmentation(0.0) == []
+    (affine,) = spatial_augmentation(1.0)
+    affine.set_random_state(seed=0)
+    moved = affine(patch)
+    assert moved["image"].shape == moved["target"].shape == (1, 32, 32, 32)
+    assert set(torch.unique(moved["target"]).tolist()) == {0.0, 1.0} and not torch.equal(moved["target"], image)
+    inside = moved["image"][moved["target"] > 0]
+    assert inside.mean() > 0.9 and moved["image"][moved["target"] == 0].mean() < 0.1
 
 
 def _segment(model: Path, case: dict, output: Path, *extra: object) -> sitk.Image:

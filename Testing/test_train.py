@@ -28,7 +28,7 @@ from sarseg import phantom
 from sarseg.config import TrainConfig, finetune_config, pretrain_config
 from sarseg.core.errors import BadInput, Cancelled
 from sarseg.data import Source
-from sarseg.finetune import Case, describe_split, finetune, split, validation_crop
+from sarseg.finetune import Case, describe_split, finetune, patches, split, validation_crop
 from sarseg.pretrain import adversarial_weight, pretrain
 from sarseg.train import CHECKPOINT, Distributed, Progress, Trainer, resume_state
 
@@ -259,6 +259,25 @@ def test_two_cases_both_train_and_the_split_is_printed(tmp_path: Path, cases) ->
     assert not [e for e in events if e["event"] == "validation"]
     provenance = json.loads((tmp_path / "model" / "model.json").read_text())["provenance"]
     assert len(provenance["data"]["train"]) == 2 and provenance["data"]["validation"] == []
+
+
+@pytest.mark.parametrize("cases, batch_size", [(1, 2), (1, 5), (3, 4), (2, 6)])
+def test_a_batch_holds_batch_size_new_patches_however_few_the_cases(cases: int, batch_size: int) -> None:
+    """Two patches a case (the default samples_per_case); one labeled case and batch_size 5 gave 2 patches once,
+    and a stream without a seeded generator repeated its first epoch's crops."""
+    from monai.data import CacheDataset
+    from monai.transforms import RandSpatialCropSamplesd
+
+    config = finetune_config("tiny", {"batch_size": batch_size})
+    items = [{"image": np.arange(8 ** 3, dtype=np.float32).reshape(1, 8, 8, 8) + 1000 * i} for i in range(cases)]
+    dataset = CacheDataset(items, RandSpatialCropSamplesd("image", (4, 4, 4), num_samples=config.samples_per_case,
+                                                          random_size=False), progress=False)
+    stream = patches(dataset, config, seed=0)
+    seen = [next(stream)["image"] for _ in range(4 * cases)]
+    assert all(len(batch) >= batch_size for batch in seen)
+    first = np.concatenate([batch[:, 0, 0, 0, 0].numpy() for batch in seen]).astype(int)  # names case and crop
+    assert len(set(np.bincount(first // 1000, minlength=cases))) == 1  # every case as often
+    assert len(set(first)) > len(first) // 2  # crops drawn anew each epoch
 
 
 def test_validation_crop_is_the_label_box_widened_by_a_patch() -> None:

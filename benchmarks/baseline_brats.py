@@ -3,12 +3,13 @@
 tumor core / enhancing tumor on unseen cases, one row per setting.
 
     python benchmarks/baseline_brats.py [--split val|test] [--variants NAME ...] [--seeds 0 ...] [--steps 300]
-                                        [--train CASE] [--channels flair t1 t1ce t2] [--rotate]
+                                        [--train CASE ...] [--channels flair t1 t1ce t2] [--rotate]
 
 The twelve shared BraTS 2018 cases (../shared/data/brats2018, sorted by name) are split once: the first six
 are development cases (settings and the labeled case were chosen on them only), the last six are test cases,
 scored only for the final rows (``--split test``). ``--train`` is the one labeled case (a BraTS 2018 name or
-``brats2015/pat0001``, FLAIR and T1c only); ``--split val`` scores the development cases other than it.
+``brats2015/pat0001``, FLAIR and T1c only), or several labeled in turn; ``--split val`` scores the development
+cases other than it.
 ``--rotate`` makes each development case (and each BraTS 2015 case when the channels allow) the labeled
 case in turn, scored on the other development cases: which case is labeled matters more than any setting.
 
@@ -52,6 +53,13 @@ TRIED = {  # measured on the development cases and not adopted: each on top of t
     "softmax classes": {"labels": {"mode": "classes", "names": ["necrosis", "edema", "enhancing"],
                                    "values": [[1, 3], [2], [4]], "paint": [1, 2, 4],
                                    "colors": [[0.9, 0.8, 0.3], [0.35, 0.75, 0.35], [0.85, 0.25, 0.2]]}},
+    "4 patches a step": {"batch_size": 4, "samples_per_case": 4},
+    "affine 0.2": {"affine_prob": 0.2},  # a fifth of the patches rotated +-30 degrees and zoomed 0.7-1.3
+    "affine 0.33": {"affine_prob": 0.33},
+    "affine 0.2, lr 2e-3": {"affine_prob": 0.2, "lr": 2e-3},
+    "affine 0.2, half on tumor": {"affine_prob": 0.2, "pos_fraction": 0.5},
+    "largest component": {"inference": {"largest_component": True}},  # at inference: the largest connected tumor only
+    "affine 0.2, largest component": {"affine_prob": 0.2, "inference": {"largest_component": True}},
 }
 
 
@@ -213,7 +221,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=None, help=f"settings to run (default: all): {', '.join(variants())}")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--train", default=LABELED, help=f"the labeled case (default {LABELED})")
+    parser.add_argument("--train", nargs="+", default=[LABELED],
+                        help=f"the labeled case, or several labeled in turn (default {LABELED})")
     parser.add_argument("--channels", nargs="+", default=list(CHANNELS), choices=CHANNELS)
     parser.add_argument("--rotate", action="store_true",
                         help="each development case (and BraTS 2015 case) labeled in turn, scored on the other development cases")
@@ -228,7 +237,7 @@ def main() -> None:
     channels, names = tuple(args.channels), brats2018_names(args.data)
     if args.rotate and args.split == "test":
         raise SystemExit("--rotate scores development cases only; the test cases are scored with one --train")
-    labeled = names[DEV] if args.rotate else [args.train]
+    labeled = names[DEV] if args.rotate else args.train
     if args.rotate and set(channels) <= set(BRATS2015_FILES):
         labeled += [f"brats2015/{p.name}" for p in sorted((args.data / "brats2015").iterdir()) if p.is_dir()]
     results: dict[str, list[list[dict]]] = {}
@@ -239,7 +248,7 @@ def main() -> None:
             scored = [n for n in names[DEV if args.split == "val" else TEST] if n != train_name]
             test = [brats_case(args.data, n, channels) for n in scored]
             for name, overrides in chosen.items():
-                row = f"{case_name(train[0])}: {name}" if args.rotate else name
+                row = f"{case_name(train[0])}: {name}" if len(labeled) > 1 else name
                 results[row] = [score(overrides, seed, args.steps, train, test, channels, Path(work)) for seed in args.seeds]
                 print(f"[{time.monotonic() - started:.0f}s] {row}: WT "
                       f"{statistics.mean(r['whole tumor'] for run in results[row] for r in run):.3f}", flush=True)

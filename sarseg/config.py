@@ -114,6 +114,7 @@ class FinetuneConfig(TrainConfig):
     samples_per_case: int = 2
     outside_fraction: float = 0.1  # default chosen here (docs/bench-ssl): patches centred outside the body
     intensity_jitter: float = 0.0  # per-channel scale 1 +- j, shift +- j std; off: it cost 0.04-0.05 whole-tumor Dice on two development folds (docs/bench-ssl)
+    affine_prob: float = 0.0  # share of patches rotated and zoomed (sarseg.finetune.spatial_augmentation)
     val_fraction: float = 0.2  # share of cases held out for model selection (at least one, when any)
     min_train_cases: int = 3  # default chosen here: hold cases out only while this many remain to train on
     val_every: int = 200  # default chosen here: steps between validations (on crops around the labels)
@@ -270,6 +271,7 @@ def validate(config: TrainConfig, where: str = "config") -> None:
             (0.0 <= config.outside_fraction <= 1.0 - config.pos_fraction + 1e-9, "outside_fraction in [0, 1 - pos_fraction]"),
             (config.min_train_cases >= 1 and config.val_every >= 1, "min_train_cases and val_every must be at least 1"),
             (config.loss in ("dice_ce", "dice", "ce"), "loss is dice_ce, dice or ce"),
+            (0.0 <= config.affine_prob <= 1.0, "affine_prob must lie in [0, 1]"),
         ]
     if isinstance(config, PromptableConfig):
         checks += [

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader
 from monai.losses import DiceCELoss, DiceLoss
-from monai.transforms import (Compose, DeleteItemsd, RandCropByLabelClassesd, RandFlipd, RandScaleIntensityd,
+from monai.transforms import (Compose, DeleteItemsd, RandAffined, RandCropByLabelClassesd, RandFlipd, RandScaleIntensityd,
                               RandStdShiftIntensityd, SpatialPadd, Transform)
 from monai.transforms.utils import generate_spatial_bounding_box
+from torch.utils.data import RandomSampler
 
 from . import __version__
 from .config import FinetuneConfig, PromptableConfig, from_dict, to_dict
@@ -257,14 +258,27 @@ def intensity_augmentation(jitter: float) -> list[Transform]:
             RandStdShiftIntensityd("image", jitter, prob=0.5, channel_wise=True)]
 
 
+def spatial_augmentation(probability: float) -> list[Transform]:
+    """With ``probability``, a patch rotated up to 30 degrees about each axis and zoomed 0.7-1.3 (about nnU-Net's
+    ranges), the target by nearest neighbour: one labeled tumor then stands for others of other shapes."""
+    if probability <= 0:
+        return []
+    return [RandAffined(["image", "target"], prob=probability, rotate_range=(np.pi / 6,) * 3, scale_range=(0.3,) * 3,
+                        mode=("bilinear", "nearest"), padding_mode="zeros")]
+
+
 def patches(dataset: CacheDataset, config: FinetuneConfig, seed: int) -> Iterator[dict]:
-    """Endless shuffled stream of patch batches."""
-    per_batch = max(1, config.batch_size // config.samples_per_case)
+    """Endless shuffled stream of batches of at least ``batch_size`` patches: each epoch passes over the
+    cases as often as one batch needs them, so a batch is full even when there are fewer cases than it takes."""
+    per_batch = -(-config.batch_size // config.samples_per_case)
     epoch = 0
     while True:
-        loader = DataLoader(dataset, batch_size=per_batch, shuffle=True, num_workers=config.workers,
-                            generator=torch.Generator().manual_seed(seed + epoch))
-        yield from loader
+        # MONAI's DataLoader seeds the random transforms from its generator: without one, every epoch after
+        # the first repeated the first's patches
+        generator = torch.Generator().manual_seed(seed + epoch)
+        sampler = RandomSampler(dataset, num_samples=per_batch * len(dataset), generator=generator)
+        yield from DataLoader(dataset, batch_size=per_batch, sampler=sampler, num_workers=config.workers,
+                              generator=generator)
         epoch += 1
 
 
@@ -349,6 +363,7 @@ class Finetuning(Trainer):
             RandCropByLabelClassesd(["image", "target"], "where", patch, ratios, num_classes=3,
                                     num_samples=config.samples_per_case, warn=False),
             *[RandFlipd(["image", "target"], prob=0.5, spatial_axis=a) for a in range(3)],
+            *spatial_augmentation(config.affine_prob),
             *intensity_augmentation(config.intensity_jitter),
             DeleteItemsd(["fg", "where", "label", "spacing", "name"]),
         ])
@@ -367,8 +382,8 @@ class Finetuning(Trainer):
                 "split": {"train": [c.label for c in train], "validation": [c.label for c in val]}}
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = next(self.stream)
-        return batch["image"].as_tensor().to(self.device), batch["target"].as_tensor().to(self.device)
+        batch, size = next(self.stream), self.config.batch_size
+        return batch["image"].as_tensor()[:size].to(self.device), batch["target"].as_tensor()[:size].to(self.device)
 
     def forward(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> torch.Tensor:
         return model(batch[0])
