@@ -81,13 +81,13 @@ class Profile:
 EVERY_K = {"brats2018": (1, 2, 4, 8), "lidc": (8, 32, 128)}  # labeled cases per shared dataset
 QUICK_PRETRAIN = {"batch_size": 8, "proxy": {"input_size": (64, 64, 32)}}
 # 2 CPU cores, under 30 minutes: a 0.6M-parameter network, as the shared calibration run; on the shared data
-# it leaves out BraTS with 2, 4 and 8 labeled cases (each BraTS k costs about 10 minutes), LIDC with 128, the
+# it leaves out BraTS with 2, 4 and 8 labeled cases (each BraTS k about 7 minutes), LIDC with 128, the
 # steps after 200 and full's larger network
 QUICK = Profile(pretrain_steps=400, finetune_checkpoints=(100, 200), seeds=(0, 1, 2), pretrain=QUICK_PRETRAIN,
                 finetune={"lr": 1e-3}, shared={"brats2018": (1,), "lidc": (8, 32)})
 PROFILES = {
     "quick": QUICK,
-    "cases": dataclasses.replace(QUICK, shared=dict(EVERY_K)),  # quick's budget at every k: about 50 minutes on 2 cores
+    "cases": dataclasses.replace(QUICK, shared=dict(EVERY_K)),  # quick's budget at every k: 34 minutes on 2 cores
     "full": Profile(pretrain_steps=5000, finetune_checkpoints=(100, 300, 1000), seeds=(0, 1, 2), preset="small",
                     pretrain={"batch_size": 8}, finetune={"lr": 1e-3}),
     # one H100/H200, about 10 minutes (estimated, not yet run on a GPU: docs/bench-ssl/README.md): quick's tasks and

@@ -43,10 +43,11 @@ from sarseg.core.labels import SCHEMES  # noqa: E402
 from sarseg.bench_ssl import BRATS_CHANNELS as CHANNELS, pretraining_sources  # noqa: E402  (shared with sarseg bench ssl)
 
 INTENDED_USE = "research only, not for clinical use"
-SAR_EVIDENCE = ("measured here (sarseg bench ssl --quick, docs/bench-ssl): SAR pretraining at its defaults, as this model was "
-                "made, does not beat Models Genesis (restoration only): level on BraTS 2018 (one labeled case) and LIDC nodules "
-                "(8), worse on LIDC (32); no pretraining beat fine-tuning from scratch; the adversarial term cost Dice and did "
-                "not make the encoder modality-invariant (docs/bench-ssl/mechanisms.md)")  # what the bench found; in sar-base's card
+SAR_EVIDENCE = ("measured here (sarseg bench ssl --profile cases, docs/bench-ssl: BraTS 2018 with 1, 2, 4, 8 labeled cases, "
+                "LIDC nodules with 8, 32, 128; 3 seeds): SAR pretraining at its defaults, as this model was made, does not beat "
+                "Models Genesis (restoration only) in any row: level in most, worse on BraTS whole tumor (8), enhancing tumor (2, 8) "
+                "and LIDC (32, 128); no pretraining beat fine-tuning from scratch; the adversarial term cost Dice and did not make "
+                "the encoder modality-invariant (docs/bench-ssl/mechanisms.md)")  # what the bench found; in sar-base's card
 BRATS_LICENSE = "BraTS 2018 training data: research use under the BraTS terms; cite Menze et al. TMI 2015, Bakas et al. Sci Data 2017"
 LICENSES = {
     "brats2018": BRATS_LICENSE,
