@@ -224,19 +224,22 @@ def test_region_loss_scores_each_region_and_the_background() -> None:
 # ---------------------------------------------------------------- 2. segment
 
 
-def test_spatial_augmentation_moves_image_and_target_together() -> None:
-    """A patch rotated and zoomed: the same shape, a target still 0/1 and still on its image (the bright cube)."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])  # region masks; class indices
+def test_spatial_augmentation_moves_image_and_target_together(dtype: torch.dtype) -> None:
+    """A patch rotated and zoomed: the same shape, target values kept (nearest neighbour) and still on their
+    image (a bright cube labeled 1 holding a brighter core labeled 2)."""
     image = torch.zeros(1, 32, 32, 32)
     image[:, 8:20, 10:24, 6:18] = 1.0
-    patch = {"image": image.clone(), "target": image.clone()}
+    image[:, 12:16, 14:20, 10:14] = 2.0
+    patch = {"image": image.clone(), "target": image.to(dtype)}
     assert spatial_augmentation(0.0) == []
     (affine,) = spatial_augmentation(1.0)
     affine.set_random_state(seed=0)
     moved = affine(patch)
     assert moved["image"].shape == moved["target"].shape == (1, 32, 32, 32)
-    assert set(torch.unique(moved["target"]).tolist()) == {0.0, 1.0} and not torch.equal(moved["target"], image)
-    inside = moved["image"][moved["target"] > 0]
-    assert inside.mean() > 0.9 and moved["image"][moved["target"] == 0].mean() < 0.1
+    assert set(torch.unique(moved["target"]).tolist()) == {0, 1, 2} and not torch.equal(moved["target"].float(), image)
+    for value in (0, 1, 2):
+        assert abs(float(moved["image"][moved["target"] == value].mean()) - value) < 0.25  # bilinear blurs the edges
 
 
 def _segment(model: Path, case: dict, output: Path, *extra: object) -> sitk.Image:

@@ -28,7 +28,7 @@ from sarseg import phantom
 from sarseg.config import TrainConfig, finetune_config, pretrain_config
 from sarseg.core.errors import BadInput, Cancelled
 from sarseg.data import Source
-from sarseg.finetune import Case, describe_split, finetune, patches, split, validation_crop
+from sarseg.finetune import Case, Finetuning, describe_split, finetune, patches, split, validation_crop
 from sarseg.pretrain import adversarial_weight, pretrain
 from sarseg.train import CHECKPOINT, Distributed, Progress, Trainer, resume_state
 
@@ -278,6 +278,36 @@ def test_a_batch_holds_batch_size_new_patches_however_few_the_cases(cases: int, 
     first = np.concatenate([batch[:, 0, 0, 0, 0].numpy() for batch in seen]).astype(int)  # names case and crop
     assert len(set(np.bincount(first // 1000, minlength=cases))) == 1  # every case as often
     assert len(set(first)) > len(first) // 2  # crops drawn anew each epoch
+
+
+def crops(rank: int, seed: int = 0, batches: int = 4) -> list[float]:
+    """First voxel of each patch a rank's stream gives over one case (names the crop)."""
+    from monai.data import CacheDataset
+    from monai.transforms import RandSpatialCropSamplesd
+
+    dataset = CacheDataset([{"image": np.arange(8 ** 3, dtype=np.float32).reshape(1, 8, 8, 8)}],
+                           RandSpatialCropSamplesd("image", (4, 4, 4), num_samples=2, random_size=False), progress=False)
+    stream = patches(dataset, finetune_config("tiny"), seed, rank)
+    return [v for _ in range(batches) for v in next(stream)["image"][:, 0, 0, 0, 0].tolist()]
+
+
+def test_distributed_ranks_draw_their_own_crops_of_shared_cases() -> None:
+    """With more ranks than cases every rank trains on the same case; each must still crop its own patches."""
+    assert crops(0) == crops(0) and crops(1) == crops(1)
+    assert crops(0) != crops(1)
+
+
+def test_a_step_trains_on_exactly_batch_size_patches() -> None:
+    """Three patches a case and batch_size 4: two cases drawn (6 patches), the step takes 4."""
+    from types import SimpleNamespace
+
+    from monai.data import MetaTensor
+
+    config = finetune_config("tiny", {"batch_size": 4, "samples_per_case": 3})
+    drawn = {"image": MetaTensor(torch.rand(6, 1, 4, 4, 4)), "target": MetaTensor(torch.ones(6, 1, 4, 4, 4))}
+    trainer = SimpleNamespace(stream=iter([drawn]), config=config, device=CPU)
+    image, target = Finetuning.batch(trainer, step=0)
+    assert image.shape[0] == target.shape[0] == 4 and torch.equal(image, drawn["image"].as_tensor()[:4])
 
 
 def test_validation_crop_is_the_label_box_widened_by_a_patch() -> None:

@@ -192,7 +192,7 @@ def _bench_args(sub) -> None:
                        help="the shared data folder: brats2018/, lidc_nodules/ (default: ../shared/data beside the checkout)")
     where.add_argument("--dataset", type=Path, default=None, help="your labeled cases instead: dataset.json, one file per channel (default: none, the shared data)")
     r.add_argument("--profile", choices=("quick", "cases", "full", "gpu"), default="quick",
-                   help="the budget: quick (2 CPU cores, 30 minutes), cases (quick's at every k of full, 35 minutes), "
+                   help="the budget: quick (2 CPU cores, 30 minutes), cases (quick's at every k of full, 34 minutes), "
                         "full, gpu (one H100/H200, 10 minutes)")
     r.add_argument("--quick", action="store_const", const="quick", dest="profile", help="the 2-CPU, 30-minute budget")
     r.add_argument("--labeled-cases", type=int, nargs="+", default=None, metavar="K",

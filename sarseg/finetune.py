@@ -267,15 +267,19 @@ def spatial_augmentation(probability: float) -> list[Transform]:
                         mode=("bilinear", "nearest"), padding_mode="zeros")]
 
 
-def patches(dataset: CacheDataset, config: FinetuneConfig, seed: int) -> Iterator[dict]:
+RANK_SEED_STRIDE = 1_000_003  # a rank's patch stream starts this far from the next rank's (more than any run's epochs)
+
+
+def patches(dataset: CacheDataset, config: FinetuneConfig, seed: int, rank: int = 0) -> Iterator[dict]:
     """Endless shuffled stream of batches of at least ``batch_size`` patches: each epoch passes over the
-    cases as often as one batch needs them, so a batch is full even when there are fewer cases than it takes."""
+    cases as often as one batch needs them, so a batch is full even when there are fewer cases than it takes.
+    Each distributed ``rank`` draws its own crops, also when ranks share cases."""
     per_batch = -(-config.batch_size // config.samples_per_case)
     epoch = 0
     while True:
         # MONAI's DataLoader seeds the random transforms from its generator: without one, every epoch after
         # the first repeated the first's patches
-        generator = torch.Generator().manual_seed(seed + epoch)
+        generator = torch.Generator().manual_seed(seed + epoch + RANK_SEED_STRIDE * rank)
         sampler = RandomSampler(dataset, num_samples=per_batch * len(dataset), generator=generator)
         yield from DataLoader(dataset, batch_size=per_batch, sampler=sampler, num_workers=config.workers,
                               generator=generator)
@@ -367,10 +371,9 @@ class Finetuning(Trainer):
             *intensity_augmentation(config.intensity_jitter),
             DeleteItemsd(["fg", "where", "label", "spacing", "name"]),
         ])
-        transforms.set_random_state(seed=config.seed + dist_info.rank + self.start)
         shard = self.train_cases[dist_info.rank::dist_info.world] or self.train_cases
         dataset = CacheDataset([self.loaded[c] for c in shard], transforms, cache_rate=1.0, num_workers=0, progress=False)
-        self.stream = patches(dataset, config, config.seed + self.start)
+        self.stream = patches(dataset, config, config.seed + self.start, dist_info.rank)
         self.loss_fn = segmentation_loss(config)
         self.crops = {c: validation_crop(self.loaded[c], patch) for c in self.val_cases} if dist_info.main else {}
         self.progress.note(f"sarseg: {describe_split(self.train_cases, self.val_cases, config)}")
