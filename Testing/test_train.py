@@ -261,38 +261,40 @@ def test_two_cases_both_train_and_the_split_is_printed(tmp_path: Path, cases) ->
     assert len(provenance["data"]["train"]) == 2 and provenance["data"]["validation"] == []
 
 
+def numbered_cases(cases: int, samples_per_case: int = 2) -> "CacheDataset":  # noqa: F821 (imported inside)
+    """Cases of 8^3 voxels numbered 1000 * case + voxel, cropped to 4^3 patches: a patch's first voxel names
+    its case and its crop."""
+    from monai.data import CacheDataset
+    from monai.transforms import RandSpatialCropSamplesd
+
+    items = [{"image": np.arange(8 ** 3, dtype=np.float32).reshape(1, 8, 8, 8) + 1000 * i} for i in range(cases)]
+    return CacheDataset(items, RandSpatialCropSamplesd("image", (4, 4, 4), num_samples=samples_per_case, random_size=False),
+                        progress=False)
+
+
+def first_voxels(batches: list) -> np.ndarray:
+    return np.concatenate([batch[:, 0, 0, 0, 0].numpy() for batch in batches]).astype(int)
+
+
 @pytest.mark.parametrize("cases, batch_size", [(1, 2), (1, 5), (3, 4), (2, 6)])
 def test_a_batch_holds_batch_size_new_patches_however_few_the_cases(cases: int, batch_size: int) -> None:
     """Two patches a case (the default samples_per_case); one labeled case and batch_size 5 gave 2 patches once,
     and a stream without a seeded generator repeated its first epoch's crops."""
-    from monai.data import CacheDataset
-    from monai.transforms import RandSpatialCropSamplesd
-
     config = finetune_config("tiny", {"batch_size": batch_size})
-    items = [{"image": np.arange(8 ** 3, dtype=np.float32).reshape(1, 8, 8, 8) + 1000 * i} for i in range(cases)]
-    dataset = CacheDataset(items, RandSpatialCropSamplesd("image", (4, 4, 4), num_samples=config.samples_per_case,
-                                                          random_size=False), progress=False)
-    stream = patches(dataset, config, seed=0)
+    stream = patches(numbered_cases(cases, config.samples_per_case), config, seed=0)
     seen = [next(stream)["image"] for _ in range(4 * cases)]
     assert all(len(batch) >= batch_size for batch in seen)
-    first = np.concatenate([batch[:, 0, 0, 0, 0].numpy() for batch in seen]).astype(int)  # names case and crop
+    first = first_voxels(seen)
     assert len(set(np.bincount(first // 1000, minlength=cases))) == 1  # every case as often
     assert len(set(first)) > len(first) // 2  # crops drawn anew each epoch
 
 
-def crops(rank: int, seed: int = 0, batches: int = 4) -> list[float]:
-    """First voxel of each patch a rank's stream gives over one case (names the crop)."""
-    from monai.data import CacheDataset
-    from monai.transforms import RandSpatialCropSamplesd
-
-    dataset = CacheDataset([{"image": np.arange(8 ** 3, dtype=np.float32).reshape(1, 8, 8, 8)}],
-                           RandSpatialCropSamplesd("image", (4, 4, 4), num_samples=2, random_size=False), progress=False)
-    stream = patches(dataset, finetune_config("tiny"), seed, rank)
-    return [v for _ in range(batches) for v in next(stream)["image"][:, 0, 0, 0, 0].tolist()]
-
-
 def test_distributed_ranks_draw_their_own_crops_of_shared_cases() -> None:
     """With more ranks than cases every rank trains on the same case; each must still crop its own patches."""
+    def crops(rank: int) -> list[int]:
+        stream = patches(numbered_cases(1), finetune_config("tiny"), 0, rank)
+        return first_voxels([next(stream)["image"] for _ in range(4)]).tolist()
+
     assert crops(0) == crops(0) and crops(1) == crops(1)
     assert crops(0) != crops(1)
 

@@ -474,19 +474,20 @@ class Normalisation:
 
     def __call__(self, array: np.ndarray) -> np.ndarray:
         array = array.astype(np.float32, copy=False)
-        out = self._scaled(array)
+        above = array > array.min()  # the scan; the rest is air or padding
+        out = self._scaled(array, above)
         if self.outside is not None:
-            out[array <= array.min()] = self.outside
+            out[~above] = self.outside
         return out
 
-    def _scaled(self, array: np.ndarray) -> np.ndarray:
+    def _scaled(self, array: np.ndarray, above: np.ndarray) -> np.ndarray:
         if self.kind == "none":
             return array.copy()
         if self.kind == "zscore":
-            inside = _above_background(array)
+            inside = _above_background(array, above)
             return ((array - inside.mean()) / max(float(inside.std()), 1e-6)).astype(np.float32)
         if self.kind == "percentile":
-            low, high = np.percentile(_above_background(array), [self.low, self.high])
+            low, high = np.percentile(_above_background(array, above), [self.low, self.high])
             if high <= low:
                 low, high = float(array.min()), float(array.max())
         else:
@@ -500,11 +501,11 @@ def body_mask(array: np.ndarray) -> np.ndarray:
     return (array > array.min(axis=(1, 2, 3), keepdims=True)).any(0)
 
 
-def _above_background(array: np.ndarray) -> np.ndarray:
-    """The voxels above the volume's minimum: skull-stripped or padded scans fill most of their grid with
+def _above_background(array: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """The voxels ``above`` the volume's minimum: skull-stripped or padded scans fill most of their grid with
     one constant value, which would otherwise drag the statistics (on BraTS, p99.5 of the whole grid
     clips half the tumor)."""
-    inside = array[array > array.min()]
+    inside = array[above]
     return inside if inside.size else array.ravel()
 
 
