@@ -6,14 +6,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from sarseg import phantom
-from sarseg.bench_ssl import (INITS, LIDC_POOL, LIDC_TEST, PROFILES, Profile, dataset_tasks, markdown, paired, plot, run,
-                              shared_tasks, summarise)
+from sarseg.bench_ssl import (INITS, LIDC_POOL, LIDC_TEST, PROFILES, Profile, crossed_interval, dataset_tasks, markdown, paired,
+                              plot, run, shared_tasks, summarise)
 from sarseg.core.errors import BadInput
 from sarseg.data import parse_sources
 from sarseg.io import read_image
@@ -39,17 +42,44 @@ def test_better_and_worse_need_the_paired_interval_to_exclude_zero() -> None:
 
 
 def test_paired_differences_match_seed_and_case() -> None:
-    """Known answers: differences 0.1, 0.2, 0.3 (mean 0.2, sd 0.1, t(0.975, 2) = 4.3027 -> half-width 0.2484)."""
-    base = rows("scratch", [0.5, 0.1, 0.7, 0.3], cases=2)  # seed 0: case0 0.5, case1 0.1; seed 1: case0 0.7, case1 0.3
-    sar = rows("sar", [0.6, 0.3, 1.0, 0.9], cases=2)[:3]  # seed 1 case1 missing: no pair
+    """Known answers, one seed: differences 0.1, 0.2, 0.3 over three cases (mean 0.2, sd 0.1,
+    t(0.975, 2) = 4.3027 -> half-width 0.2484)."""
+    base = rows("scratch", [0.5, 0.1, 0.7], cases=3)
+    sar = rows("sar", [0.6, 0.3, 1.0], cases=3)
     diff = paired(list(reversed(sar)), base)  # order does not matter, seed and case do
     assert diff["n"] == 3
     assert diff["mean"] == pytest.approx(0.2) and diff["std"] == pytest.approx(0.1)
     assert (diff["low"], diff["high"]) == (pytest.approx(0.2 - 0.24841, abs=1e-5), pytest.approx(0.2 + 0.24841, abs=1e-5))
     assert diff["verdict"] == "no difference"
-    tight = paired(rows("sar", [0.61, 0.29, 0.81, 0.41], cases=2), base)  # +0.11, +0.19, +0.11, +0.11
-    assert tight["mean"] == pytest.approx(0.13) and tight["low"] > 0 and tight["verdict"] == "better"
+    tight = paired(rows("sar", [0.61, 0.29, 0.81, 0.41], cases=4), rows("scratch", [0.5, 0.1, 0.7, 0.3], cases=4))
+    assert tight["mean"] == pytest.approx(0.13) and tight["low"] > 0 and tight["verdict"] == "better"  # +0.11, +0.19, +0.11, +0.11
+    gap = paired(rows("sar", [0.6, 0.3, 1.0], cases=2), rows("scratch", [0.5, 0.1, 0.7, 0.3], cases=2))
+    assert gap["n"] == 2 and gap["mean"] == pytest.approx(0.2)  # case1 lacks seed 1's pair: the case is left out
     assert paired(rows("sar", [0.3], cases=2), base)["verdict"] == "n/a (fewer than 2 pairs)"
+
+
+def test_pairs_that_share_a_seed_are_not_counted_as_independent() -> None:
+    """3 seeds x 50 cases whose differences move with the seed (+0.06, -0.01, +0.02; each case adds a tiny
+    offset of its own): taken as 150 independent pairs the interval would exclude 0; with seeds as a factor
+    it is the t interval over the three seed means (df 2), and it does not."""
+    offsets, cases = (0.06, -0.01, 0.02), 50
+    wiggle = [0.002 * np.sin(c) for c in range(cases)]
+    base = rows("scratch", [0.5] * 3 * cases, cases=cases)
+    sar = rows("sar", [0.5 + offsets[i // cases] + wiggle[i % cases] for i in range(3 * cases)], cases=cases)
+    diff = paired(sar, base)
+    assert diff["n"] == 150 and diff["verdict"] == "no difference"
+    independent = stats.t.ppf(0.975, 149) * diff["std"] / 150 ** 0.5
+    assert diff["mean"] - independent > 0  # the pairs-as-independent interval's verdict would be "better"
+    seed_means = [offset + statistics.mean(wiggle) for offset in offsets]
+    over_seeds = stats.t.ppf(0.975, 2) * statistics.stdev(seed_means) / 3 ** 0.5
+    assert diff["high"] - diff["mean"] == pytest.approx(over_seeds, rel=0.05)
+
+
+def test_crossed_interval_reduces_to_the_one_sample_interval() -> None:
+    grid = np.array([[0.1, 0.2, 0.3]])
+    assert crossed_interval(grid) == pytest.approx((0.2 - 0.24841, 0.2 + 0.24841), abs=1e-5)
+    assert crossed_interval(grid.T) == pytest.approx(crossed_interval(grid))  # one case, three seeds
+    assert crossed_interval(np.full((3, 4), 0.05)) == (pytest.approx(0.05), pytest.approx(0.05))  # no spread at all
 
 
 def test_table_gives_both_baselines_differences() -> None:

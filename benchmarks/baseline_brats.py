@@ -9,7 +9,8 @@ The twelve shared BraTS 2018 cases (../shared/data/brats2018, sorted by name) ar
 are development cases (settings and the labeled case were chosen on them only), the last six are test cases,
 scored only for the final rows (``--split test``). ``--train`` is the one labeled case (a BraTS 2018 name or
 ``brats2015/pat0001``, FLAIR and T1c only), or several labeled in turn; ``--split val`` scores the development
-cases other than it.
+cases other than it. ``--together`` trains one network on all ``--train`` cases instead: the two BraTS 2015
+cases (the issue's own check), or every development case (what six times the labels reach on the test cases).
 ``--rotate`` makes each development case (and each BraTS 2015 case when the channels allow) the labeled
 case in turn, scored on the other development cases: which case is labeled matters more than any setting.
 
@@ -224,6 +225,7 @@ def main() -> None:
     parser.add_argument("--train", nargs="+", default=[LABELED],
                         help=f"the labeled case, or several labeled in turn (default {LABELED})")
     parser.add_argument("--channels", nargs="+", default=list(CHANNELS), choices=CHANNELS)
+    parser.add_argument("--together", action="store_true", help="one network trained on all --train cases together")
     parser.add_argument("--rotate", action="store_true",
                         help="each development case (and BraTS 2015 case) labeled in turn, scored on the other development cases")
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
@@ -237,22 +239,25 @@ def main() -> None:
     channels, names = tuple(args.channels), brats2018_names(args.data)
     if args.rotate and args.split == "test":
         raise SystemExit("--rotate scores development cases only; the test cases are scored with one --train")
-    labeled = names[DEV] if args.rotate else args.train
+    if args.rotate and args.together:
+        raise SystemExit("--rotate labels one case at a time; --together trains on all --train cases")
+    labeled = list(names[DEV]) if args.rotate else args.train
     if args.rotate and set(channels) <= set(BRATS2015_FILES):
         labeled += [f"brats2015/{p.name}" for p in sorted((args.data / "brats2015").iterdir()) if p.is_dir()]
+    groups = [labeled] if args.together else [[name] for name in labeled]
     results: dict[str, list[list[dict]]] = {}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as work:
-        for train_name in labeled:
-            train = [brats_case(args.data, train_name, channels)]
-            scored = [n for n in names[DEV if args.split == "val" else TEST] if n != train_name]
+        for group in groups:
+            train = [brats_case(args.data, train_name, channels) for train_name in group]
+            scored = [n for n in names[DEV if args.split == "val" else TEST] if n not in group]
             test = [brats_case(args.data, n, channels) for n in scored]
             for name, overrides in chosen.items():
-                row = f"{case_name(train[0])}: {name}" if len(labeled) > 1 else name
+                row = f"{case_name(train[0])}: {name}" if len(groups) > 1 else name
                 results[row] = [score(overrides, seed, args.steps, train, test, channels, Path(work)) for seed in args.seeds]
                 print(f"[{time.monotonic() - started:.0f}s] {row}: WT "
                       f"{statistics.mean(r['whole tumor'] for run in results[row] for r in run):.3f}", flush=True)
-    print(f"\nlabeled: {', '.join(labeled)}; channels {' '.join(channels)}; {args.steps} steps, seeds {args.seeds}, "
+    print(f"\nlabeled{' together' if args.together else ''}: {', '.join(labeled)}; channels {' '.join(channels)}; {args.steps} steps, seeds {args.seeds}, "
           f"scored on the {'development' if args.split == 'val' else 'test'} cases\n")
     print(table(results))
 

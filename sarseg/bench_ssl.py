@@ -3,7 +3,8 @@ scratch / restoration only (Models Genesis) / SAR at its defaults / the best SAR
 on labeled cases and scored on cases never used in training, per region, at several points of the
 step budget and for several numbers of labeled cases, over several seeds. Each initialisation is
 compared with scratch and with restoration only by paired differences (same seed, same test case):
-better or worse only when the 95% interval of the mean difference excludes 0.
+better or worse only when the 95% interval of the mean difference, seeds and test cases counted as crossed
+random factors, excludes 0.
 """
 
 from __future__ import annotations
@@ -282,21 +283,53 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
 
 
 def paired(rows: Sequence[dict], base: Sequence[dict]) -> dict:
-    """Differences ``rows`` minus ``base`` between runs of the same task, seed and test case: their mean,
-    standard deviation and 95% t interval (the pairs taken as independent), and the verdict that interval gives."""
+    """Differences ``rows`` minus ``base`` between runs of the same task, seed and test case: their mean and
+    standard deviation, a 95% interval for the mean with seeds and test cases as crossed random factors
+    (:func:`crossed_interval`: pairs that share a seed or a case are not independent), and its verdict.
+    Test cases missing a seed's pair are left out, so the pairs form a full seeds x cases grid."""
     def key(r: dict) -> tuple:
-        return r.get("task"), r["seed"], r.get("case")
+        return r["seed"], (r.get("task"), r.get("case"))
 
     reference = {key(r): r["dice"] for r in base}
-    diffs = [r["dice"] - reference[key(r)] for r in rows if key(r) in reference]
-    n = len(diffs)
-    mean = statistics.mean(diffs) if diffs else float("nan")
-    std = statistics.stdev(diffs) if n > 1 else float("nan")
-    half = stats.t.ppf(0.975, n - 1) * std / n ** 0.5 if n > 1 else float("nan")
-    low, high = mean - half, mean + half
+    diffs = {key(r): r["dice"] - reference[key(r)] for r in rows if key(r) in reference}
+    seeds = sorted({seed for seed, _ in diffs})
+    cases = sorted({case for _, case in diffs if all((seed, case) in diffs for seed in seeds)}, key=str)
+    grid = np.array([[diffs[seed, case] for case in cases] for seed in seeds]).reshape(len(seeds), len(cases))
+    n = grid.size
+    mean = float(grid.mean()) if n else float("nan")
+    std = float(grid.std(ddof=1)) if n > 1 else float("nan")
+    low, high = crossed_interval(grid) if n > 1 else (float("nan"), float("nan"))
     verdict = ("n/a (fewer than 2 pairs)" if n < 2 else "better" if low > 0 else "worse" if high < 0
                else "no difference")
     return {"mean": mean, "std": std, "low": low, "high": high, "n": n, "verdict": verdict}
+
+
+def crossed_interval(grid: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """t interval for the mean of a seeds x cases grid of differences under the two-way random-effects
+    model (seed effect + case effect + residual). Variance components come from the ANOVA mean squares,
+    truncated at 0; the variance of the mean is seed/S + case/C + residual/(S*C), and its degrees of
+    freedom Satterthwaite's. With one seed (or one case) it is the one-sample t interval over the other."""
+    seeds, cases = grid.shape
+    mean = float(grid.mean())
+    if seeds == 1 or cases == 1:
+        values = grid.ravel()
+        terms = [(values.var(ddof=1) / values.size, values.size - 1)]
+    else:
+        seed_means, case_means = grid.mean(1), grid.mean(0)
+        ms_seed = cases * float(((seed_means - mean) ** 2).sum()) / (seeds - 1)
+        ms_case = seeds * float(((case_means - mean) ** 2).sum()) / (cases - 1)
+        residual = grid - seed_means[:, None] - case_means[None, :] + mean
+        ms_res = float((residual ** 2).sum()) / ((seeds - 1) * (cases - 1))
+        keep_seed, keep_case = ms_seed > ms_res, ms_case > ms_res  # a component estimated below 0 counts as 0
+        weights = (keep_seed, keep_case, 1 - keep_seed - keep_case)  # var(mean) * S * C in mean squares
+        terms = [(w * ms / (seeds * cases), df) for w, ms, df in
+                 zip(weights, (ms_seed, ms_case, ms_res), (seeds - 1, cases - 1, (seeds - 1) * (cases - 1))) if w]
+    variance = sum(term for term, _ in terms)
+    if variance <= 0:
+        return mean, mean
+    df = variance ** 2 / sum(term ** 2 / df for term, df in terms)
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * variance ** 0.5
+    return mean - half, mean + half
 
 
 def _difference(diff: dict | None) -> str:
