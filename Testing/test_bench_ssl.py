@@ -75,11 +75,31 @@ def test_pairs_that_share_a_seed_are_not_counted_as_independent() -> None:
     assert diff["high"] - diff["mean"] == pytest.approx(over_seeds, rel=0.05)
 
 
-def test_crossed_interval_reduces_to_the_one_sample_interval() -> None:
-    grid = np.array([[0.1, 0.2, 0.3]])
-    assert crossed_interval(grid) == pytest.approx((0.2 - 0.24841, 0.2 + 0.24841), abs=1e-5)
-    assert crossed_interval(grid.T) == pytest.approx(crossed_interval(grid))  # one case, three seeds
+def test_crossed_interval_known_answers() -> None:
+    """By hand: seeds x cases grids, mean squares (seed, case, residual), var(mean) = sum of kept terms / 9."""
+    truncated = np.array([[.1, .3, .2], [.2, .1, .6], [0, .2, .4]])  # MS 0.01, 0.07, 0.025: the seed term is below 0
+    half = stats.t.ppf(0.975, 2) * (0.07 / 9) ** 0.5  # only MS_case, 2 df
+    assert crossed_interval(truncated) == pytest.approx((0.7 / 3 - half, 0.7 / 3 + half))
+    both = np.array([[0, .1, .3], [.2, .3, .4], [.1, .1, .5]])  # MS 0.02111, 0.07444, 0.00611: both terms kept
+    ms = np.array([0.19 / 9, 0.67 / 9, 0.055 / 9])
+    variance = (ms[0] + ms[1] - ms[2]) / 9
+    df = variance ** 2 / ((ms[0] / 9) ** 2 / 2 + (ms[1] / 9) ** 2 / 2 + (ms[2] / 9) ** 2 / 4)  # Satterthwaite, about 2.66
+    half = stats.t.ppf(0.975, df) * variance ** 0.5
+    assert crossed_interval(both) == pytest.approx((2 / 9 - half, 2 / 9 + half))
+    one_seed = np.array([[0.1, 0.2, 0.3]])
+    assert crossed_interval(one_seed) == pytest.approx((0.2 - 0.24841, 0.2 + 0.24841), abs=1e-5)  # the one-sample t
     assert crossed_interval(np.full((3, 4), 0.05)) == (pytest.approx(0.05), pytest.approx(0.05))  # no spread at all
+
+
+def test_tasks_that_share_case_names_are_separate_cases() -> None:
+    """Two folds of one dataset both test a case named case0: two columns of the grid, not one pair overwritten."""
+    def fold(init: str, task: str, dices: list[float]) -> list[dict]:
+        return [{**r, "task": task} for r in rows(init, dices, cases=1)]
+
+    base = fold("scratch", "fold0", [0.5, 0.5]) + fold("scratch", "fold1", [0.5, 0.5])
+    sar = fold("sar", "fold0", [0.6, 0.7]) + fold("sar", "fold1", [0.4, 0.5])
+    diff = paired(sar, base)
+    assert diff["n"] == 4 and diff["mean"] == pytest.approx(0.05)
 
 
 def test_table_gives_both_baselines_differences() -> None:

@@ -3,7 +3,7 @@
 tumor core / enhancing tumor on unseen cases, one row per setting.
 
     python benchmarks/baseline_brats.py [--split val|test] [--variants NAME ...] [--seeds 0 ...] [--steps 300]
-                                        [--train CASE ...] [--channels flair t1 t1ce t2] [--rotate]
+                                        [--train CASE ...] [--together] [--channels flair t1 t1ce t2] [--rotate]
 
 The twelve shared BraTS 2018 cases (../shared/data/brats2018, sorted by name) are split once: the first six
 are development cases (settings and the labeled case were chosen on them only), the last six are test cases,
@@ -251,6 +251,8 @@ def main() -> None:
         for group in groups:
             train = [brats_case(args.data, train_name, channels) for train_name in group]
             scored = [n for n in names[DEV if args.split == "val" else TEST] if n not in group]
+            if not scored:
+                raise SystemExit(f"every {'development' if args.split == 'val' else 'test'} case is labeled; score on the other split")
             test = [brats_case(args.data, n, channels) for n in scored]
             for name, overrides in chosen.items():
                 row = f"{case_name(train[0])}: {name}" if len(groups) > 1 else name
