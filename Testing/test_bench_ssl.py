@@ -55,6 +55,8 @@ def test_paired_differences_match_seed_and_case() -> None:
     assert tight["mean"] == pytest.approx(0.13) and tight["low"] > 0 and tight["verdict"] == "better"  # +0.11, +0.19, +0.11, +0.11
     gap = paired(rows("sar", [0.6, 0.3, 1.0], cases=2), rows("scratch", [0.5, 0.1, 0.7, 0.3], cases=2))
     assert gap["n"] == 2 and gap["mean"] == pytest.approx(0.2)  # case1 lacks seed 1's pair: the case is left out
+    partial_seed = paired(rows("sar", [0.6] * 7, cases=3), rows("scratch", [0.5] * 9, cases=3))  # seed 2 has one case
+    assert partial_seed["n"] == 6 and partial_seed["mean"] == pytest.approx(0.1)  # seed 2 left out, not two cases
     assert paired(rows("sar", [0.3], cases=2), base)["verdict"] == "n/a (fewer than 2 pairs)"
 
 

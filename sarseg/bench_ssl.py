@@ -286,14 +286,21 @@ def paired(rows: Sequence[dict], base: Sequence[dict]) -> dict:
     """Differences ``rows`` minus ``base`` between runs of the same task, seed and test case: their mean and
     standard deviation, a 95% interval for the mean with seeds and test cases as crossed random factors
     (:func:`crossed_interval`: pairs that share a seed or a case are not independent), and its verdict.
-    Test cases missing a seed's pair are left out, so the pairs form a full seeds x cases grid."""
+    The pairs form a full seeds x cases grid: where some are missing, the seeds or the cases that lack
+    them are left out, whichever keeps more pairs."""
     def key(r: dict) -> tuple:
         return r["seed"], (r.get("task"), r.get("case"))
 
     reference = {key(r): r["dice"] for r in base}
     diffs = {key(r): r["dice"] - reference[key(r)] for r in rows if key(r) in reference}
     seeds = sorted({seed for seed, _ in diffs})
-    cases = sorted({case for _, case in diffs if all((seed, case) in diffs for seed in seeds)}, key=str)
+    cases = sorted({case for _, case in diffs}, key=str)
+    full_seeds = [seed for seed in seeds if all((seed, case) in diffs for case in cases)]
+    full_cases = [case for case in cases if all((seed, case) in diffs for seed in seeds)]
+    if len(full_seeds) * len(cases) > len(seeds) * len(full_cases):
+        seeds = full_seeds
+    else:
+        cases = full_cases
     grid = np.array([[diffs[seed, case] for case in cases] for seed in seeds]).reshape(len(seeds), len(cases))
     n = grid.size
     mean = float(grid.mean()) if n else float("nan")
