@@ -44,8 +44,8 @@ from sarseg.bench_ssl import BRATS_CHANNELS as CHANNELS, pretraining_sources  # 
 
 INTENDED_USE = "research only, not for clinical use"
 SAR_EVIDENCE = ("measured here (sarseg bench ssl --profile cases, docs/bench-ssl: BraTS 2018 with 1, 2, 4, 8 labeled cases, "
-                "LIDC nodules with 8, 32, 128; 3 seeds): SAR pretraining at its defaults, as this model was made, does not beat "
-                "Models Genesis (restoration only) in any row: level in 14 of 15, worse on LIDC (128), 95% intervals with seeds and "
+                "LIDC nodules with 8, 32, 128; 5 seeds): SAR pretraining at its defaults, as this model was made, does not beat "
+                "Models Genesis (restoration only) in any row: level in 14 of 15, worse on BraTS enhancing tumor (2), 95% intervals with seeds and "
                 "test cases as crossed factors; no pretraining beat fine-tuning from scratch; the adversarial term cost Dice and did not make "
                 "the encoder modality-invariant (docs/bench-ssl/mechanisms.md)")  # what the bench found; in sar-base's card
 BRATS_LICENSE = "BraTS 2018 training data: research use under the BraTS terms; cite Menze et al. TMI 2015, Bakas et al. Sci Data 2017"
