@@ -327,8 +327,10 @@ def crossed_interval(grid: np.ndarray, level: float = 0.95) -> tuple[float, floa
         ms_case = seeds * float(((case_means - mean) ** 2).sum()) / (cases - 1)
         residual = grid - seed_means[:, None] - case_means[None, :] + mean
         ms_res = float((residual ** 2).sum()) / ((seeds - 1) * (cases - 1))
-        keep_seed, keep_case = ms_seed > ms_res, ms_case > ms_res  # a component estimated below 0 counts as 0
-        weights = (keep_seed, keep_case, 1 - keep_seed - keep_case)  # var(mean) * S * C in mean squares
+        # var(mean) * S * C = (MS_seed - MS_res) + (MS_case - MS_res) + MS_res, each component dropped where
+        # it is estimated below 0 (its mean square under the residual's)
+        keep_seed, keep_case = int(ms_seed > ms_res), int(ms_case > ms_res)
+        weights = (keep_seed, keep_case, 1 - keep_seed - keep_case)
         terms = [(w * ms / (seeds * cases), df) for w, ms, df in
                  zip(weights, (ms_seed, ms_case, ms_res), (seeds - 1, cases - 1, (seeds - 1) * (cases - 1))) if w]
     variance = sum(term for term, _ in terms)
